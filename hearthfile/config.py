@@ -1,0 +1,35 @@
+"""YAML configuration -> frozen dataclasses, with validation (pure + file I/O).
+
+(Stub: ``Address`` is final; the rest of the module is being written.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hearthfile.errors import HearthError
+
+
+class ConfigError(HearthError):
+    """A configuration value is missing, unknown or malformed."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``host:port`` (``[v6]:port`` for IPv6). Raises ValueError with the reason."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number 0-65535 in {text!r}")
+    return Address(host, int(port_text))
