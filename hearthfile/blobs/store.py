@@ -1,0 +1,842 @@
+"""BlobStore: content-addressed chunks and manifests on disk, indexed in SQLite.
+
+Layout (DESIGN.md section 3)::
+
+    <data>/blobs/<aa>/<rest-of-hex>             a chunk
+    <data>/blobs/<aa>/<rest-of-hex>.manifest    a blob's canonical manifest
+    <data>/blobs/.tmp/                          writes in progress, batch journals
+    <data>/blobs/.corrupt/                      files found corrupt, kept for inspection
+    <data>/index.sqlite3                        the index (WAL)
+    <data>/store.lock                           held by the one process writing the store
+
+The index answers has/list/stat/GC without touching the disk. It holds the
+chunks present (``chunks``), each blob's manifest fields and chunk list
+(``blobs``, ``blob_chunks``), pins and last access. A chunk's reference count is
+the number of ``blob_chunks`` rows naming it, read through an index, so it can
+never drift from the chunk lists it counts.
+
+Crash safety. Writes happen in batches (``WriteBatch``): each file goes to a
+temporary name and is renamed into place; names are noted in the batch's
+journal (``.tmp/<batch>.journal``) before the rename; at commit one ``syncfs``
+makes every file durable, then one SQLite transaction makes them visible. So a
+file is in the index only once its bytes are on disk, and a crash anywhere
+leaves either the old index or the new one. Whatever a crashed batch left on
+disk is listed in its journal; opening the store removes those of its files the
+index does not know. Deletions use the same journal: names are noted, the index
+rows go in one transaction, then the files. A blob is visible (``has_blob``)
+only when its manifest and every chunk are committed.
+
+Integrity. Every write is checked against its CID before it lands, and every
+read re-hashes what it read. A file found corrupt is moved to ``.corrupt/``,
+dropped from the index (blobs using it become incomplete) and reported, never
+served.
+
+Threads. One process owns the store (``store.lock``); inside it, the store may
+be called from several worker threads: the index is guarded by a lock, and
+chunks being written by an open batch are counted so an aborting batch never
+deletes a file another batch is about to commit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Final
+
+from hearthfile.blobs.backend import Buffer, ChunkBackend, LocalBackend
+from hearthfile.blobs.chunker import (
+    BlobError,
+    Manifest,
+    ManifestBuilder,
+    decode_manifest,
+    iter_chunks,
+    verify_chunk,
+)
+from hearthfile.cids import Cid, cid_of, hex_of
+from hearthfile.errors import HearthError
+
+GC_THRESHOLD: Final = 0.8
+GC_TARGET: Final = 0.7
+MANIFEST_SUFFIX: Final = ".manifest"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS chunks (
+    cid TEXT PRIMARY KEY,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    cid TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    manifest_bytes INTEGER NOT NULL,
+    name TEXT,
+    mime TEXT,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL,
+    added_at REAL NOT NULL,
+    last_access REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_access);
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    blob TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    chunk TEXT NOT NULL,
+    PRIMARY KEY (blob, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_chunks_by_chunk ON blob_chunks (chunk);
+"""
+
+
+class StoreLocked(HearthError):
+    """Another process is writing this store."""
+
+
+class PinnedError(HearthError):
+    """The operation would remove a pinned blob."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    cid: Cid
+    size: int
+    chunk_count: int
+    content: Cid
+    name: str | None
+    mime: str | None
+    pinned: bool
+    complete: bool
+    added_at: float
+    last_access: float
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    blobs_removed: tuple[Cid, ...]
+    bytes_freed: int
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    chunks_checked: int = 0
+    manifests_checked: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    manifests_restored: int = 0
+    untracked_removed: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.corrupt and not self.missing
+
+
+def _lock_file(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StoreLocked(f"store {path.parent} is in use by {holder}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class BlobStore:
+    """The content-addressed store of one node (blocking; call from worker threads)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        gc_threshold: float = GC_THRESHOLD,
+        gc_target: float = GC_TARGET,
+        capacity_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+        backend: ChunkBackend | None = None,
+    ) -> None:
+        if not 0 < gc_target < gc_threshold <= 1:
+            raise ValueError("need 0 < gc_target < gc_threshold <= 1")
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_file(data_dir / "store.lock")
+        self.gc_threshold = gc_threshold
+        self.gc_target = gc_target
+        self.capacity_bytes = capacity_bytes
+        self._clock = clock
+        local = LocalBackend(data_dir / "blobs")
+        self._local = local if backend is None else None
+        self.backend: ChunkBackend = backend or local
+        self._db = sqlite3.connect(
+            data_dir / "index.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._mutex = threading.RLock()
+        self._writing: Counter[str] = Counter()
+        self._batch_ids = itertools.count()
+        with self._mutex:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        self._recover()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction under the index lock (the connection is in autocommit)."""
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> BlobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- recovery --------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Undo what crashed batches left: files their journals name that the index lacks."""
+        tmp = self.data_dir / "blobs" / LocalBackend.TMP_DIR
+        for journal in sorted(tmp.glob("*.journal")):
+            for name in journal.read_text(errors="replace").split():
+                if not self._referenced(name):
+                    self.backend.remove(name)
+        for leftover in tmp.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+
+    def _referenced(self, name: str) -> bool:
+        if name.endswith(MANIFEST_SUFFIX):
+            hexpart, table = name[: -len(MANIFEST_SUFFIX)], "blobs"
+        else:
+            hexpart, table = name, "chunks"
+        with self._mutex:
+            row = self._db.execute(
+                f"SELECT 1 FROM {table} WHERE cid = ?", ("blake3:" + hexpart,)
+            ).fetchone()
+        return row is not None
+
+    # -- queries ---------------------------------------------------------------
+
+    def has(self, cid: Cid) -> bool:
+        """True when the chunk, or the complete blob, with this CID is stored."""
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT 1 FROM chunks WHERE cid = ? UNION ALL "
+                "SELECT 1 FROM blobs WHERE cid = ? AND complete = 1 LIMIT 1",
+                (cid, cid),
+            ).fetchone()
+        return row is not None
+
+    def has_chunk(self, cid: Cid) -> bool:
+        with self._mutex:
+            return (
+                self._db.execute("SELECT 1 FROM chunks WHERE cid = ?", (cid,)).fetchone()
+                is not None
+            )
+
+    def has_blob(self, cid: Cid) -> bool:
+        """True only when the manifest and every chunk are committed."""
+        with self._mutex:
+            row = self._db.execute("SELECT complete FROM blobs WHERE cid = ?", (cid,)).fetchone()
+        return row is not None and row[0] == 1
+
+    def stat(self, cid: Cid) -> BlobInfo:
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT cid, size, chunk_count, content, name, mime, pinned, complete, added_at, "
+                "last_access FROM blobs WHERE cid = ?",
+                (cid,),
+            ).fetchone()
+        if row is None:
+            raise BlobError("not_found", cid)
+        return _blob_info(row)
+
+    def list_cids(
+        self,
+        prefix: str = "",
+        *,
+        after: str = "",
+        limit: int | None = None,
+        complete_only: bool = True,
+    ) -> list[BlobInfo]:
+        """Blobs whose CID starts with ``prefix``, in CID order, after ``after`` (pagination)."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+        lower = max(prefix, after)
+        sql = (
+            "SELECT cid, size, chunk_count, content, name, mime, pinned, complete, added_at, "
+            "last_access FROM blobs WHERE cid >= ? AND cid < ? AND cid != ?"
+        )
+        if complete_only:
+            sql += " AND complete = 1"
+        sql += " ORDER BY cid LIMIT ?"
+        with self._mutex:
+            rows = self._db.execute(sql, (lower, upper, after, -1 if limit is None else limit))
+            return [_blob_info(r) for r in rows.fetchall()]
+
+    def total_bytes(self) -> int:
+        """Bytes of chunks and manifests held (shared chunks counted once)."""
+        with self._mutex:
+            chunks = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0]
+            manifests = self._db.execute(
+                "SELECT COALESCE(SUM(manifest_bytes), 0) FROM blobs"
+            ).fetchone()[0]
+        return int(chunks) + int(manifests)
+
+    def missing_chunks(self, cid: Cid) -> list[int]:
+        """Indices of the blob's chunks not yet stored (its manifest must be known)."""
+        with self._mutex:
+            if self._db.execute("SELECT 1 FROM blobs WHERE cid = ?", (cid,)).fetchone() is None:
+                raise BlobError("not_found", cid)
+            rows = self._db.execute(
+                "SELECT bc.idx FROM blob_chunks bc LEFT JOIN chunks c ON c.cid = bc.chunk "
+                "WHERE bc.blob = ? AND c.cid IS NULL ORDER BY bc.idx",
+                (cid,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- reads -----------------------------------------------------------------
+
+    def read_manifest(self, cid: Cid) -> Manifest:
+        """The blob's manifest, verified against its CID (complete or partial blob)."""
+        info = self.stat(cid)
+        name = hex_of(cid) + MANIFEST_SUFFIX
+        try:
+            with self.backend.open_stream(name) as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise BlobError("io_error", f"{name}: {exc.strerror}") from None
+        try:
+            manifest = decode_manifest(data, cid)
+        except BlobError:
+            manifest = self._restore_manifest(cid, name, bool(data))
+        self._touch(cid)
+        return Manifest(
+            manifest.size,
+            manifest.chunk_size,
+            manifest.chunks,
+            manifest.content,
+            info.name,
+            info.mime,
+        )
+
+    def read_chunk(self, cid: Cid) -> bytes:
+        """The chunk's bytes, re-hashed; a corrupt file is moved aside and not served."""
+        with self._mutex:
+            row = self._db.execute("SELECT size FROM chunks WHERE cid = ?", (cid,)).fetchone()
+        if row is None:
+            raise BlobError("not_found", cid)
+        buf = bytearray(row[0])
+        self._read_verified(cid, memoryview(buf))
+        return bytes(buf)
+
+    def read_blob_stream(
+        self, cid: Cid, start: int = 0, end: int | None = None
+    ) -> Iterator[memoryview]:
+        """Yield the blob's bytes [start, end) in order, each chunk verified.
+
+        Views share one buffer: each is valid until the next is requested.
+        """
+        if not self.has_blob(cid):
+            raise BlobError("not_found", cid)
+        manifest = self.read_manifest(cid)
+        end = manifest.size if end is None else min(end, manifest.size)
+        if not 0 <= start <= end:
+            raise ValueError(f"bad byte range {start}-{end}")
+        buf = memoryview(bytearray(manifest.chunk_size))
+        return self._stream(manifest, start, end, buf)
+
+    def _stream(self, m: Manifest, start: int, end: int, buf: memoryview) -> Iterator[memoryview]:
+        for index in m.chunk_range(start, end):
+            view = buf[: m.chunk_length(index)]
+            self._read_verified(m.chunks[index], view)
+            base = index * m.chunk_size
+            yield view[max(start - base, 0) : min(end - base, len(view))]
+
+    def _read_verified(self, cid: Cid, into: memoryview) -> None:
+        name = hex_of(cid)
+        try:
+            with self.backend.open_stream(name) as stream:
+                got = stream.readinto(into)  # type: ignore[attr-defined]
+                extra = stream.read(1)
+        except FileNotFoundError:
+            self._drop_chunk(cid, name, "missing")
+            raise BlobError("not_found", f"{cid}: chunk file missing") from None
+        except OSError as exc:
+            raise BlobError("io_error", f"{cid}: {exc.strerror}") from None
+        if got != len(into) or extra or cid_of(into) != cid:
+            where = self._drop_chunk(cid, name, "corrupt")
+            raise BlobError("hash_mismatch", f"{cid}: corrupt on disk, moved to {where}")
+
+    def _drop_chunk(self, cid: Cid, name: str, reason: str) -> str:
+        where = self.backend.move_aside(name, reason) if reason == "corrupt" else ""
+        with self._tx() as db:
+            db.execute("DELETE FROM chunks WHERE cid = ?", (cid,))
+            db.execute(
+                "UPDATE blobs SET complete = 0 WHERE cid IN "
+                "(SELECT blob FROM blob_chunks WHERE chunk = ?)",
+                (cid,),
+            )
+        return where
+
+    def _restore_manifest(self, cid: Cid, name: str, was_present: bool) -> Manifest:
+        """Rebuild a lost or corrupt manifest file from the index, if it still hashes right."""
+        with self._mutex:
+            size, chunk_size, content = self._db.execute(
+                "SELECT size, chunk_size, content FROM blobs WHERE cid = ?", (cid,)
+            ).fetchone()
+            chunks = tuple(
+                r[0]
+                for r in self._db.execute(
+                    "SELECT chunk FROM blob_chunks WHERE blob = ? ORDER BY idx", (cid,)
+                )
+            )
+        manifest = Manifest(size, chunk_size, chunks, content)
+        if manifest.cid != cid:
+            raise BlobError("manifest_invalid", f"{cid}: index entry does not match its CID")
+        if was_present:
+            self.backend.move_aside(name, "corrupt")
+        self.backend.add(name, manifest.encode(), f"restore-{os.getpid()}")
+        self.backend.flush()
+        return manifest
+
+    def _touch(self, cid: Cid) -> None:
+        with self._mutex:
+            self._db.execute("UPDATE blobs SET last_access = ? WHERE cid = ?", (self._clock(), cid))
+
+    # -- writes ----------------------------------------------------------------
+
+    def batch(self) -> WriteBatch:
+        """A group of writes made durable and visible together (use as a context manager)."""
+        return WriteBatch(self, f"b{os.getpid()}-{next(self._batch_ids)}")
+
+    def write_chunk(self, cid: Cid, data: Buffer) -> None:
+        """Verify and store one chunk; a no-op when already present."""
+        with self.batch() as batch:
+            batch.write_chunk(cid, data)
+
+    def write_blob(self, manifest: Manifest, chunks: Iterable[Buffer], *, pin: bool = False) -> Cid:
+        """Store a blob from its manifest and chunks in order (each verified)."""
+        with self.batch() as batch:
+            for index, data in enumerate(chunks):
+                if index >= len(manifest.chunks):
+                    raise BlobError("manifest_invalid", "more chunks than the manifest lists")
+                batch.write_chunk(manifest.chunks[index], data)
+            batch.write_manifest(manifest, pin=pin)
+        return manifest.cid
+
+    def add_stream(
+        self,
+        stream: BinaryIO,
+        *,
+        name: str | None = None,
+        mime: str | None = None,
+        pin: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> Manifest:
+        """Chunk, hash and store a stream in one pass; memory stays at one chunk."""
+        builder = ManifestBuilder()
+        with self.batch() as batch:
+            for view in iter_chunks(stream):
+                batch.write_verified_chunk(builder.add(view), view)
+                if progress is not None:
+                    progress(len(view))
+            manifest = builder.finish(name, mime)
+            batch.write_manifest(manifest, pin=pin)
+        return manifest
+
+    def add_bytes(self, data: bytes, *, name: str | None = None, pin: bool = False) -> Manifest:
+        import io
+
+        return self.add_stream(io.BytesIO(data), name=name, pin=pin)
+
+    def begin_blob(self, manifest: Manifest) -> None:
+        """Record a manifest whose chunks will arrive later (a fetch); resumable."""
+        with self.batch() as batch:
+            batch.write_manifest(manifest, pin=False)
+
+    def complete_blob(self, cid: Cid) -> bool:
+        """Mark a blob complete if every chunk is now stored; returns whether it is."""
+        with self._mutex:
+            if self.missing_chunks(cid):
+                return False
+            self._db.execute("UPDATE blobs SET complete = 1 WHERE cid = ?", (cid,))
+        return True
+
+    # -- pins, removal, GC -----------------------------------------------------
+
+    def pin(self, cid: Cid) -> None:
+        self._set_pin(cid, True)
+
+    def unpin(self, cid: Cid) -> None:
+        self._set_pin(cid, False)
+
+    def is_pinned(self, cid: Cid) -> bool:
+        return self.stat(cid).pinned
+
+    def _set_pin(self, cid: Cid, pinned: bool) -> None:
+        with self._mutex:
+            cur = self._db.execute("UPDATE blobs SET pinned = ? WHERE cid = ?", (int(pinned), cid))
+        if cur.rowcount == 0:
+            raise BlobError("not_found", cid)
+
+    def remove(self, cid: Cid, *, force: bool = False) -> int:
+        """Remove a blob now; chunks go when no other blob uses them. Returns bytes freed."""
+        info = self.stat(cid)
+        if info.pinned and not force:
+            raise PinnedError(f"{cid} is pinned; unpin it first")
+        return self._delete_blobs([cid])
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes used, capacity) against which GC thresholds apply."""
+        if self.capacity_bytes is not None:
+            return self.total_bytes(), self.capacity_bytes
+        st = os.statvfs(self.data_dir)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def gc(self, *, everything: bool = False) -> GcReport:
+        """Evict least-recently-used unpinned blobs.
+
+        Runs only when usage passes ``gc_threshold`` and stops once under
+        ``gc_target``; with ``everything`` every unpinned blob goes. Chunks no
+        blob references (leftovers of abandoned writes) always go.
+        """
+        freed = self._delete_orphan_chunks()
+        used, capacity = self.usage()
+        if not everything and used - freed <= self.gc_threshold * capacity:
+            return GcReport((), freed)
+        to_free = float("inf") if everything else used - freed - self.gc_target * capacity
+        removed: list[Cid] = []
+        while to_free > 0:
+            with self._mutex:
+                victims = [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT cid FROM blobs WHERE pinned = 0 ORDER BY last_access, cid LIMIT 64"
+                    )
+                ]
+            if not victims:
+                break
+            for cid in victims:
+                gained = self._delete_blobs([cid])
+                removed.append(cid)
+                freed += gained
+                to_free -= gained
+                if to_free <= 0:
+                    break
+        return GcReport(tuple(removed), freed)
+
+    def _delete_orphan_chunks(self) -> int:
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT cid, size FROM chunks c WHERE NOT EXISTS "
+                "(SELECT 1 FROM blob_chunks bc WHERE bc.chunk = c.cid)"
+            ).fetchall()
+            rows = [(cid, size) for cid, size in rows if self._writing[cid] == 0]
+        if rows:
+            self._delete_files([hex_of(cid) for cid, _ in rows], chunks=[c for c, _ in rows])
+        return sum(size for _, size in rows)
+
+    def _delete_blobs(self, cids: list[Cid]) -> int:
+        """Drop blobs from the index, then their files and newly unreferenced chunks."""
+        with self._mutex:
+            names: list[str] = []
+            dead_chunks: list[Cid] = []
+            freed = 0
+            for cid in cids:
+                row = self._db.execute(
+                    "SELECT manifest_bytes FROM blobs WHERE cid = ?", (cid,)
+                ).fetchone()
+                if row is None:
+                    continue
+                freed += row[0]
+                names.append(hex_of(cid) + MANIFEST_SUFFIX)
+                for chunk, size in self._db.execute(
+                    "SELECT DISTINCT bc.chunk, c.size FROM blob_chunks bc "
+                    "JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM blob_chunks o WHERE o.chunk = bc.chunk AND o.blob != ?)",
+                    (cid, cid),
+                ).fetchall():
+                    if self._writing[chunk] == 0:
+                        dead_chunks.append(chunk)
+                        names.append(hex_of(chunk))
+                        freed += size
+            self._delete_files(names, chunks=dead_chunks, blobs=cids)
+        return freed
+
+    def _delete_files(
+        self, names: list[str], *, chunks: list[Cid], blobs: list[Cid] | None = None
+    ) -> None:
+        journal = _Journal(self.data_dir, f"d{os.getpid()}-{next(self._batch_ids)}")
+        journal.note_all(names)
+        with self._tx() as db:
+            for cid in blobs or ():
+                db.execute("DELETE FROM blob_chunks WHERE blob = ?", (cid,))
+                db.execute("DELETE FROM blobs WHERE cid = ?", (cid,))
+            db.executemany("DELETE FROM chunks WHERE cid = ?", [(c,) for c in chunks])
+        for name in names:
+            self.backend.remove(name)
+        journal.discard()
+
+    # -- verify ----------------------------------------------------------------
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Re-hash every file; move corrupt ones aside; drop untracked leftovers."""
+        report = VerifyReport()
+        with self._mutex:
+            chunk_rows = self._db.execute("SELECT cid, size FROM chunks").fetchall()
+            blob_cids = [r[0] for r in self._db.execute("SELECT cid FROM blobs")]
+        buf = bytearray(max((size for _, size in chunk_rows), default=0))
+        for cid, size in chunk_rows:
+            report.chunks_checked += 1
+            try:
+                self._read_verified(cid, memoryview(buf)[:size])
+            except BlobError as exc:
+                (report.missing if exc.code == "not_found" else report.corrupt).append(
+                    f"chunk {cid}: {exc.detail}"
+                )
+            if progress is not None:
+                progress(size)
+        for cid in blob_cids:
+            report.manifests_checked += 1
+            self._verify_manifest(cid, report)
+        self._remove_untracked(report)
+        return report
+
+    def _verify_manifest(self, cid: Cid, report: VerifyReport) -> None:
+        name = hex_of(cid) + MANIFEST_SUFFIX
+        try:
+            with self.backend.open_stream(name) as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            data = b""
+        if data and cid_of(data) == cid:
+            return
+        try:
+            self._restore_manifest(cid, name, bool(data))
+            report.manifests_restored += 1
+        except BlobError as exc:
+            report.corrupt.append(f"manifest {cid}: {exc.detail}")
+
+    def _remove_untracked(self, report: VerifyReport) -> None:
+        for name in list(self.backend.names()):
+            hexpart = name.removesuffix(MANIFEST_SUFFIX)
+            untracked = len(hexpart) == 64 and not self._referenced(name)
+            if untracked and self._writing["blake3:" + hexpart] == 0:
+                self.backend.remove(name)
+                report.untracked_removed += 1
+
+
+class _Journal:
+    """Names a batch may leave on disk, written before the file is renamed into place."""
+
+    def __init__(self, data_dir: Path, batch_id: str) -> None:
+        self.path = data_dir / "blobs" / LocalBackend.TMP_DIR / f"{batch_id}.journal"
+        self._fd: int | None = None
+
+    def note_all(self, names: Iterable[str]) -> None:
+        text = "".join(f"{n}\n" for n in names)
+        if not text:
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._fd, text.encode())
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self.path.unlink(missing_ok=True)
+
+
+class WriteBatch:
+    """Writes that become durable and visible together, at ``commit``.
+
+    Files land under their final names as they are written (so memory stays
+    small) but the index learns of them only after one flush at commit. An
+    exception inside the ``with`` block aborts: files this batch wrote that the
+    index does not reference are removed.
+    """
+
+    def __init__(self, store: BlobStore, batch_id: str) -> None:
+        self._store = store
+        self._id = batch_id
+        self._journal = _Journal(store.data_dir, batch_id)
+        self._chunks: dict[Cid, int] = {}
+        self._manifests: list[tuple[Manifest, bool, int]] = []
+        self._written: list[str] = []
+
+    def __enter__(self) -> WriteBatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def write_chunk(self, cid: Cid, data: Buffer) -> None:
+        verify_chunk(data, cid)
+        self.write_verified_chunk(cid, data)
+
+    def write_verified_chunk(self, cid: Cid, data: Buffer) -> None:
+        """Store a chunk whose CID the caller has just computed from ``data``."""
+        if cid in self._chunks:
+            return
+        store = self._store
+        with store._mutex:
+            store._writing[cid] += 1
+        self._chunks[cid] = len(data)
+        if store.has_chunk(cid):
+            return
+        self._write_file(hex_of(cid), data)
+
+    def write_manifest(self, manifest: Manifest, *, pin: bool) -> None:
+        encoded = manifest.encode()
+        self._write_file(hex_of(cid_of(encoded)) + MANIFEST_SUFFIX, encoded)
+        self._manifests.append((manifest, pin, len(encoded)))
+
+    def _write_file(self, name: str, data: Buffer) -> None:
+        self._journal.note_all([name])
+        self._written.append(name)
+        try:
+            self._store.backend.add(name, data, self._id)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BlobError("disk_full", f"no space left writing {name}") from None
+            raise BlobError("io_error", f"writing {name}: {exc.strerror}") from None
+
+    def commit(self) -> None:
+        store = self._store
+        try:
+            if self._written:
+                store.backend.flush()
+            now = store._clock()
+            with store._tx() as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", self._chunks.items()
+                )
+                for manifest, pin, encoded_len in self._manifests:
+                    self._index_manifest(db, manifest, pin, encoded_len, now)
+        except OSError as exc:
+            self.abort()
+            code = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
+            raise BlobError(code, f"committing writes: {exc.strerror}") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._release()
+
+    def _index_manifest(
+        self, db: sqlite3.Connection, m: Manifest, pin: bool, encoded_len: int, now: float
+    ) -> None:
+        cid = m.cid
+        db.execute(
+            "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, manifest_bytes, name, "
+            "mime, pinned, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,0,?,?) "
+            "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
+            "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
+            "last_access = excluded.last_access",
+            (
+                cid,
+                m.size,
+                m.chunk_size,
+                len(m.chunks),
+                m.content,
+                encoded_len,
+                m.name,
+                m.mime,
+                int(pin),
+                now,
+                now,
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
+            ((cid, i, c) for i, c in enumerate(m.chunks)),
+        )
+        db.execute(
+            "UPDATE blobs SET complete = 1 WHERE cid = ? AND NOT EXISTS (SELECT 1 FROM blob_chunks "
+            "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND c.cid IS NULL)",
+            (cid, cid),
+        )
+
+    def abort(self) -> None:
+        store = self._store
+        for name in self._written:
+            hexpart = name.removesuffix(MANIFEST_SUFFIX)
+            shared = name == hexpart and store._writing["blake3:" + hexpart] > 1
+            if not shared and not store._referenced(name):
+                store.backend.remove(name)
+        self._release()
+
+    def _release(self) -> None:
+        store = self._store
+        with store._mutex:
+            for cid in self._chunks:
+                store._writing[cid] -= 1
+                if store._writing[cid] <= 0:
+                    del store._writing[cid]
+        self._chunks.clear()
+        self._journal.discard()
+
+
+def _blob_info(row: tuple[Any, ...]) -> BlobInfo:
+    cid, size, count, content, name, mime, pinned, complete, added, access = row
+    return BlobInfo(
+        cid, size, count, content, name, mime, bool(pinned), bool(complete), added, access
+    )
+
+
+def copy_out(store: BlobStore, cid: Cid, dest: BinaryIO) -> int:
+    """Write a stored blob to ``dest``; returns bytes written."""
+    written = 0
+    for view in store.read_blob_stream(cid):
+        dest.write(view)
+        written += len(view)
+    return written
+
+
+__all__ = [
+    "GC_TARGET",
+    "GC_THRESHOLD",
+    "BlobError",
+    "BlobInfo",
+    "BlobStore",
+    "GcReport",
+    "PinnedError",
+    "StoreLocked",
+    "VerifyReport",
+    "WriteBatch",
+    "copy_out",
+]
