@@ -1,13 +1,71 @@
 """YAML configuration -> frozen dataclasses, with validation (pure + file I/O).
 
-(Stub: ``Address`` is final; the rest of the module is being written.)
+This is the bottom layer: it imports nothing from the rest of hearthfile but the
+error root, and it is the only module that imports ``yaml``. Everything above
+it receives typed, already-validated values, each component only its own
+sub-config (``FileConfig``, ``LimitsConfig``, ``GossipConfig``...).
+
+Where the settings come from, later wins:
+
+1. built-in defaults: a node runs with no config file at all;
+2. ``<home>/config.yaml``, or the file given with ``--config``;
+3. ``hearthfile run`` flags (``--listen``, ``--peer``), via ``with_overrides``.
+
+Trust decisions made on the command line (``hearthfile trust NODEID --level``)
+are kept apart, in ``<home>/trust.yaml``: the operator's commented config.yaml
+is never rewritten by a program. ``effective_trust`` merges the two, and an
+entry in trust.yaml wins over the same NodeID in config.yaml, because it is the
+more recent, explicit decision.
+
+Validation is strict because a typo in a config file should stop the node
+before it runs with a setting the operator did not mean: unknown keys are
+errors (with a did-you-mean hint), booleans must be YAML booleans, integers
+must not be booleans, numbers must be finite. Every ``ConfigError`` names the
+file, the key path and what was expected::
+
+    config.yaml: file.gc_threshold: expected a number between 0 and 1, got 'high'
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+import yaml
 
 from hearthfile.errors import HearthError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "TRUST_FILENAME",
+    "Address",
+    "Config",
+    "ConfigError",
+    "FileConfig",
+    "GossipConfig",
+    "LimitsConfig",
+    "NodeConfig",
+    "PeerSpec",
+    "TrustLevel",
+    "effective_trust",
+    "load_config",
+    "load_trust",
+    "parse_address",
+    "parse_size",
+    "save_trust",
+    "with_overrides",
+]
 
 
 class ConfigError(HearthError):
@@ -33,3 +91,620 @@ def parse_address(text: str) -> Address:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port must be a number 0-65535 in {text!r}")
     return Address(host, int(port_text))
+
+
+CONFIG_FILENAME: Final = "config.yaml"
+TRUST_FILENAME: Final = "trust.yaml"
+DEFAULT_PORT: Final = 7700
+
+#: Levels an operator can grant. ``self`` is implied by the node's own key and
+#: ``stranger`` is the absence of an entry, so neither can be written down.
+TrustLevel = Literal["member", "trusted"]
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
+
+# Loose on purpose: identity.py owns the real NodeID parser (and checks that the
+# text decodes to a key); here we only catch typos and pasted fragments early.
+# "hf" + base32 of a 32-byte Ed25519 key = 52 characters, lowercase, unpadded.
+_NODE_ID_RE: Final = re.compile(r"hf[a-z2-7]{52}")
+_NODE_ID_EXPECTED: Final = "a node id ('hf' followed by 52 characters a-z, 2-7)"
+
+# A frame must carry a whole 256 KiB chunk plus its header, or transfers stall.
+_MIN_MESSAGE_BYTES: Final = 256 * KiB + KiB
+
+
+# --- the settings -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    """A peer to dial at start-up; with ``node_id`` set, any other key is refused."""
+
+    address: Address
+    node_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.node_id}@{self.address}" if self.node_id else str(self.address)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """``node:`` where this node listens and keeps its data."""
+
+    #: Loopback by default: a fresh node is reachable by nobody until the
+    #: operator chooses an interface.
+    listen: Address = Address("127.0.0.1", DEFAULT_PORT)
+    #: None only on a ``NodeConfig()`` built by hand; ``load_config`` always
+    #: sets it (default ``<home>/data``).
+    data_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """``file:`` the blob store's disk policy (blobs.store, services.file)."""
+
+    #: Disk use (fraction of the volume) above which GC starts evicting...
+    gc_threshold: float = 0.8
+    #: ...and the fraction it evicts down to; the gap keeps GC from running on
+    #: every write once the disk sits near the threshold.
+    gc_target: float = 0.7
+    #: file.put refuses (capacity_exceeded) rather than leave less than this free.
+    min_free_bytes: int = 1 * GiB
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """``limits:`` bounds on connections and fetches.
+
+    The connection defaults equal ``bus.channel.ChannelLimits``'s (a unit test
+    keeps them equal; bus may not import config, nor config bus).
+    """
+
+    #: Largest frame; a 256 KiB chunk plus room for the header.
+    max_message_bytes: int = 256 * KiB + 64 * KiB
+    #: Handshake deadline: stops slowloris-style connection hoarding.
+    handshake_timeout_s: float = 10.0
+    #: A silent connection is dropped after this long.
+    idle_timeout_s: float = 60.0
+    #: Connections still in the handshake, server-wide.
+    max_unauthenticated: int = 64
+    #: Authenticated connections kept from one NodeID.
+    max_connections_per_peer: int = 4
+    #: trio-websocket's 4 KiB default costs several times the throughput.
+    receive_buffer_bytes: int = 1 * MiB
+    #: Blob fetches running at once; each already fans out over many sources.
+    max_concurrent_fetches: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """``gossip:`` dissemination timing and the bounds one origin can claim."""
+
+    #: Seconds between push-pull rounds.
+    interval_s: float = 5.0
+    #: Peers contacted per round: a few suffice for O(log n) spread and keep each
+    #: round cheap.
+    fanout: int = 3
+    #: Records kept per origin: bounds the memory one noisy node can claim.
+    max_records_per_origin: int = 64
+    #: CIDs in one record: bounds the work one record can cost a receiver.
+    max_cids_per_record: int = 1024
+    #: A node whose newest record is older than this ages out of the SourceIndex.
+    record_ttl_s: float = 600.0
+    #: Records stamped further than this from our clock (either way) are dropped.
+    max_clock_skew_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; each component is handed only its own section."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    bootstrap: tuple[PeerSpec, ...] = ()
+    #: (NodeID text, level) pairs sorted by NodeID; see ``effective_trust``.
+    trust: tuple[tuple[str, TrustLevel], ...] = ()
+    #: Treat every authenticated stranger as a member. Off: a node serves only
+    #: the peers its operator named.
+    open_membership: bool = False
+    file: FileConfig = field(default_factory=FileConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    #: The file the settings came from; None when running on defaults.
+    source_path: Path | None = None
+
+
+# --- public API -------------------------------------------------------------
+
+
+def load_config(home: Path, path: Path | None = None) -> Config:
+    """Load and validate the config.
+
+    ``path`` None means ``<home>/config.yaml`` if it exists, else the defaults.
+    An explicit ``path`` that cannot be read is an error. Raises ``ConfigError``.
+    """
+    if path is None:
+        path = home / CONFIG_FILENAME
+        if not path.exists():
+            return Config(node=NodeConfig(data_dir=home / "data"))
+    data = _read_yaml(path)
+    return _build_config(_Section(str(path), "", _top_mapping(data, str(path))), home, path)
+
+
+def with_overrides(
+    config: Config,
+    listen: Address | str | None = None,
+    peers: Sequence[PeerSpec | Address | str] | None = None,
+) -> Config:
+    """Apply ``hearthfile run`` flags, which override the file.
+
+    ``peers`` replaces the file's bootstrap list when it is non-empty; None or
+    an empty list (no ``--peer`` flag given) keeps it.
+    """
+    node = config.node
+    if listen is not None:
+        node = replace(node, listen=_flag_address("--listen", listen))
+    bootstrap = config.bootstrap
+    if peers:
+        bootstrap = tuple(
+            p if isinstance(p, PeerSpec) else PeerSpec(_flag_address("--peer", p, dial=True))
+            for p in peers
+        )
+    return replace(config, node=node, bootstrap=bootstrap)
+
+
+def load_trust(home: Path) -> dict[str, TrustLevel]:
+    """Trust levels granted with ``hearthfile trust`` (``<home>/trust.yaml``); {} if none."""
+    path = home / TRUST_FILENAME
+    if not path.exists():
+        return {}
+    data = _read_yaml(path)
+    if data is None:
+        return {}
+    return dict(_parse_trust(data, str(path), ""))
+
+
+def save_trust(home: Path, node_id_text: str, level: str) -> None:
+    """Record ``level`` for a NodeID in ``<home>/trust.yaml``, atomically.
+
+    The file is rewritten whole (temp file, fsync, rename), so a crash leaves
+    the old or the new version, never half of one. Raises ``ConfigError`` for a
+    malformed NodeID or level and ``OSError`` if the file cannot be written.
+    """
+    if not _NODE_ID_RE.fullmatch(node_id_text):
+        raise ConfigError(f"node id: expected {_NODE_ID_EXPECTED}, got {_show(node_id_text)}")
+    checked = _as_level(level)
+    if checked is None:
+        raise ConfigError(f"trust level: expected 'member' or 'trusted', got {_show(level)}")
+    levels = load_trust(home)
+    levels[node_id_text] = checked
+    home.mkdir(parents=True, exist_ok=True)
+    text = _TRUST_HEADER + yaml.safe_dump(dict(sorted(levels.items())), default_flow_style=False)
+    _write_atomic(home / TRUST_FILENAME, text)
+
+
+def effective_trust(config: Config, home: Path) -> dict[str, TrustLevel]:
+    """config.yaml's ``trust`` merged with trust.yaml; trust.yaml wins on conflict."""
+    merged = dict(config.trust)
+    merged.update(load_trust(home))
+    return merged
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count: ``"1GiB"``, ``"512 MiB"``, ``"10GB"``, ``"4096"``.
+
+    Binary units (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (KB,
+    MB, GB, TB) powers of 1000, as disks are labelled. Case is ignored. Raises
+    ValueError.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size like '512MiB' or '10GB', got {text!r}")
+    value = Decimal(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if value != value.to_integral_value():
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return int(value)
+
+
+_SIZE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
+_SIZE_UNITS: Final[Mapping[str, int]] = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": 1024 * GiB,
+}
+
+_TRUST_HEADER: Final = (
+    "# Trust levels granted with `hearthfile trust NODEID --level member|trusted`.\n"
+    "# Rewritten whole by that command (comments here are not kept). An entry here\n"
+    "# wins over the same node id in config.yaml's `trust` section.\n"
+)
+
+
+# --- reading files ----------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        # Compose first (no objects built) to catch duplicate keys, which
+        # safe_load silently resolves by keeping the last one: a second
+        # `file:` section would quietly discard the first.
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or exc.context or "malformed"
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and _BARE_IPV6_RE.search(lines[mark.line]):
+            # `[` opens a YAML list, so an unquoted "[::1]:7700" is a syntax error.
+            problem += ' (quote bracketed IPv6 addresses: "[::1]:7700")'
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+
+
+def _check_duplicate_keys(root: yaml.Node | None) -> None:
+    seen_nodes: set[int] = set()  # anchors can make the node graph cyclic
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[tuple[str, str]] = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                    key = (key_node.tag, key_node.value)
+                    if key in keys:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                        )
+                    keys.add(key)
+                stack += [key_node, value_node]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+_BARE_IPV6_RE: Final = re.compile(r"""(^|[\s,{]|:\s)\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]""")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        # Gone after a successful rename; left only if something above failed.
+        Path(tmp_name).unlink(missing_ok=True)
+    if os.name == "posix":
+        # The rename itself is durable only once the directory is flushed.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+# --- validation -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """One YAML mapping plus where it sits, so errors can name file and key path."""
+
+    source: str
+    prefix: str
+    data: Mapping[str, object]
+
+    def path(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def error(self, key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(
+            f"{self.source}: {self.path(key)}: expected {expected}, got {_show(got)}"
+        )
+
+    def sub(self, key: str) -> _Section:
+        return _Section(self.source, self.path(key), _mapping(self.data.get(key), self, key))
+
+
+def _top_mapping(data: object, source: str) -> Mapping[str, object]:
+    if data is None:  # an empty file, or only comments: all defaults
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top, got {_show(data)}")
+    return _string_keys(data, source, "")
+
+
+def _mapping(value: object, parent: _Section, key: str) -> Mapping[str, object]:
+    if value is None:  # a section whose keys are all commented out
+        return {}
+    if not isinstance(value, Mapping):
+        raise parent.error(key, "a mapping", value)
+    return _string_keys(value, parent.source, parent.path(key))
+
+
+def _string_keys(data: Mapping[object, object], source: str, prefix: str) -> dict[str, object]:
+    for key in data:
+        if not isinstance(key, str):
+            where = f"{prefix}: " if prefix else ""
+            raise ConfigError(f"{source}: {where}keys must be text, got {_show(key)}")
+    return {str(k): v for k, v in data.items()}
+
+
+def _check_keys(
+    sec: _Section, allowed: Iterable[str], elsewhere: Mapping[str, str] | None = None
+) -> None:
+    known = list(allowed)
+    for key in sec.data:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        if elsewhere and key in elsewhere:
+            hint = f" (did you mean {elsewhere[key]!r}?)"
+        elif close:
+            hint = f" (did you mean {close[0]!r}?)"
+        else:
+            hint = f"; expected one of: {', '.join(known)}"
+        raise ConfigError(f"{sec.source}: {sec.path(key)}: unknown key{hint}")
+
+
+def _build_config(top: _Section, home: Path, path: Path) -> Config:
+    sections = {
+        "node": NodeConfig,
+        "file": FileConfig,
+        "limits": LimitsConfig,
+        "gossip": GossipConfig,
+    }
+    # `listen:` at the top level is a likely slip for `node.listen:`; say so.
+    elsewhere = {k: f"{s}.{k}" for s, cls in sections.items() for k in _names(cls)}
+    _check_keys(top, _names(Config), elsewhere)
+    return Config(
+        node=_node(top.sub("node"), home, path),
+        bootstrap=_bootstrap(top),
+        trust=_parse_trust(top.data.get("trust"), top.source, "trust"),
+        open_membership=_bool(top, "open_membership", False),
+        file=_file(top.sub("file")),
+        limits=_limits(top.sub("limits")),
+        gossip=_gossip(top.sub("gossip")),
+        source_path=path.absolute(),
+    )
+
+
+def _names(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    """The keys a section accepts: its dataclass's fields, so the two cannot drift."""
+    return tuple(f.name for f in fields(cls) if f.name != "source_path")
+
+
+def _node(sec: _Section, home: Path, path: Path) -> NodeConfig:
+    _check_keys(sec, _names(NodeConfig))
+    listen = NodeConfig().listen
+    if "listen" in sec.data:
+        listen = _address(sec, "listen", sec.data["listen"], dial=False)
+    data_dir = home / "data"
+    raw = sec.data.get("data_dir")
+    if raw is not None:
+        if not isinstance(raw, str) or not raw.strip():
+            raise sec.error("data_dir", "a directory path", raw)
+        # Relative to the config file, not the working directory, so the same
+        # file means the same place however the daemon was started.
+        data_dir = path.absolute().parent / Path(raw).expanduser()
+    return NodeConfig(listen=listen, data_dir=data_dir)
+
+
+def _address(sec: _Section, key: str, value: object, *, dial: bool) -> Address:
+    if isinstance(value, list):  # `listen: [::1]` reads as a list holding "::1"
+        raise sec.error(key, 'host:port (quote IPv6 addresses: "[::1]:7700")', value)
+    if not isinstance(value, str):
+        raise sec.error(key, "host:port", value)
+    try:
+        address = parse_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"{sec.source}: {sec.path(key)}: {exc}") from exc
+    if dial and address.port == 0:  # port 0 means "any" when listening, nothing when dialling
+        raise sec.error(key, "host:port with a port 1-65535", value)
+    return address
+
+
+def _flag_address(flag: str, value: Address | str, *, dial: bool = False) -> Address:
+    if isinstance(value, Address):
+        return value
+    return _address(_Section("command line", "", {}), flag, value, dial=dial)
+
+
+def _bootstrap(top: _Section) -> tuple[PeerSpec, ...]:
+    raw = top.data.get("bootstrap")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise top.error("bootstrap", "a list of host:port or {address, node_id}", raw)
+    peers = []
+    for i, item in enumerate(raw):
+        key = f"bootstrap[{i}]"
+        if isinstance(item, str):
+            peers.append(PeerSpec(_address(top, key, item, dial=True)))
+            continue
+        if not isinstance(item, Mapping):
+            raise top.error(key, "host:port or a mapping {address, node_id}", item)
+        sec = _Section(top.source, key, _string_keys(item, top.source, key))
+        _check_keys(sec, _names(PeerSpec))
+        if "address" not in sec.data:
+            raise ConfigError(f"{top.source}: {key}.address: required (host:port)")
+        node_id = sec.data.get("node_id")
+        if node_id is not None and not (
+            isinstance(node_id, str) and _NODE_ID_RE.fullmatch(node_id)
+        ):
+            raise sec.error("node_id", _NODE_ID_EXPECTED, node_id)
+        address = _address(sec, "address", sec.data["address"], dial=True)
+        peers.append(PeerSpec(address, node_id))
+    return tuple(peers)
+
+
+def _parse_trust(raw: object, source: str, prefix: str) -> tuple[tuple[str, TrustLevel], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        where = f"{prefix}: " if prefix else ""
+        raise ConfigError(
+            f"{source}: {where}expected a mapping of node id -> member|trusted, got {_show(raw)}"
+        )
+    sec = _Section(source, prefix, _string_keys(raw, source, prefix))
+    pairs: list[tuple[str, TrustLevel]] = []
+    for node_id, value in sec.data.items():
+        if not _NODE_ID_RE.fullmatch(node_id):
+            raise ConfigError(
+                f"{source}: {sec.path(node_id)}: expected {_NODE_ID_EXPECTED} as the key"
+            )
+        level = _as_level(value)
+        if level is None:
+            raise sec.error(node_id, "'member' or 'trusted'", value)
+        pairs.append((node_id, level))
+    return tuple(sorted(pairs))
+
+
+def _as_level(value: object) -> TrustLevel | None:
+    if value == "member":
+        return "member"
+    if value == "trusted":
+        return "trusted"
+    return None
+
+
+def _file(sec: _Section) -> FileConfig:
+    _check_keys(sec, _names(FileConfig))
+    d = FileConfig()
+    threshold = _number(
+        sec, "gc_threshold", d.gc_threshold, "between 0 and 1", lambda x: 0 < x <= 1
+    )
+    target = _number(sec, "gc_target", d.gc_target, "between 0 and 1", lambda x: 0 <= x <= 1)
+    if target >= threshold:
+        # GC evicts from the threshold down to the target; the other way round
+        # it would have nothing to do, or run on every write.
+        raise sec.error(
+            "gc_target", f"a number below {sec.path('gc_threshold')} ({threshold})", target
+        )
+    return FileConfig(
+        gc_threshold=threshold,
+        gc_target=target,
+        min_free_bytes=_size(sec, "min_free_bytes", d.min_free_bytes, 0),
+    )
+
+
+def _limits(sec: _Section) -> LimitsConfig:
+    _check_keys(sec, _names(LimitsConfig))
+    d = LimitsConfig()
+    max_message = _size(sec, "max_message_bytes", d.max_message_bytes, _MIN_MESSAGE_BYTES)
+    if max_message > 64 * MiB:  # one frame is held whole in memory
+        raise sec.error("max_message_bytes", "a size of at most 64MiB", max_message)
+    return LimitsConfig(
+        max_message_bytes=max_message,
+        handshake_timeout_s=_seconds(sec, "handshake_timeout_s", d.handshake_timeout_s),
+        idle_timeout_s=_seconds(sec, "idle_timeout_s", d.idle_timeout_s),
+        max_unauthenticated=_int(sec, "max_unauthenticated", d.max_unauthenticated),
+        max_connections_per_peer=_int(sec, "max_connections_per_peer", d.max_connections_per_peer),
+        receive_buffer_bytes=_size(sec, "receive_buffer_bytes", d.receive_buffer_bytes, 4 * KiB),
+        max_concurrent_fetches=_int(sec, "max_concurrent_fetches", d.max_concurrent_fetches),
+    )
+
+
+def _gossip(sec: _Section) -> GossipConfig:
+    _check_keys(sec, _names(GossipConfig))
+    d = GossipConfig()
+    interval = _seconds(sec, "interval_s", d.interval_s)
+    ttl = _seconds(sec, "record_ttl_s", d.record_ttl_s)
+    if ttl <= interval:
+        # Otherwise every node would age out between two rounds of gossip.
+        raise sec.error("record_ttl_s", f"more than {sec.path('interval_s')} ({interval})", ttl)
+    return GossipConfig(
+        interval_s=interval,
+        fanout=_int(sec, "fanout", d.fanout),
+        max_records_per_origin=_int(sec, "max_records_per_origin", d.max_records_per_origin),
+        max_cids_per_record=_int(sec, "max_cids_per_record", d.max_cids_per_record),
+        record_ttl_s=ttl,
+        max_clock_skew_s=_number(
+            sec, "max_clock_skew_s", d.max_clock_skew_s, "of seconds >= 0", lambda x: x >= 0
+        ),
+    )
+
+
+# --- leaf values --------------------------------------------------------------
+
+
+def _bool(sec: _Section, key: str, default: bool) -> bool:
+    value = sec.data.get(key, default)
+    # YAML booleans only: the text "false" is truthy in Python, a silent trap.
+    if not isinstance(value, bool):
+        raise sec.error(key, "true or false", value)
+    return value
+
+
+def _int(sec: _Section, key: str, default: int, minimum: int = 1) -> int:
+    value = sec.data.get(key, default)
+    # bool is an int subclass; `fanout: yes` must not mean 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise sec.error(key, f"an integer >= {minimum}", value)
+    return value
+
+
+def _number(
+    sec: _Section, key: str, default: float, expected: str, ok: Callable[[float], bool]
+) -> float:
+    value = sec.data.get(key, default)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            number = math.inf
+        if math.isfinite(number) and ok(number):
+            return number
+    raise sec.error(key, f"a number {expected}", value)
+
+
+def _seconds(sec: _Section, key: str, default: float) -> float:
+    return _number(sec, key, default, "of seconds > 0", lambda x: x > 0)
+
+
+def _size(sec: _Section, key: str, default: int, minimum: int) -> int:
+    value = sec.data.get(key, default)
+    expected = f"a size in bytes >= {minimum} (an integer or text like '512MiB', '10GB')"
+    if isinstance(value, str):
+        try:
+            value = parse_size(value)
+        except ValueError:
+            raise sec.error(key, expected, value) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise sec.error(key, expected, value)
+    return value
+
+
+def _show(value: object) -> str:
+    """A YAML value as the operator wrote it, short enough for one error line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
