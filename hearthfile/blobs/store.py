@@ -458,16 +458,25 @@ class BlobStore:
         mime: str | None = None,
         pin: bool = False,
         progress: Callable[[int], None] | None = None,
+        batch: WriteBatch | None = None,
     ) -> Manifest:
-        """Chunk, hash and store a stream in one pass; memory stays at one chunk."""
+        """Chunk, hash and store a stream in one pass; memory stays at one chunk.
+
+        With ``batch`` the blob becomes durable and visible when that batch
+        commits (many small files, one flush); otherwise before this returns.
+        """
+        if batch is None:
+            with self.batch() as own:
+                return self.add_stream(
+                    stream, name=name, mime=mime, pin=pin, progress=progress, batch=own
+                )
         builder = ManifestBuilder()
-        with self.batch() as batch:
-            for view in iter_chunks(stream):
-                batch.write_verified_chunk(builder.add(view), view)
-                if progress is not None:
-                    progress(len(view))
-            manifest = builder.finish(name, mime)
-            batch.write_manifest(manifest, pin=pin)
+        for view in iter_chunks(stream):
+            batch.write_verified_chunk(builder.add(view), view)
+            if progress is not None:
+                progress(len(view))
+        manifest = builder.finish(name, mime)
+        batch.write_manifest(manifest, pin=pin)
         return manifest
 
     def add_bytes(self, data: bytes, *, name: str | None = None, pin: bool = False) -> Manifest:
@@ -685,6 +694,8 @@ class WriteBatch:
 
     def __init__(self, store: BlobStore, batch_id: str) -> None:
         self._store = store
+        #: Bytes written so far; callers may commit and start a new batch past a bound.
+        self.bytes_written = 0
         self._id = batch_id
         self._journal = _Journal(store.data_dir, batch_id)
         self._chunks: dict[Cid, int] = {}
@@ -729,6 +740,7 @@ class WriteBatch:
     def _write_file(self, name: str, data: Buffer) -> None:
         self._journal.note_all([name])
         self._written.append(name)
+        self.bytes_written += len(data)
         try:
             self._store.backend.add(name, data, self._id)
         except OSError as exc:
@@ -808,6 +820,7 @@ class WriteBatch:
                 if store._writing[cid] <= 0:
                     del store._writing[cid]
         self._chunks.clear()
+        self._written.clear()
         self._journal.discard()
 
 
