@@ -13,8 +13,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+    echo "setting up $VENV (first run only)..." >&2
+    if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip &&
+           "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"; } >"$VENV/install.log" 2>&1; then
+        cat "$VENV/install.log" >&2
+        echo "installing hearthfile's dependencies failed (log above)" >&2
+        exit 1
+    fi
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi
