@@ -1,0 +1,315 @@
+"""The call table of one bus connection: ids, stream state, credit (pure, sans-IO).
+
+``Session`` is the protocol core behind ``hearthfile.bus.connection``. It is fed every
+decoded frame from the peer and every frame we are about to send, and it answers with
+what happened (an event) or what to send (frames). It enforces the rules of
+docs/PROTOCOL.md "Calls" and raises ``RemoteProtocolError`` when the peer breaks them; it
+never blocks, sleeps, logs or reads a clock. The trio shell waits where this core says
+"not yet" (no credit, no item) and wakes when an event names the call.
+
+Call ids. Each side numbers the calls it opens: the dialer (Noise initiator) uses odd
+ids 1, 3, 5, ..., the acceptor even ids 2, 4, 6, ..., each strictly increasing and never
+reused on a connection. So every frame's id says whose call it belongs to, with no
+direction flag, and both sides can open calls at once without colliding.
+
+End of a call. Every call finishes with exactly one terminal frame from the callee,
+``res`` or ``err``; nothing follows it for that id. ``end`` only closes one side's data
+stream. A callee that streams sends its ``data`` frames, then ``end``, then ``res`` (so
+``file.read`` sends "manifest, then chunks, then end", then a ``res`` summing up). A
+stream with no ``data`` needs no ``end``, so a unary call is just ``req`` -> ``res``.
+A ``res`` after ``data`` but before ``end`` is a violation; ``err`` may come at any point
+and aborts both streams. The caller's stream ends with its ``end``; the callee may answer
+before reading it (refusing a push early), after which the caller stops sending.
+``cancel`` (caller only) ends the call for both sides at once: the caller forgets the id,
+the callee stops its handler and sends nothing more for it.
+
+Flow control. Each direction of each call has its own window: right after ``req`` each
+side may send ``INITIAL_WINDOW`` data frames; the receiver grants more with ``credit``
+as its application consumes items (in batches of ``CREDIT_BATCH``), so at most
+``INITIAL_WINDOW`` items of a call ever wait in our memory, and a reader that stops
+reading stalls only its own stream. Data beyond the granted credit is a violation.
+
+Late frames. After we cancel, answer or refuse a call, frames for it may still be in
+flight; a frame whose id we issued or saw before but no longer track is dropped
+silently. A frame naming an id that was never opened is a violation.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Final
+
+from hearthfile.bus.frames import (
+    MAX_CALL_ID,
+    Cancel,
+    Credit,
+    Data,
+    End,
+    ErrorResponse,
+    Frame,
+    Request,
+    Response,
+)
+from hearthfile.errors import LocalProtocolError, RemoteProtocolError
+
+#: Data frames each side may send on a new call before any ``credit``: 8 chunks of
+#: 256 KiB keep a loopback stream busy while bounding a stalled stream to 2 MiB.
+INITIAL_WINDOW: Final = 8
+#: Consumed items are acknowledged with one ``credit`` per this many, not one each.
+CREDIT_BATCH: Final = INITIAL_WINDOW // 2
+
+
+class Marker(Enum):
+    """What ``Session.next_item`` returns when it has no item to give."""
+
+    EMPTY = "empty"  # nothing buffered yet: wait for an event on this call
+    END = "end"  # the peer's stream is over (``end``, ``res`` or ``err``)
+
+
+@dataclass(slots=True)
+class _Call:
+    outgoing: bool  # we are the caller
+    send_credit: int = INITIAL_WINDOW
+    sent_data: bool = False
+    send_ended: bool = False
+    recv_allowance: int = INITIAL_WINDOW  # data frames the peer may still send
+    recv_items: deque[Any] = field(default_factory=deque)
+    received_data: bool = False
+    recv_ended: bool = False
+    consumed: int = 0  # items taken since our last grant
+    outcome: Response | ErrorResponse | None = None  # outgoing calls only
+
+
+# --- events returned by Session.receive ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequested:
+    """The peer opened a call; admit it (``accept``) or answer it (``refuse``)."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgressed:
+    """Data, end, credit or the outcome arrived for this call: wake its waiters."""
+
+    call_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallCancelled:
+    """The caller abandoned this incoming call: stop its handler, send nothing more."""
+
+    call_id: int
+
+
+Event = CallRequested | CallProgressed | CallCancelled
+
+
+class Session:
+    """All calls of one connection, in both directions."""
+
+    def __init__(self, *, initiator: bool) -> None:
+        self._mine_odd = initiator
+        self._next_id = 1 if initiator else 2
+        self._peer_highest = 0  # highest id the peer has opened
+        self._calls: dict[int, _Call] = {}
+
+    # --- ids ---
+
+    def _is_mine(self, call_id: int) -> bool:
+        return (call_id % 2 == 1) == self._mine_odd
+
+    def _known(self, call_id: int) -> _Call | None:
+        """The live call, None for a finished one; a never-opened id is a violation."""
+        call = self._calls.get(call_id)
+        if call is None:
+            opened = (
+                call_id < self._next_id if self._is_mine(call_id) else call_id <= self._peer_highest
+            )
+            if not opened:
+                raise RemoteProtocolError(f"frame for call {call_id}, which was never opened")
+        return call
+
+    # --- our side ---
+
+    def open_call(self, cap: str, version: tuple[int, int], args: Any) -> Request:
+        """Start an outgoing call; send the returned ``req``."""
+        if self._next_id > MAX_CALL_ID:
+            raise LocalProtocolError("call ids exhausted on this connection; reconnect")
+        call_id = self._next_id
+        self._next_id += 2
+        self._calls[call_id] = _Call(outgoing=True)
+        return Request(call_id, cap, version, args)
+
+    def accept(self, request: Request) -> None:
+        """Admit an incoming call: its streams start with the initial windows."""
+        self._calls[request.call_id] = _Call(outgoing=False)
+
+    def refuse(self, request: Request, code: str, msg: str) -> ErrorResponse:
+        """Answer an incoming call without admitting it."""
+        return ErrorResponse(request.call_id, code, msg)
+
+    def can_send(self, call_id: int) -> bool:
+        call = self._calls.get(call_id)
+        return (
+            call is not None
+            and call.outcome is None
+            and not call.send_ended
+            and call.send_credit > 0
+        )
+
+    def spend_credit(self, call_id: int) -> None:
+        """Account for one ``data`` frame we send; only valid when ``can_send``."""
+        if not self.can_send(call_id):
+            raise LocalProtocolError(f"call {call_id} has no credit or its stream is closed")
+        call = self._calls[call_id]
+        call.send_credit -= 1
+        call.sent_data = True
+
+    def has_ended(self, call_id: int) -> bool:
+        """Whether our stream on this call is closed."""
+        call = self._calls.get(call_id)
+        return call is None or call.send_ended
+
+    def end_stream(self, call_id: int) -> End | None:
+        """Close our stream; None when there is nothing to close."""
+        call = self._calls.get(call_id)
+        if call is None or call.send_ended or call.outcome is not None:
+            return None
+        call.send_ended = True
+        return End(call_id)
+
+    def respond(self, call_id: int, body: Any) -> list[Frame]:
+        """Finish an incoming call: ``end`` if we streamed and had not ended, then ``res``."""
+        call = self._calls.pop(call_id)
+        head: list[Frame] = [End(call_id)] if call.sent_data and not call.send_ended else []
+        return [*head, Response(call_id, body)]
+
+    def fail(self, call_id: int, code: str, msg: str) -> ErrorResponse:
+        """Finish an incoming call with an error."""
+        self._calls.pop(call_id, None)
+        return ErrorResponse(call_id, code, msg)
+
+    def close_call(self, call_id: int) -> Cancel | None:
+        """Forget a call we are done with; ``cancel`` to send if it had not finished."""
+        call = self._calls.pop(call_id, None)
+        if call is None or not call.outgoing or call.outcome is not None:
+            return None
+        return Cancel(call_id)
+
+    def next_item(self, call_id: int) -> tuple[Any, Credit | None]:
+        """Take the next item of the peer's stream (or a ``Marker``), with any
+        ``credit`` frame that taking it makes due."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return Marker.END, None
+        if not call.recv_items:
+            return (Marker.END if call.recv_ended else Marker.EMPTY), None
+        item = call.recv_items.popleft()
+        call.consumed += 1
+        if call.consumed < CREDIT_BATCH or call.recv_ended:
+            return item, None
+        grant, call.consumed = call.consumed, 0
+        call.recv_allowance += grant
+        return item, Credit(call_id, grant)
+
+    def outcome(self, call_id: int) -> Response | ErrorResponse | None:
+        call = self._calls.get(call_id)
+        return None if call is None else call.outcome
+
+    def is_live(self, call_id: int) -> bool:
+        return call_id in self._calls
+
+    def live_calls(self) -> list[int]:
+        return list(self._calls)
+
+    # --- the peer's side ---
+
+    def receive(self, frame: Frame) -> Event | None:
+        """Apply one frame from the peer; None when it was a late frame, dropped."""
+        match frame:
+            case Request():
+                return self._on_request(frame)
+            case Response() | ErrorResponse():
+                return self._on_outcome(frame)
+            case Data():
+                return self._on_data(frame)
+            case End():
+                return self._on_end(frame)
+            case Credit():
+                return self._on_credit(frame)
+            case Cancel():
+                return self._on_cancel(frame)
+        raise LocalProtocolError(f"not a frame: {frame!r}")
+
+    def _on_request(self, frame: Request) -> Event:
+        if self._is_mine(frame.call_id) or frame.call_id <= self._peer_highest:
+            raise RemoteProtocolError(f"req with id {frame.call_id} out of sequence")
+        self._peer_highest = frame.call_id
+        return CallRequested(frame)
+
+    def _on_outcome(self, frame: Response | ErrorResponse) -> Event | None:
+        if not self._is_mine(frame.call_id):
+            raise RemoteProtocolError(
+                f"{frame.TAG} for call {frame.call_id}, which we did not open"
+            )
+        call = self._known(frame.call_id)
+        if call is None:
+            return None
+        if call.outcome is not None:
+            raise RemoteProtocolError(f"second terminal frame for call {frame.call_id}")
+        if isinstance(frame, Response) and call.received_data and not call.recv_ended:
+            raise RemoteProtocolError(f"res before end on streaming call {frame.call_id}")
+        call.outcome = frame
+        call.recv_ended = True
+        return CallProgressed(frame.call_id)
+
+    def _live_stream(self, frame: Data | End | Credit) -> _Call | None:
+        call = self._known(frame.call_id)
+        if call is not None and call.outcome is not None:
+            raise RemoteProtocolError(f"{frame.TAG} after the outcome of call {frame.call_id}")
+        return call
+
+    def _on_data(self, frame: Data) -> Event | None:
+        call = self._live_stream(frame)
+        if call is None:
+            return None
+        if call.recv_ended:
+            raise RemoteProtocolError(f"data after end on call {frame.call_id}")
+        if call.recv_allowance <= 0:
+            raise RemoteProtocolError(f"data beyond granted credit on call {frame.call_id}")
+        call.recv_allowance -= 1
+        call.received_data = True
+        call.recv_items.append(frame.body)
+        return CallProgressed(frame.call_id)
+
+    def _on_end(self, frame: End) -> Event | None:
+        call = self._live_stream(frame)
+        if call is None:
+            return None
+        if call.recv_ended:
+            raise RemoteProtocolError(f"second end on call {frame.call_id}")
+        call.recv_ended = True
+        return CallProgressed(frame.call_id)
+
+    def _on_credit(self, frame: Credit) -> Event | None:
+        call = self._live_stream(frame)
+        if call is None:
+            return None
+        call.send_credit += frame.n
+        return CallProgressed(frame.call_id)
+
+    def _on_cancel(self, frame: Cancel) -> Event | None:
+        if self._is_mine(frame.call_id):
+            raise RemoteProtocolError(
+                f"cancel for call {frame.call_id}, which the peer did not open"
+            )
+        call = self._known(frame.call_id)
+        if call is None:
+            return None
+        del self._calls[frame.call_id]
+        return CallCancelled(frame.call_id)
