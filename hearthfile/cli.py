@@ -3,6 +3,11 @@
 Commands, flags and exit codes are a contract: 0 ok, 1 the operation failed,
 2 usage or configuration error. Every failure is one line on stderr, never a
 traceback. Global options come before the command.
+
+When a daemon runs for the home, commands go to it over the bus, signed with
+the node's own key (trust ``self``); otherwise store commands work directly on
+the store and network commands say that no daemon runs. Both ways go through
+``NodeApi``, so each command has one piece of output code.
 """
 
 from __future__ import annotations
@@ -10,23 +15,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import mimetypes
+import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn, Protocol
 
-from hearthfile.blobs.chunker import BlobError, Manifest
-from hearthfile.blobs.store import BlobInfo, BlobStore, PinnedError, StoreLocked, WriteBatch
+import trio
+
+from hearthfile import daemon
+from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.store import BlobStore, PinnedError, StoreLocked
+from hearthfile.bus.capability import Registry, TrustLevel
+from hearthfile.bus.client import open_secure_channel
+from hearthfile.bus.connection import Connection
 from hearthfile.cids import Cid, CidError, parse_cid
-from hearthfile.errors import HearthError
+from hearthfile.config import ConfigError, load_config, save_trust, with_overrides
+from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError, ServiceError
+from hearthfile.identity import IdentityError, NodeId, NodeKey
+from hearthfile.services import ops
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: Below this size a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
+#: CIDs fetched at once by one ``get`` of many CIDs.
+GET_CONCURRENCY = 32
 
 
 class CliError(HearthError):
@@ -42,23 +58,120 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"hearthfile: {message} (see 'hearthfile --help')\n")
 
 
-# -- context ---------------------------------------------------------------
-
-
 def home_dir(args: argparse.Namespace) -> Path:
     text = args.home or os.environ.get("HEARTHFILE_HOME") or str(Path.home() / ".hearthfile")
-    return Path(text).expanduser()
+    return Path(text).expanduser().absolute()
 
 
-def data_dir(home: Path) -> Path:
-    return home / "data"
+def cid_arg(text: str) -> Cid:
+    try:
+        return parse_cid(text)
+    except CidError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+# -- the node, local or remote ---------------------------------------------------
+
+
+class NodeApi(Protocol):
+    async def call(self, op: str, args: dict[str, Any]) -> Any: ...
+
+    def stream(
+        self, op: str, args: dict[str, Any]
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Any]]: ...
+
+
+class LocalNode:
+    """The store itself, when no daemon runs."""
+
+    NETWORK_OPS = frozenset({"status", "peers", "push"})
+
+    def __init__(self, store: BlobStore, home: Path) -> None:
+        self.store = store
+        self.home = home
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        if op in self.NETWORK_OPS:
+            raise CliError(f"no daemon running for {self.home}")
+        if op == "fetch":
+            if not self.store.has_blob(args["cid"]):
+                raise BlobError("not_found", args["cid"])  # and no daemon to fetch it
+            return {"cid": args["cid"]}
+        if op == "add":
+            return {"cids": ops.add_paths(self.store, args["paths"], pin=args["pin"])}
+        if op == "gc":
+            return ops.gc(self.store, args["all"])
+        if op in ("ls", "verify"):
+            return getattr(ops, op)(self.store, *args.values())
+        return getattr(ops, op)(self.store, args["cid"])
+
+    @contextlib.asynccontextmanager
+    async def stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:
+        assert op == "cat"
+
+        async def items() -> AsyncIterator[Any]:
+            for view in self.store.read_blob_stream(args["cid"]):
+                yield {"data": view}
+
+        yield items()
+
+
+class RemoteNode:
+    """The home's daemon, over the bus."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        if op in ("fetch", "push"):
+            async with self.stream(op, args) as items:
+                async for _ in items:
+                    pass
+                return self.last_result
+        return await self.conn.call(f"node.{op}", args)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:
+        async with self.conn.open_call(f"node.{op}", args) as call:
+
+            async def items() -> AsyncIterator[Any]:
+                async for item in call:
+                    yield item
+                self.last_result = await call.result()
+
+            yield items()
+
+    last_result: Any = None
+
+
+@contextlib.asynccontextmanager
+async def open_node(args: argparse.Namespace) -> AsyncIterator[NodeApi]:
+    home = home_dir(args)
+    info = daemon.daemon_info(home)
+    if info is None:
+        with _local_store(home) as store:
+            yield LocalNode(store, home)
+        return
+    key = _load_key(home)
+    try:
+        async with open_secure_channel(info.address, key, expected_peer=key.node_id) as channel:
+            conn = Connection(channel, Registry(), _self_only(key.node_id), initiator=True)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.serve)
+                yield RemoteNode(conn)
+                nursery.cancel_scope.cancel()
+    except PeerUnavailable as exc:
+        raise CliError(f"cannot reach the daemon for {home} at {info.address}: {exc}") from None
+
+
+def _self_only(me: NodeId) -> Callable[[NodeId], TrustLevel]:
+    return lambda node: TrustLevel.SELF if node == me else TrustLevel.STRANGER
 
 
 @contextlib.contextmanager
-def open_store(args: argparse.Namespace) -> Iterator[BlobStore]:
-    home = home_dir(args)
+def _local_store(home: Path) -> Iterator[BlobStore]:
     try:
-        store = BlobStore(data_dir(home))
+        store = BlobStore(home / "data")
     except StoreLocked as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
@@ -69,130 +182,97 @@ def open_store(args: argparse.Namespace) -> Iterator[BlobStore]:
         store.close()
 
 
-def cid_arg(text: str) -> Cid:
+def _load_key(home: Path) -> NodeKey:
     try:
-        return parse_cid(text)
-    except CidError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        return NodeKey.load(home / daemon.KEY_FILE)
+    except IdentityError as exc:
+        raise CliError(str(exc)) from None
 
 
-def _progress(
-    total: int, label: str
-) -> tuple[Callable[[int], None], contextlib.AbstractContextManager[Any]]:
-    """A rich progress bar on stderr when it is a terminal and the job is large."""
-    if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
-        return (lambda n: None), contextlib.nullcontext()
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+# -- output helpers ------------------------------------------------------------------
 
-    bar = Progress(
-        TextColumn(label),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
-    task = bar.add_task(label, total=total)
-    return (lambda n: bar.advance(task, n)), bar
+
+class ProgressBar:
+    """A rich progress bar on stderr, shown only on a terminal and for large jobs.
+
+    Created lazily from the first update, which carries the total.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+                return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=total)
+        self._bar.update(self._task, completed=done)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _print_json(value: object) -> None:
-    print(json.dumps(value, indent=None, sort_keys=True))
+    print(json.dumps(value, sort_keys=True))
 
 
-def _info_dict(info: BlobInfo) -> dict[str, object]:
-    return {
-        "cid": info.cid,
-        "size": info.size,
-        "chunks": info.chunk_count,
-        "content": info.content,
-        "pinned": info.pinned,
-        "complete": info.complete,
-        "name": info.name,
-        "mime": info.mime,
-        "added_at": info.added_at,
-        "last_access": info.last_access,
-    }
+# -- commands --------------------------------------------------------------------------
 
 
-# -- commands --------------------------------------------------------------
-
-
-def cmd_init(args: argparse.Namespace) -> int:
+async def cmd_init(args: argparse.Namespace) -> int:
     home = home_dir(args)
-    data_dir(home).mkdir(parents=True, exist_ok=True)
-    with open_store(args):
-        pass
-    print(f"initialised {home}")
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    key = daemon.load_or_create_key(home)
+    print(f"initialised {home}\nnode id {key.node_id}")
     return EXIT_OK
 
 
-#: Files added in one command share a flush; this bounds what a crash can lose.
-ADD_BATCH_BYTES = 256 * 1024 * 1024
-ADD_BATCH_FILES = 2000
-
-
-def cmd_add(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths]
-    for path in paths:
-        if path.is_dir():
-            raise CliError(f"{path} is a directory; add takes files", EXIT_USAGE)
-    with open_store(args) as store:
-        pending: list[str] = []
-        batch = store.batch()
-        try:
-            for path in paths:
-                pending.append(_add_file(store, batch, path, pin=args.pin).cid)
-                if batch.bytes_written >= ADD_BATCH_BYTES or len(pending) >= ADD_BATCH_FILES:
-                    batch.commit()
-                    _print_lines(pending)
-                    batch = store.batch()
-        except BaseException:
-            batch.abort()
-            raise
-        batch.commit()  # CIDs are printed only once their blobs are durable
-        _print_lines(pending)
+async def cmd_id(args: argparse.Namespace) -> int:
+    print(_load_key(home_dir(args)).node_id)
     return EXIT_OK
 
 
-def _print_lines(lines: list[str]) -> None:
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
-    sys.stdout.flush()
-    lines.clear()
+async def cmd_add(args: argparse.Namespace) -> int:
+    paths = [str(p.absolute()) for p in ops.check_paths(args.paths)]
+    async with open_node(args) as node:
+        result = await node.call("add", {"paths": paths, "pin": args.pin})
+    print("\n".join(result["cids"]))
+    return EXIT_OK
 
 
-def _add_file(store: BlobStore, batch: WriteBatch, path: Path, *, pin: bool) -> Manifest:
-    try:
-        stream: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    with stream:
-        size = os.fstat(stream.fileno()).st_size
-        advance, bar = _progress(size, f"add {path.name}")
-        mime = mimetypes.guess_type(path.name)[0]
-        with bar:
-            try:
-                return store.add_stream(
-                    stream, name=path.name, mime=mime, pin=pin, progress=advance, batch=batch
-                )
-            except OSError as exc:
-                raise CliError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def cmd_cat(args: argparse.Namespace) -> int:
+async def cmd_cat(args: argparse.Namespace) -> int:
     cid = cid_arg(args.cid)
     out = sys.stdout.buffer
-    with open_store(args) as store:
+    async with open_node(args) as node:
+        await node.call("fetch", {"cid": cid})
         try:
-            for view in store.read_blob_stream(cid):
-                out.write(view)
+            async with node.stream("cat", {"cid": cid}) as items:
+                async for item in items:
+                    out.write(item["data"])
             out.flush()
         except BrokenPipeError:
             with contextlib.suppress(OSError):
@@ -200,182 +280,291 @@ def cmd_cat(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_get(args: argparse.Namespace) -> int:
-    cid = cid_arg(args.cid)
-    with open_store(args) as store:
-        if not store.has_blob(cid):
-            raise BlobError("not_found", cid)
-        info = store.stat(cid)
-        dest = Path(args.output) if args.output else Path(_safe_name(info))
-        _write_atomically(dest, lambda f, advance: _copy(store, cid, f, advance), info.size)
-    print(dest)
-    return EXIT_OK
+async def cmd_get(args: argparse.Namespace) -> int:
+    cids = [cid_arg(c) for c in args.cids]
+    many = len(cids) > 1
+    out_dir = Path(args.output) if many and args.output else Path(".")
+    if many:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    async with open_node(args) as node:
+        limiter = trio.CapacityLimiter(GET_CONCURRENCY)
+        failures: list[str] = []
+
+        async def one(cid: Cid) -> None:
+            async with limiter:
+                try:
+                    info = await _fetch(node, cid, show=not many)
+                    dest = Path(args.output) if args.output and not many else out_dir / _name(info)
+                    await _save(node, cid, dest, info["size"])
+                    print(dest, flush=True)
+                except (ServiceError, BlobError, CliError) as exc:
+                    if not many:
+                        raise
+                    failures.append(f"{cid}: {_describe(exc)}")
+
+        async with trio.open_nursery() as nursery:
+            for cid in cids:
+                nursery.start_soon(one, cid)
+    for line in failures:
+        print(f"hearthfile: {line}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
 
 
-def _safe_name(info: BlobInfo) -> str:
-    name = Path(info.name or "").name
-    if not name or name in (".", ".."):
-        name = info.cid.removeprefix("blake3:")
-    if Path(name).exists():
-        raise CliError(f"{name} already exists; choose another path with -o")
-    return name
+async def _fetch(node: NodeApi, cid: Cid, *, show: bool) -> dict[str, Any]:
+    if isinstance(node, RemoteNode):
+        with ProgressBar(f"get {cid[7:19]}") as bar:
+            async with node.stream("fetch", {"cid": cid}) as items:
+                async for state in items:
+                    if show:
+                        bar.update(state["done_bytes"], state["total_bytes"])
+    else:
+        await node.call("fetch", {"cid": cid})
+    stat: dict[str, Any] = await node.call("stat", {"cid": cid})
+    return stat
 
 
-def _copy(store: BlobStore, cid: Cid, dest: BinaryIO, advance: Callable[[int], None]) -> None:
-    for view in store.read_blob_stream(cid):
-        dest.write(view)
-        advance(len(view))
+def _name(info: dict[str, Any]) -> str:
+    name = Path(info.get("name") or "").name
+    return name if name not in ("", ".", "..") else str(info["cid"]).removeprefix("blake3:")
 
 
-def _write_atomically(
-    dest: Path, fill: Callable[[BinaryIO, Callable[[int], None]], None], size: int
-) -> None:
+async def _save(node: NodeApi, cid: Cid, dest: Path, size: int) -> None:
     """Fill a temporary file beside ``dest``, then rename: no half-written output."""
     tmp = dest.with_name(f".{dest.name}.hearthfile-tmp")
-    advance, bar = _progress(size, f"get {dest.name}")
     try:
-        with open(tmp, "wb") as f, bar:
-            fill(f, advance)
+        with open(tmp, "wb") as f:
+            async with node.stream("cat", {"cid": cid}) as items:
+                async for item in items:
+                    f.write(item["data"])
         os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CliError(f"cannot write {dest}: {exc.strerror}") from None
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
-        infos = store.list_cids(args.prefix or "")
+async def cmd_ls(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        infos = await node.call("ls", {"prefix": args.prefix or ""})
     if args.json:
-        _print_json([_info_dict(i) for i in infos])
+        _print_json(infos)
         return EXIT_OK
     for info in infos:
-        flag = "pinned" if info.pinned else "-"
-        print(f"{info.cid}  {info.size:>14}  {flag:6}  {info.name or ''}")
+        flag = "pinned" if info["pinned"] else "-"
+        print(f"{info['cid']}  {info['size']:>14}  {flag:6}  {info['name'] or ''}")
     return EXIT_OK
 
 
-def cmd_stat(args: argparse.Namespace) -> int:
-    cid = cid_arg(args.cid)
-    with open_store(args) as store:
-        info = store.stat(cid)
+async def cmd_stat(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        info = await node.call("stat", {"cid": cid_arg(args.cid)})
     if args.json:
-        _print_json(_info_dict(info))
-        return EXIT_OK
-    for key, value in _info_dict(info).items():
-        print(f"{key:12} {value}")
-    return EXIT_OK
-
-
-def cmd_pin(args: argparse.Namespace) -> int:
-    cid = cid_arg(args.cid)
-    with open_store(args) as store:
-        (store.pin if args.command == "pin" else store.unpin)(cid)
-    print(f"{args.command}ned {cid}")
-    return EXIT_OK
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    cid = cid_arg(args.cid)
-    with open_store(args) as store:
-        freed = store.remove(cid)
-    print(f"removed {cid} ({freed} bytes freed)")
-    return EXIT_OK
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
-        report = store.gc(everything=args.all)
-    if args.json:
-        _print_json({"removed": list(report.blobs_removed), "bytes_freed": report.bytes_freed})
+        _print_json(info)
     else:
-        print(f"removed {len(report.blobs_removed)} blobs, {report.bytes_freed} bytes freed")
+        for key, value in info.items():
+            print(f"{key:12} {value}")
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
-        report = store.verify()
-    for line in report.corrupt + report.missing:
+async def cmd_cid_op(args: argparse.Namespace) -> int:
+    cid = cid_arg(args.cid)
+    async with open_node(args) as node:
+        result = await node.call(args.command, {"cid": cid})
+    if args.json:
+        _print_json(result)
+    elif args.command == "rm":
+        print(f"removed {cid} ({result['bytes_freed']} bytes freed)")
+    else:
+        print(f"{args.command}ned {cid}")
+    return EXIT_OK
+
+
+async def cmd_gc(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        result = await node.call("gc", {"all": args.all})
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"removed {len(result['removed'])} blobs, {result['bytes_freed']} bytes freed")
+    return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        r = await node.call("verify", {})
+    for line in r["corrupt"] + r["missing"]:
         print(f"bad: {line}", file=sys.stderr)
-    summary = (
-        f"checked {report.chunks_checked} chunks and {report.manifests_checked} manifests: "
-        f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
-        f"{report.manifests_restored} manifests restored, "
-        f"{report.untracked_removed} untracked files removed"
-    )
     if args.json:
-        _print_json(
-            {
-                "chunks_checked": report.chunks_checked,
-                "manifests_checked": report.manifests_checked,
-                "corrupt": report.corrupt,
-                "missing": report.missing,
-                "manifests_restored": report.manifests_restored,
-                "untracked_removed": report.untracked_removed,
-            }
-        )
+        _print_json(r)
     else:
-        print(summary)
-    return EXIT_OK if report.clean else EXIT_FAILED
+        print(
+            f"checked {r['chunks_checked']} chunks and {r['manifests_checked']} manifests: "
+            f"{len(r['corrupt'])} corrupt, {len(r['missing'])} missing, "
+            f"{r['manifests_restored']} manifests restored, "
+            f"{r['untracked_removed']} untracked files removed"
+        )
+    return EXIT_OK if r["clean"] else EXIT_FAILED
 
 
-# -- parser ----------------------------------------------------------------
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        result = await node.call("status", {})
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:14} {value}")
+    return EXIT_OK
+
+
+async def cmd_peers(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        rows = await node.call("peers", {})
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        print(
+            f"{r['node_id']}  {r['remote']:21}  {r['direction']:3}  {r['trust']:8}  "
+            f"in={r['bytes_in']} out={r['bytes_out']}"
+        )
+    return EXIT_OK
+
+
+async def cmd_push(args: argparse.Namespace) -> int:
+    cid = cid_arg(args.cid)
+    try:
+        NodeId.parse(args.to)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    async with open_node(args) as node:
+        if isinstance(node, LocalNode):
+            raise CliError(f"no daemon running for {node.home}")
+        assert isinstance(node, RemoteNode)
+        with ProgressBar(f"push {cid[7:19]}") as bar:
+            async with node.stream("push", {"cid": cid, "to": args.to}) as items:
+                async for state in items:
+                    bar.update(state["done_bytes"], state["total_bytes"])
+        result = node.last_result
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"pushed {cid} to {args.to}: {result['sent']} chunks sent, "
+            f"{result['skipped']} skipped (already there)"
+        )
+    return EXIT_OK
+
+
+async def cmd_trust(args: argparse.Namespace) -> int:
+    try:
+        NodeId.parse(args.node_id)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    home = home_dir(args)
+    if daemon.daemon_info(home) is None:
+        save_trust(home, args.node_id, args.level)
+    else:
+        async with open_node(args) as node:
+            await node.call("trust", {"node_id": args.node_id, "level": args.level})
+    print(f"trust {args.node_id} {args.level}")
+    return EXIT_OK
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    home = home_dir(args)
+    config = with_overrides(_config(args, home), listen=args.listen, peers=args.peer or None)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        await daemon.run_until_signalled(home, config)
+    except daemon.DaemonRunning as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {config.node.listen}: {exc.strerror}") from None
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace, home: Path) -> Any:
+    return load_config(home, Path(args.config) if args.config else None)
+
+
+# -- parser ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hearthfile", description="A peer-to-peer content-addressed blob node.")
-    parser.add_argument(
-        "--home", help="node home directory (default $HEARTHFILE_HOME or ~/.hearthfile)"
-    )
+    parser.add_argument("--home", help="node home (default $HEARTHFILE_HOME or ~/.hearthfile)")
     parser.add_argument("--json", action="store_true", help="print data as JSON")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
-    def command(
-        name: str, func: Callable[[argparse.Namespace], int], help_: str
-    ) -> argparse.ArgumentParser:
+    def command(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, parents=[json_flag])
         p.set_defaults(func=func)
         return p
 
     command("init", cmd_init, "create the node's home, key and store")
-    p = command("add", cmd_add, "add files to the store; prints each blob CID")
+    command("id", cmd_id, "print this node's NodeID")
+    command("status", cmd_status, "the running daemon's state")
+    command("peers", cmd_peers, "connected peers")
+    p = command("run", cmd_run, "run the daemon")
+    p.add_argument("--listen", metavar="HOST:PORT")
+    p.add_argument("--peer", action="append", metavar="HOST:PORT", help="bootstrap peer (repeat)")
+    p.add_argument("--config", metavar="FILE", help="config file (default <home>/config.yaml)")
+    p = command("add", cmd_add, "add files; prints each blob CID")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--pin", action="store_true", help="protect the blob from GC")
     command("cat", cmd_cat, "write a blob's bytes to stdout").add_argument("cid", metavar="CID")
-    p = command("get", cmd_get, "write a blob to a file")
-    p.add_argument("cid", metavar="CID")
-    p.add_argument("-o", "--output", metavar="PATH")
+    p = command("get", cmd_get, "fetch blobs (from peers if not local) and write them to files")
+    p.add_argument("cids", nargs="+", metavar="CID")
+    p.add_argument("-o", "--output", metavar="PATH", help="file (one CID) or directory (many)")
     p = command("ls", cmd_ls, "list stored blobs")
     p.add_argument("prefix", nargs="?", metavar="PREFIX")
     command("stat", cmd_stat, "show a blob's metadata").add_argument("cid", metavar="CID")
-    command("pin", cmd_pin, "protect a blob from GC").add_argument("cid", metavar="CID")
-    command("unpin", cmd_pin, "let GC evict a blob again").add_argument("cid", metavar="CID")
-    command("rm", cmd_rm, "remove an unpinned blob now").add_argument("cid", metavar="CID")
+    command("pin", cmd_cid_op, "protect a blob from GC").add_argument("cid", metavar="CID")
+    command("unpin", cmd_cid_op, "let GC evict a blob again").add_argument("cid", metavar="CID")
+    command("rm", cmd_cid_op, "remove an unpinned blob now").add_argument("cid", metavar="CID")
     p = command("gc", cmd_gc, "evict least-recently-used unpinned blobs down to the target")
     p.add_argument("--all", action="store_true", help="remove every unpinned blob")
     command("verify", cmd_verify, "re-hash everything; move corrupt files aside")
+    p = command("push", cmd_push, "send a blob to a peer that trusts this node")
+    p.add_argument("cid", metavar="CID")
+    p.add_argument("--to", required=True, metavar="NODEID")
+    p = command("trust", cmd_trust, "set a peer's trust level")
+    p.add_argument("node_id", metavar="NODEID")
+    p.add_argument("--level", required=True, choices=["member", "trusted"])
     return parser
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        if exc.code == "not_found":
+            return f"not found: {exc.detail}"
+        return f"{exc.code.replace('_', ' ')}: {exc.detail}" if exc.detail else exc.code
+    if isinstance(exc, BlobError):
+        if exc.code == "not_found":
+            return f"not found: {exc.detail}"
+        return f"{exc.code.replace('_', ' ')}: {exc.detail}"
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        return int(trio.run(args.func, args))
     except CliError as exc:
         return _fail(str(exc), exc.code)
-    except BlobError as exc:
-        if exc.code == "not_found":
-            return _fail(f"not found: {exc.detail}")
-        return _fail(f"{exc.code.replace('_', ' ')}: {exc.detail}")
-    except (PinnedError, StoreLocked) as exc:
-        return _fail(str(exc))
-    except CidError as exc:
+    except (ConfigError, CidError) as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except ops.PathError as exc:
+        return _fail(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILED)
+    except (BlobError, ServiceError, PinnedError, StoreLocked, IdentityError) as exc:
+        return _fail(_describe(exc))
+    except (PeerUnavailable, RemoteProtocolError) as exc:
+        return _fail(f"connection to the daemon failed: {exc}")
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 

@@ -6,7 +6,6 @@ home that is removed afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -38,7 +37,7 @@ def main() -> int:
         print(f"added in {took:.2f}s (durable on return): {cid}")
         out = Path(tmp) / "readback.bin"
         hf(home, "get", cid, "-o", str(out))
-        same = hashlib.sha256(src.read_bytes()).digest() == hashlib.sha256(out.read_bytes()).digest()
+        same = src.read_bytes() == out.read_bytes()
         print(f"read back {out.stat().st_size} bytes: {'identical' if same else 'DIFFERENT'}")
         print(hf(home, "verify").stdout.decode().strip())
         if not same:

@@ -297,6 +297,13 @@ class BlobStore:
             rows = self._db.execute(sql, (lower, upper, after, -1 if limit is None else limit))
             return [_blob_info(r) for r in rows.fetchall()]
 
+    def count(self) -> int:
+        """Complete blobs held."""
+        with self._mutex:
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM blobs WHERE complete = 1").fetchone()[0]
+            )
+
     def total_bytes(self) -> int:
         """Bytes of chunks and manifests held (shared chunks counted once)."""
         with self._mutex:

@@ -122,7 +122,9 @@ def _journal_lines(home: Path) -> int:
 
 
 @pytest.mark.parametrize("kill_after_files", [1, 40, 120])
-def test_kill_9_mid_add_then_verify_and_readd(home: Path, tmp_path: Path, kill_after_files: int) -> None:
+def test_kill_9_mid_add_then_verify_and_readd(
+    home: Path, tmp_path: Path, kill_after_files: int
+) -> None:
     """A real SIGKILL while ``add`` is writing: the store stays clean, nothing partial shows."""
     src = tmp_path / "big"
     with open(src, "wb") as f:
@@ -131,7 +133,8 @@ def test_kill_9_mid_add_then_verify_and_readd(home: Path, tmp_path: Path, kill_a
     assert run_cli(home, "init").returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "hearthfile", "--home", str(home), "add", str(src)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while _journal_lines(home) < kill_after_files and proc.poll() is None:

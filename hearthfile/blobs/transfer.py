@@ -1,0 +1,315 @@
+"""Fetching blobs from peers and pushing them to peers (trio shell).
+
+``fetch_blob`` gets a verified manifest, records it as a partial blob, then
+pulls the missing chunks from a source with ``file.read`` and stores each one
+after checking it against the manifest; it commits every few tens of MiB so a
+fetch interrupted at any point resumes where its last commit left off and
+never trusts anything it did not verify. ``push_blob`` is the caller's side of
+the two-phase ``file.put``.
+
+Peers are anything with the ``call``/``open_call`` of a bus connection (the
+``Peer`` protocol), so this module needs no pool, no gossip and no daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import trio
+
+from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.fileproto import (
+    ManifestReceiver,
+    bad,
+    from_ranges,
+    manifest_items,
+    to_ranges,
+    want_int,
+    want_map,
+)
+from hearthfile.blobs.store import BlobStore
+from hearthfile.cids import Cid
+from hearthfile.errors import PeerUnavailable, ServiceError
+from hearthfile.identity import NodeId
+
+log = logging.getLogger(__name__)
+
+#: Chunks verified and written per worker-thread hop.
+CHUNKS_PER_HOP: Final = 8
+#: Bytes a fetch holds uncommitted at most: what a crash can cost a resume.
+COMMIT_BYTES: Final = 64 * 1024 * 1024
+#: Chunks asked for in one file.read call, so no single call outlives its timeout.
+CHUNKS_PER_CALL: Final = 1024
+
+
+class OutgoingCall(Protocol):
+    async def send(self, item: Any) -> None: ...
+    async def send_end(self) -> None: ...
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+    async def result(self) -> Any: ...
+
+
+class Peer(Protocol):
+    @property
+    def peer(self) -> NodeId: ...
+
+    async def call(
+        self,
+        cap: str,
+        args: Any = None,
+        *,
+        version: tuple[int, int] = (1, 0),
+        timeout_s: float | None = None,
+    ) -> Any: ...
+
+    def open_call(
+        self, cap: str, args: Any = None, *, version: tuple[int, int] = (1, 0)
+    ) -> AbstractAsyncContextManager[OutgoingCall]: ...
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a transfer has done so far; handed to the progress callback."""
+
+    cid: Cid
+    total_bytes: int = 0
+    done_bytes: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    sources: int = 0
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+async def fetch_blob(
+    store: BlobStore, cid: Cid, sources: Sequence[Peer], *, progress: ProgressFn | None = None
+) -> Manifest:
+    """Make ``cid`` complete in ``store``, fetching what it lacks from ``sources``."""
+    if await trio.to_thread.run_sync(store.has_blob, cid):
+        return await trio.to_thread.run_sync(store.read_manifest, cid)
+    if not sources:
+        raise ServiceError("not_found", f"{cid}: no known source")
+    failures: list[str] = []
+    for source in sources:
+        try:
+            return await _fetch_from(store, cid, source, progress)
+        except (ServiceError, PeerUnavailable) as exc:
+            log.info("fetch of %s from %s failed: %s", cid, source.peer.short(), exc)
+            failures.append(f"{source.peer.short()}: {exc}")
+    if all(": not_found" in f for f in failures):
+        raise ServiceError("not_found", f"{cid}: no source holds it")
+    raise ServiceError("unavailable", f"{cid}: every source failed ({'; '.join(failures)})")
+
+
+async def _fetch_from(
+    store: BlobStore, cid: Cid, source: Peer, progress: ProgressFn | None
+) -> Manifest:
+    manifest = await _known_manifest(store, cid) or await _fetch_manifest(store, cid, source)
+    missing = await trio.to_thread.run_sync(store.missing_chunks, cid)
+    state = Progress(
+        cid,
+        manifest.size,
+        manifest.size - _bytes_of(manifest, missing),
+        len(manifest.chunks),
+        len(manifest.chunks) - len(missing),
+        1,
+    )
+    if progress is not None:
+        progress(state)
+    for start in range(0, len(missing), CHUNKS_PER_CALL):
+        part = missing[start : start + CHUNKS_PER_CALL]
+        await _fetch_chunks(store, manifest, source, part, state, progress)
+    if not await trio.to_thread.run_sync(store.complete_blob, cid):
+        raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
+    return manifest
+
+
+def _bytes_of(manifest: Manifest, indices: Sequence[int]) -> int:
+    return sum(manifest.chunk_length(i) for i in indices)
+
+
+async def _known_manifest(store: BlobStore, cid: Cid) -> Manifest | None:
+    try:
+        return await trio.to_thread.run_sync(store.read_manifest, cid)
+    except BlobError as exc:
+        if exc.code == "not_found":
+            return None
+        raise
+
+
+async def _fetch_manifest(store: BlobStore, cid: Cid, source: Peer) -> Manifest:
+    """Ask for the manifest alone (an empty chunk list) and verify it against ``cid``."""
+    async with source.open_call("file.read", {"cid": cid, "chunks": []}) as call:
+        receiver: ManifestReceiver | None = None
+        manifest: Manifest | None = None
+        async for item in call:
+            entry = want_map(item, "stream item")
+            if receiver is None:
+                receiver = ManifestReceiver(cid, entry.get("manifest_size"))  # type: ignore[arg-type]
+            manifest = receiver.feed(entry)
+            if manifest is not None:
+                name, mime = entry.get("name"), entry.get("mime")
+                manifest = Manifest(
+                    manifest.size,
+                    manifest.chunk_size,
+                    manifest.chunks,
+                    manifest.content,
+                    _text(name),
+                    _text(mime),
+                )
+        await call.result()
+    if manifest is None:
+        raise bad(f"{source.peer.short()} sent no manifest for {cid}")
+    await trio.to_thread.run_sync(store.begin_blob, manifest)
+    return manifest
+
+
+def _text(value: object) -> str | None:
+    return value[:1024] if isinstance(value, str) else None
+
+
+async def _fetch_chunks(
+    store: BlobStore,
+    manifest: Manifest,
+    source: Peer,
+    indices: list[int],
+    state: Progress,
+    progress: ProgressFn | None,
+) -> None:
+    def stored(group: list[tuple[int, bytes]]) -> None:
+        state.chunks_done += len(group)
+        state.done_bytes += sum(len(d) for _, d in group)
+        if progress is not None:
+            progress(state)
+
+    args = {"cid": manifest.cid, "chunks": to_ranges(indices)}
+    async with (
+        source.open_call("file.read", args) as call,
+        ChunkSink(store, manifest, set(indices), on_stored=stored) as sink,
+    ):
+        async for item in call:
+            if "manifest" not in want_map(item, "stream item"):
+                await sink.accept(item)
+        await call.result()
+    if sink.wanted:
+        raise ServiceError("partition", f"source ended without chunks {sorted(sink.wanted)[:5]}")
+
+
+class ChunkSink:
+    """Verifies and stores the chunks of one blob as ``{i, data}`` items arrive.
+
+    Chunks are written a group per worker-thread hop and committed every
+    ``COMMIT_BYTES``, so an interruption keeps what was committed (resume) and
+    nothing unverified is ever stored. Only indices in ``wanted`` are accepted,
+    each once. Leaving the block normally commits; by an exception, aborts the
+    uncommitted rest. A chunk that does not match the manifest is ``bad_request``.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        manifest: Manifest,
+        wanted: set[int],
+        on_stored: Callable[[list[tuple[int, bytes]]], None] = lambda group: None,
+    ) -> None:
+        self.wanted = wanted
+        self.stored = 0
+        self._store = store
+        self._manifest = manifest
+        self._on_stored = on_stored
+        self._group: list[tuple[int, bytes]] = []
+        self._batch = store.batch()
+
+    async def __aenter__(self) -> ChunkSink:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            await self._flush()
+            await trio.to_thread.run_sync(self._batch.commit)
+        else:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._batch.abort)
+
+    async def accept(self, item: object) -> None:
+        entry = want_map(item, "stream item")
+        index = want_int(entry.get("i"), "i", 0, len(self._manifest.chunks) - 1)
+        data = entry.get("data")
+        if index not in self.wanted or not isinstance(data, bytes):
+            raise bad(f"chunk {index} was not asked for, came twice, or has no data")
+        self.wanted.discard(index)
+        self._group.append((index, data))
+        if len(self._group) >= CHUNKS_PER_HOP:
+            await self._flush()
+            if self._batch.bytes_written >= COMMIT_BYTES:
+                await trio.to_thread.run_sync(self._batch.commit)
+                self._batch = self._store.batch()
+
+    async def _flush(self) -> None:
+        group, self._group = self._group, []
+        if group:
+            await trio.to_thread.run_sync(self._write, group)
+            self.stored += len(group)
+            self._on_stored(group)
+
+    def _write(self, group: list[tuple[int, bytes]]) -> None:
+        for index, data in group:
+            try:
+                self._batch.write_chunk(self._manifest.chunks[index], data)
+            except BlobError as exc:
+                if exc.code == "hash_mismatch":
+                    raise ServiceError("bad_request", f"chunk {index}: {exc.detail}") from None
+                if exc.code == "disk_full":
+                    raise ServiceError("capacity_exceeded", "disk full") from None
+                raise
+
+
+# -- push --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    cid: Cid
+    sent: int
+    skipped: int
+
+
+async def push_blob(
+    store: BlobStore, cid: Cid, target: Peer, *, progress: ProgressFn | None = None
+) -> PushResult:
+    """Offer ``cid`` to ``target`` with file.put; send only the chunks it lacks."""
+    manifest: Manifest = await trio.to_thread.run_sync(store.read_manifest, cid)
+    if not await trio.to_thread.run_sync(store.has_blob, cid):
+        raise ServiceError("not_found", f"{cid} is not complete here")
+    encoded = manifest.encode()
+    args = {"cid": cid, "manifest_size": len(encoded), "name": manifest.name, "mime": manifest.mime}
+    async with target.open_call("file.put", args) as call:
+        for item in manifest_items(encoded):
+            await call.send(item)
+        missing: list[int] = []
+        async for item in call:
+            missing.extend(from_ranges(want_map(item).get("missing"), len(manifest.chunks)))
+        state = Progress(cid, _bytes_of(manifest, missing), 0, len(missing), 0, 1)
+        for start in range(0, len(missing), CHUNKS_PER_HOP):
+            group = missing[start : start + CHUNKS_PER_HOP]
+            chunks = await trio.to_thread.run_sync(_read_chunks, store, manifest, group)
+            for index, data in zip(group, chunks, strict=True):
+                await call.send({"i": index, "data": data})
+                state.chunks_done += 1
+                state.done_bytes += len(data)
+            if progress is not None:
+                progress(state)
+        await call.send_end()
+        result = want_map(await call.result(), "result")
+    return PushResult(
+        cid, want_int(result.get("stored"), "stored"), want_int(result.get("skipped"), "skipped")
+    )
+
+
+def _read_chunks(store: BlobStore, manifest: Manifest, indices: list[int]) -> list[bytes]:
+    return [store.read_chunk(manifest.chunks[i]) for i in indices]

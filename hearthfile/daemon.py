@@ -1,0 +1,407 @@
+"""The node daemon: store, bus server, peers and services in one nursery (trio shell).
+
+``serve_node`` builds each part from its own sub-config and wires them with
+callables; it decides nothing a part could decide itself. One daemon runs per
+home: it holds ``<home>/daemon.lock`` for its life and writes where it listens
+to ``<home>/daemon.json``, which is how the CLI finds it. The CLI connects with
+the node's own key, so it is the only caller at trust ``self``.
+
+Log lines are ``event key=value ...`` so they can be grepped and parsed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from hearthfile import __version__
+from hearthfile.blobs import transfer
+from hearthfile.blobs.chunker import Manifest
+from hearthfile.blobs.store import BlobStore
+from hearthfile.bus.capability import Registry, TrustLevel
+from hearthfile.bus.channel import ChannelLimits, MessageChannel
+from hearthfile.bus.client import open_secure_channel
+from hearthfile.bus.connection import Connection
+from hearthfile.bus.server import serve_secure
+from hearthfile.cids import Cid
+from hearthfile.config import Address, Config, PeerSpec, effective_trust, save_trust
+from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError, ServiceError
+from hearthfile.gossip.index import SourceIndex
+from hearthfile.identity import NodeId, NodeKey
+from hearthfile.services.file.service import FileService
+from hearthfile.services.node import NodeService
+
+log = logging.getLogger("hearthfile.daemon")
+
+KEY_FILE: Final = "node.key"
+LOCK_FILE: Final = "daemon.lock"
+INFO_FILE: Final = "daemon.json"
+GC_INTERVAL_S: Final = 60.0
+RECONNECT_MAX_S: Final = 30.0
+SOURCE_QUERY_TIMEOUT_S: Final = 5.0
+
+
+class DaemonRunning(HearthError):
+    """Another daemon holds this home."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    pid: int
+    address: Address
+    node_id: str
+
+
+def load_or_create_key(home: Path) -> NodeKey:
+    path = home / KEY_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        NodeKey.generate().save(path)
+    return NodeKey.load(path)
+
+
+def daemon_info(home: Path) -> DaemonInfo | None:
+    """Where the home's daemon listens, or None when no daemon holds the home."""
+    try:
+        fd = os.open(home / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it: no daemon
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        raw = json.loads((home / INFO_FILE).read_text())
+        return DaemonInfo(raw["pid"], Address(raw["host"], raw["port"]), raw["node_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # starting up: the lock is held but nothing is written yet
+
+
+@contextmanager
+def home_lock(home: Path) -> Iterator[int]:
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 100, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DaemonRunning(
+            f"a daemon already runs for {home} ({holder or 'pid unknown'})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    try:
+        yield fd
+    finally:
+        (home / INFO_FILE).unlink(missing_ok=True)
+        os.close(fd)
+
+
+class TrustBook:
+    """Trust levels by NodeID: config and trust.yaml, changeable while running."""
+
+    def __init__(self, config: Config, home: Path, me: NodeId) -> None:
+        self._config = config
+        self._home = home
+        self._me = me
+        self._levels: dict[str, str] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        self._levels = dict(effective_trust(self._config, self._home))
+
+    def level(self, node: NodeId) -> TrustLevel:
+        if node == self._me:
+            return TrustLevel.SELF
+        text = self._levels.get(str(node))
+        if text is not None:
+            return TrustLevel.parse(text)
+        return TrustLevel.MEMBER if self._config.open_membership else TrustLevel.STRANGER
+
+    def set(self, node_text: str, level: str) -> None:
+        NodeId.parse(node_text)  # ValueError with the reason when malformed
+        save_trust(self._home, node_text, level)
+        self.reload()
+
+
+@dataclass(slots=True)
+class PeerEntry:
+    conn: Connection
+    direction: str
+    remote: str
+    since: float
+
+
+class PeerSet:
+    """The live connections, by peer: what ``peers`` shows and fetches draw on."""
+
+    def __init__(self) -> None:
+        self._entries: dict[NodeId, list[PeerEntry]] = {}
+
+    @contextmanager
+    def holding(self, conn: Connection, direction: str, remote: str) -> Iterator[None]:
+        entry = PeerEntry(conn, direction, remote, time.time())
+        entries = self._entries.setdefault(conn.peer, [])
+        entries.append(entry)
+        log.info("peer_up peer=%s direction=%s remote=%s", conn.peer.short(), direction, remote)
+        try:
+            yield
+        finally:
+            entries.remove(entry)
+            if not entries:
+                del self._entries[conn.peer]
+            log.info(
+                "peer_down peer=%s remote=%s reason=%s",
+                conn.peer.short(),
+                remote,
+                (conn.close_reason or "").replace(" ", "_"),
+            )
+
+    def get(self, node: NodeId) -> Connection | None:
+        live = [e.conn for e in self._entries.get(node, ()) if not e.conn.is_closed]
+        return live[0] if live else None
+
+    def connected(self) -> list[Connection]:
+        return [c for c in (self.get(n) for n in list(self._entries)) if c is not None]
+
+    def snapshot(self, trust: TrustBook) -> list[dict[str, Any]]:
+        rows = []
+        for node, entries in self._entries.items():
+            for e in entries:
+                stats = e.conn.stats()
+                rows.append(
+                    {
+                        "node_id": str(node),
+                        "remote": e.remote,
+                        "direction": e.direction,
+                        "trust": trust.level(node).label,
+                        "connected_since": e.since,
+                        "bytes_in": stats.bytes_in,
+                        "bytes_out": stats.bytes_out,
+                    }
+                )
+        return rows
+
+
+def channel_limits(config: Config) -> ChannelLimits:
+    lim = config.limits
+    return ChannelLimits(
+        max_message_bytes=lim.max_message_bytes,
+        handshake_timeout_s=lim.handshake_timeout_s,
+        idle_timeout_s=lim.idle_timeout_s,
+        max_unauthenticated=lim.max_unauthenticated,
+        max_connections_per_peer=lim.max_connections_per_peer,
+        receive_buffer_bytes=lim.receive_buffer_bytes,
+    )
+
+
+async def serve_node(
+    home: Path, config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the node until cancelled; ``task_status.started(port)`` once listening."""
+    key = load_or_create_key(home)
+    me = key.node_id
+    limits = channel_limits(config)
+    with home_lock(home):
+        store = BlobStore(
+            config.node.data_dir or home / "data",
+            gc_threshold=config.file.gc_threshold,
+            gc_target=config.file.gc_target,
+        )
+        try:
+            await _run(home, config, key, me, store, limits, task_status)
+        finally:
+            store.close()
+
+
+async def _run(
+    home: Path,
+    config: Config,
+    key: NodeKey,
+    me: NodeId,
+    store: BlobStore,
+    limits: ChannelLimits,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    started = time.time()
+    trust = TrustBook(config, home, me)
+    peers = PeerSet()
+    sources = SourceIndex(ttl_s=config.gossip.record_ttl_s)
+    registry = Registry()
+    listen: list[Address] = []
+
+    def new_connection(channel: MessageChannel, initiator: bool) -> Connection:
+        return Connection(channel, registry, trust.level, initiator=initiator)
+
+    async def on_inbound(channel: MessageChannel) -> None:
+        conn = new_connection(channel, initiator=False)
+        with peers.holding(conn, "in", getattr(channel, "remote", "?")):
+            await conn.serve()
+
+    async def find_sources(cid: Cid) -> list[Connection]:
+        known = [peers.get(s.node) for s in sources.sources(cid, time.time())]
+        found: list[Connection] = [c for c in known if c is not None]
+
+        async def ask(conn: Connection) -> None:
+            try:
+                answer = await conn.call(
+                    "file.list", {"prefix": cid, "limit": 1}, timeout_s=SOURCE_QUERY_TIMEOUT_S
+                )
+            except (ServiceError, PeerUnavailable):
+                return
+            items = answer.get("items") if isinstance(answer, dict) else None
+            if items and isinstance(items[0], dict) and items[0].get("cid") == cid:
+                sources.record(conn.peer, [cid], time.time())
+                if conn not in found:
+                    found.append(conn)
+
+        if not found:
+            async with trio.open_nursery() as nursery:
+                for conn in peers.connected():
+                    if conn.peer != me:
+                        nursery.start_soon(ask, conn)
+        return found
+
+    async def fetch(cid: Cid, progress: transfer.ProgressFn) -> Manifest:
+        found = await find_sources(cid) if not store.has_blob(cid) else []
+        manifest = await transfer.fetch_blob(store, cid, found, progress=progress)
+        log.info("fetched cid=%s size=%d sources=%d", cid, manifest.size, len(found))
+        return manifest
+
+    async def push(
+        cid: Cid, target_text: str, progress: transfer.ProgressFn
+    ) -> transfer.PushResult:
+        try:
+            target = NodeId.parse(target_text)
+        except ValueError as exc:
+            raise ServiceError("bad_request", str(exc)) from None
+        conn = peers.get(target)
+        if conn is None:
+            raise ServiceError("unavailable", f"not connected to {target_text}")
+        result = await transfer.push_blob(store, cid, conn, progress=progress)
+        log.info(
+            "pushed cid=%s peer=%s sent=%d skipped=%d",
+            cid,
+            target.short(),
+            result.sent,
+            result.skipped,
+        )
+        return result
+
+    def status() -> dict[str, Any]:
+        return {
+            "node_id": str(me),
+            "version": __version__,
+            "pid": os.getpid(),
+            "listen": str(listen[0]) if listen else None,
+            "uptime_s": time.time() - started,
+            "peers": len(peers.connected()),
+            "blobs": store.count(),
+            "bytes_stored": store.total_bytes(),
+            "data_dir": str(store.data_dir),
+            "known_sources": len(sources),
+        }
+
+    FileService(
+        store,
+        record_sources=lambda node, cids: sources.record(node, cids, time.time()),
+        min_free_bytes=config.file.min_free_bytes,
+    ).register(registry)
+    NodeService(
+        store,
+        fetch=fetch,
+        push=push,
+        status=status,
+        peers=lambda: peers.snapshot(trust),
+        set_trust=trust.set,
+    ).register(registry)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_secure(
+                config.node.listen, key, on_inbound, limits=limits, task_status=task_status
+            )
+        )
+        listen.append(Address(config.node.listen.host, port))
+        _write_info(home, listen[0], me)
+        log.info("node_started node=%s listen=%s data=%s", me, listen[0], store.data_dir)
+        for spec in config.bootstrap:
+            nursery.start_soon(_keep_connected, spec, key, limits, new_connection, peers)
+        nursery.start_soon(_gc_loop, store)
+        task_status.started(port)
+
+
+def _write_info(home: Path, address: Address, me: NodeId) -> None:
+    tmp = home / (INFO_FILE + ".tmp")
+    tmp.write_text(
+        json.dumps(
+            {"pid": os.getpid(), "host": address.host, "port": address.port, "node_id": str(me)}
+        )
+    )
+    os.replace(tmp, home / INFO_FILE)
+
+
+async def _keep_connected(
+    spec: PeerSpec,
+    key: NodeKey,
+    limits: ChannelLimits,
+    new_connection: Any,
+    peers: PeerSet,
+) -> None:
+    """Dial a bootstrap peer and redial with capped, jittered backoff whenever it drops."""
+    expected = NodeId.parse(spec.node_id) if spec.node_id else None
+    delay = 0.5
+    rng = random.Random()
+    while True:
+        try:
+            async with open_secure_channel(
+                spec.address, key, expected_peer=expected, limits=limits
+            ) as channel:
+                conn: Connection = new_connection(channel, True)
+                delay = 0.5
+                with peers.holding(conn, "out", str(spec.address)):
+                    await conn.serve()
+        except (PeerUnavailable, RemoteProtocolError) as exc:
+            log.debug("dial_failed remote=%s reason=%s", spec.address, exc)
+        await trio.sleep(delay * (0.5 + rng.random()))
+        delay = min(delay * 2, RECONNECT_MAX_S)
+
+
+async def _gc_loop(store: BlobStore) -> None:
+    while True:
+        await trio.sleep(GC_INTERVAL_S)
+        report = await trio.to_thread.run_sync(store.gc)
+        if report.blobs_removed:
+            log.info("gc removed=%d bytes_freed=%d", len(report.blobs_removed), report.bytes_freed)
+
+
+async def run_until_signalled(home: Path, config: Config) -> None:
+    """``hearthfile run``: serve until SIGINT or SIGTERM, then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_node, home, config)
+            async for signum in signals:
+                log.info("stopping signal=%s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def is_address_in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE

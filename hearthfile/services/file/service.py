@@ -1,0 +1,236 @@
+"""FileService: file.read, file.list, file.advertise, file.put (trio shell).
+
+The handlers validate what the peer sent (``blobs.fileproto``), move the
+blocking store work to worker threads a group of chunks at a time (a thread hop
+costs about as much as hashing a chunk, PERF-NOTES.md), and answer in the
+shapes of docs/PROTOCOL.md "File service".
+
+file.put is two-phase, after the dedup upload of the seed documents: the caller
+sends the manifest; we record it as a partial blob and answer with the chunk
+indices we lack; the caller streams only those; each is verified against the
+manifest and stored; the blob becomes visible only when every chunk is in. A
+put that stops half way leaves an invisible partial blob whose stored chunks
+the next put of the same blob skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from typing import Any, Final
+
+import trio
+
+from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.fileproto import (
+    MAX_ADVERTISE_CIDS,
+    MAX_LIST_LIMIT,
+    ManifestReceiver,
+    bad,
+    manifest_items,
+    optional_text,
+    range_items,
+    read_selection,
+    to_ranges,
+    want_cid,
+    want_int,
+    want_map,
+)
+from hearthfile.blobs.store import BlobStore
+from hearthfile.blobs.transfer import ChunkSink
+from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
+from hearthfile.cids import Cid
+from hearthfile.errors import ServiceError
+from hearthfile.identity import NodeId
+
+log = logging.getLogger(__name__)
+
+#: Chunks read or written per worker-thread hop.
+CHUNKS_PER_HOP: Final = 8
+
+READ = CapabilityDescriptor(
+    name="file.read",
+    version=(1, 0),
+    trust_required=TrustLevel.MEMBER,
+    # Fetchers pipeline one call per chunk across sources (DESIGN.md section 7),
+    # so the seed's 8 concurrent reads would throttle a single fetch.
+    max_concurrent=64,
+    timeout_seconds=300,
+    idempotent=True,
+    request_schema={"cid": "CID", "chunks?": "[[start, stop], ...]", "range?": "[start, end)"},
+    response_schema={"data?": "bytes (chunk CID)", "chunks?": "int (blob CID)"},
+    stream_schema={"items": "{manifest: bytes}..., {i: int, data: bytes}..., end"},
+)
+LIST = CapabilityDescriptor(
+    name="file.list",
+    version=(1, 0),
+    trust_required=TrustLevel.MEMBER,
+    max_concurrent=4,
+    timeout_seconds=5,
+    idempotent=True,
+    request_schema={"prefix?": "text", "after?": "CID", "limit?": f"1..{MAX_LIST_LIMIT}"},
+    response_schema={"items": "[{cid, size, pinned}]", "next": "CID or nil"},
+)
+ADVERTISE = CapabilityDescriptor(
+    name="file.advertise",
+    version=(1, 0),
+    trust_required=TrustLevel.MEMBER,
+    max_concurrent=16,
+    timeout_seconds=5,
+    idempotent=True,
+    request_schema={"cids": f"[CID] (at most {MAX_ADVERTISE_CIDS})"},
+    response_schema={"accepted": "int"},
+)
+PUT = CapabilityDescriptor(
+    name="file.put",
+    version=(1, 0),
+    trust_required=TrustLevel.TRUSTED,
+    max_concurrent=2,
+    timeout_seconds=600,
+    idempotent=True,
+    request_schema={"cid": "CID", "manifest_size": "int", "name?": "text", "mime?": "text"},
+    response_schema={"cid": "CID", "stored": "int", "skipped": "int"},
+    stream_schema={
+        "caller": "{manifest: bytes}..., {i: int, data: bytes}..., end",
+        "callee": "{missing: [[start, stop], ...]}..., end",
+    },
+)
+
+
+class FileService:
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        record_sources: Callable[[NodeId, list[Cid]], None],
+        on_stored: Callable[[Cid], None] = lambda cid: None,
+        min_free_bytes: int = 1 << 30,
+    ) -> None:
+        self._store = store
+        self._record_sources = record_sources
+        self._on_stored = on_stored
+        self._min_free_bytes = min_free_bytes
+
+    def register(self, registry: Registry) -> None:
+        registry.register(READ, self.handle_read)
+        registry.register(LIST, self.handle_list)
+        registry.register(ADVERTISE, self.handle_advertise)
+        registry.register(PUT, self.handle_put)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Blocking store work in a worker thread; store errors mapped to wire codes."""
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except BlobError as exc:
+            if exc.code in ("not_found", "hash_mismatch"):
+                raise ServiceError("not_found", exc.detail) from None
+            if exc.code == "disk_full":
+                raise ServiceError("capacity_exceeded", "disk full") from None
+            if exc.code == "manifest_invalid":
+                raise bad(exc.detail) from None
+            raise ServiceError("internal", "storage error") from exc
+
+    # -- file.read -------------------------------------------------------------
+
+    async def handle_read(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        cid = want_cid(args.get("cid"))
+        if await self._run(self._store.has_chunk, cid):
+            return {"data": await self._run(self._store.read_chunk, cid)}
+        manifest: Manifest = await self._run(self._store.read_manifest, cid)
+        wanted = read_selection(args, manifest)
+        encoded = manifest.encode()
+        for n, item in enumerate(manifest_items(encoded)):
+            if n == 0:
+                item.update(manifest_size=len(encoded), name=manifest.name, mime=manifest.mime)
+            await ctx.send(item)
+        for start in range(0, len(wanted), CHUNKS_PER_HOP):
+            group = wanted[start : start + CHUNKS_PER_HOP]
+            chunks = await self._run(self._read_group, manifest, group)
+            for index, data in zip(group, chunks, strict=True):
+                await ctx.send({"i": index, "data": data})
+        return {"chunks": len(wanted)}
+
+    def _read_group(self, manifest: Manifest, indices: list[int]) -> list[bytes]:
+        return [self._store.read_chunk(manifest.chunks[i]) for i in indices]
+
+    # -- file.list / file.advertise -------------------------------------------
+
+    async def handle_list(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args if ctx.args is not None else {})
+        prefix = args.get("prefix", "")
+        after = args.get("after", "")
+        if not isinstance(prefix, str) or len(prefix) > 71 or not isinstance(after, str):
+            raise bad("prefix and after are text (at most a CID long)")
+        limit = want_int(args.get("limit", MAX_LIST_LIMIT), "limit", 1, MAX_LIST_LIMIT)
+        infos = await self._run(
+            lambda: self._store.list_cids(prefix, after=after[:71], limit=limit + 1)
+        )
+        more = len(infos) > limit
+        items = [{"cid": i.cid, "size": i.size, "pinned": i.pinned} for i in infos[:limit]]
+        return {"items": items, "next": items[-1]["cid"] if more else None}
+
+    async def handle_advertise(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        cids = args.get("cids")
+        if not isinstance(cids, list) or len(cids) > MAX_ADVERTISE_CIDS:
+            raise bad(f"cids must be a list of at most {MAX_ADVERTISE_CIDS} CIDs")
+        valid = [want_cid(c, "cids[]") for c in cids]
+        # The source is the authenticated caller, never a NodeID named in the body.
+        self._record_sources(ctx.peer, valid)
+        return {"accepted": len(valid)}
+
+    # -- file.put --------------------------------------------------------------
+
+    async def handle_put(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        cid = want_cid(args.get("cid"))
+        receiver = ManifestReceiver(cid, args.get("manifest_size"))  # type: ignore[arg-type]
+        name = optional_text(args.get("name"), "name")
+        mime = optional_text(args.get("mime"), "mime")
+        incoming = ctx.incoming()
+        manifest: Manifest | None = None
+        async for item in incoming:
+            manifest = receiver.feed(item)
+            if manifest is not None:
+                break
+        if manifest is None:
+            raise bad("stream ended before the manifest was whole")
+        manifest = Manifest(
+            manifest.size, manifest.chunk_size, manifest.chunks, manifest.content, name, mime
+        )
+        missing = await self._run(self._prepare_put, manifest)
+        for item in range_items(to_ranges(missing), "missing"):
+            await ctx.send(item)
+        await ctx.send_end()
+        async with ChunkSink(self._store, manifest, set(missing)) as sink:
+            async for item in incoming:
+                await sink.accept(item)
+        stored = sink.stored
+        if not await self._run(self._store.complete_blob, cid):
+            raise bad("stream ended before every missing chunk was sent")
+        log.info(
+            "put stored blob %s from %s (%d chunks sent, %d skipped)",
+            cid,
+            ctx.peer.short(),
+            stored,
+            len(manifest.chunks) - stored,
+        )
+        self._on_stored(cid)
+        return {"cid": cid, "stored": stored, "skipped": len(manifest.chunks) - stored}
+
+    def _prepare_put(self, manifest: Manifest) -> list[int]:
+        """Record the manifest as a partial blob; refuse if the disk would run low."""
+        store = self._store
+        if not store.has_blob(manifest.cid):
+            store.begin_blob(manifest)
+        missing = store.missing_chunks(manifest.cid)
+        incoming = sum(manifest.chunk_length(i) for i in missing)
+        free = shutil.disk_usage(store.data_dir).free
+        if free - incoming < self._min_free_bytes:
+            raise ServiceError(
+                "capacity_exceeded",
+                f"storing {incoming} bytes would leave less than {self._min_free_bytes} free",
+            )
+        return missing

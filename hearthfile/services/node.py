@@ -1,0 +1,235 @@
+"""NodeService: the node.* capabilities the local CLI drives its daemon with (trio shell).
+
+Only the node's own key reaches trust ``self``, so every capability here
+requires it: a peer, however trusted, cannot list, remove or push our blobs.
+Store work runs in worker threads through ``services.ops``, the same code the
+CLI runs when no daemon is up. Network work (fetch, push, peers, trust) is
+handed in as callables by the daemon, which owns the pool and the sources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, Final
+
+import trio
+
+from hearthfile.blobs import transfer
+from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.fileproto import bad, want_cid, want_int, want_map
+from hearthfile.blobs.store import BlobStore, PinnedError
+from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
+from hearthfile.cids import Cid
+from hearthfile.errors import ServiceError
+from hearthfile.services import ops
+
+#: Bytes of blob content per ``node.cat`` stream item.
+CAT_ITEM_BYTES: Final = 256 * 1024
+MAX_ADD_PATHS: Final = 100_000
+
+Fetch = Callable[[Cid, transfer.ProgressFn], Awaitable[Manifest]]
+Push = Callable[[Cid, str, transfer.ProgressFn], Awaitable[transfer.PushResult]]
+
+
+def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> CapabilityDescriptor:
+    return CapabilityDescriptor(
+        name=name,
+        version=(1, 0),
+        trust_required=TrustLevel.SELF,
+        max_concurrent=max_concurrent,
+        timeout_seconds=timeout_s,
+        idempotent=False,
+        stability="experimental",
+    )
+
+
+class NodeService:
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        fetch: Fetch,
+        push: Push,
+        status: Callable[[], dict[str, Any]],
+        peers: Callable[[], list[dict[str, Any]]],
+        set_trust: Callable[[str, str], None],
+        on_changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._fetch = fetch
+        self._push = push
+        self._status = status
+        self._peers = peers
+        self._set_trust = set_trust
+        self._on_changed = on_changed
+
+    def register(self, registry: Registry) -> None:
+        day = 24 * 3600.0
+        for name, handler, timeout in [
+            ("node.status", self.status, 10),
+            ("node.peers", self.peers, 10),
+            ("node.add", self.add, day),
+            ("node.fetch", self.fetch, day),
+            ("node.cat", self.cat, day),
+            ("node.ls", self.ls, 60),
+            ("node.stat", self.stat, 10),
+            ("node.pin", self.pin, 10),
+            ("node.unpin", self.unpin, 10),
+            ("node.rm", self.rm, 60),
+            ("node.gc", self.gc, 3600),
+            ("node.verify", self.verify, day),
+            ("node.push", self.push, day),
+            ("node.trust", self.trust, 10),
+        ]:
+            registry.register(_descriptor(name, timeout), handler)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        except BlobError as exc:
+            code = "not_found" if exc.code == "not_found" else "internal"
+            raise ServiceError(code, exc.detail if code == "not_found" else str(exc)) from None
+        except (PinnedError, ops.PathError) as exc:
+            raise ServiceError("bad_request", str(exc)) from None
+
+    async def status(self, ctx: CallContext) -> dict[str, Any]:
+        return self._status()
+
+    async def peers(self, ctx: CallContext) -> list[dict[str, Any]]:
+        return self._peers()
+
+    async def add(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        paths = args.get("paths")
+        if not isinstance(paths, list) or not paths or len(paths) > MAX_ADD_PATHS:
+            raise bad(f"paths must be a list of 1..{MAX_ADD_PATHS} file paths")
+        if not all(isinstance(p, str) and p.startswith("/") for p in paths):
+            raise bad("paths must be absolute")
+        cids = await self._run(ops.add_paths, self._store, paths, pin=bool(args.get("pin")))
+        self._on_changed()
+        return {"cids": cids}
+
+    async def fetch(self, ctx: CallContext) -> dict[str, Any]:
+        cid = want_cid(want_map(ctx.args).get("cid"))
+        manifest: Manifest = await _with_progress(ctx, lambda report: self._fetch(cid, report))
+        return {"cid": cid, "size": manifest.size, "name": manifest.name}
+
+    async def cat(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        cid = want_cid(args.get("cid"))
+        start = want_int(args.get("start", 0), "start")
+        end = args.get("end")
+        stream = await self._run(
+            self._store.read_blob_stream,
+            cid,
+            start,
+            None if end is None else want_int(end, "end", start),
+        )
+        sent = 0
+        while True:
+            views = await self._run(_take, stream, 4)
+            if not views:
+                break
+            for data in views:
+                await ctx.send({"data": data})
+                sent += len(data)
+        return {"size": sent}
+
+    async def ls(self, ctx: CallContext) -> list[dict[str, Any]]:
+        prefix = want_map(ctx.args).get("prefix") or ""
+        if not isinstance(prefix, str):
+            raise bad("prefix must be text")
+        return await self._run(ops.ls, self._store, prefix)  # type: ignore[no-any-return]
+
+    async def stat(self, ctx: CallContext) -> dict[str, Any]:
+        return await self._cid_op(ctx, ops.stat, changes=False)
+
+    async def pin(self, ctx: CallContext) -> dict[str, Any]:
+        return await self._cid_op(ctx, ops.pin)
+
+    async def unpin(self, ctx: CallContext) -> dict[str, Any]:
+        return await self._cid_op(ctx, ops.unpin)
+
+    async def rm(self, ctx: CallContext) -> dict[str, Any]:
+        return await self._cid_op(ctx, ops.rm)
+
+    async def _cid_op(
+        self, ctx: CallContext, op: Callable[[BlobStore, Cid], dict[str, Any]], changes: bool = True
+    ) -> dict[str, Any]:
+        cid = want_cid(want_map(ctx.args).get("cid"))
+        result: dict[str, Any] = await self._run(op, self._store, cid)
+        if changes:
+            self._on_changed()
+        return result
+
+    async def gc(self, ctx: CallContext) -> dict[str, Any]:
+        everything = bool(want_map(ctx.args).get("all"))
+        result: dict[str, Any] = await self._run(ops.gc, self._store, everything)
+        self._on_changed()
+        return result
+
+    async def verify(self, ctx: CallContext) -> dict[str, Any]:
+        return await self._run(ops.verify, self._store)  # type: ignore[no-any-return]
+
+    async def push(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        cid = want_cid(args.get("cid"))
+        target = args.get("to")
+        if not isinstance(target, str):
+            raise bad("to must be a NodeID")
+        result: transfer.PushResult = await _with_progress(
+            ctx, lambda report: self._push(cid, target, report)
+        )
+        return {"cid": cid, "sent": result.sent, "skipped": result.skipped}
+
+    async def trust(self, ctx: CallContext) -> dict[str, Any]:
+        args = want_map(ctx.args)
+        node, level = args.get("node_id"), args.get("level")
+        if not isinstance(node, str) or level not in ("member", "trusted"):
+            raise bad("trust needs node_id and level member|trusted")
+        try:
+            self._set_trust(node, level)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        return {"node_id": node, "level": level}
+
+
+async def _with_progress(
+    ctx: CallContext, job: Callable[[transfer.ProgressFn], Awaitable[Any]]
+) -> Any:
+    """Run ``job``, streaming its progress to the caller; the latest state wins when
+    the caller lags. The job's own exception is re-raised as is (not as a group)."""
+    send, receive = trio.open_memory_channel[dict[str, Any]](1)
+    outcome: list[Any] = []
+    failure: list[Exception] = []
+
+    def report(p: transfer.Progress) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            send.send_nowait(asdict(p))
+
+    async def run() -> None:
+        async with send:
+            try:
+                outcome.append(await job(report))
+            except Exception as exc:  # handed to the caller below, unwrapped
+                failure.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        async for state in receive:
+            await ctx.send(state)
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _take(stream: Any, n: int) -> list[bytes]:
+    """Up to ``n`` pieces of a blob stream, copied out of its shared buffer."""
+    out = []
+    for view in stream:
+        out.append(bytes(view))
+        if len(out) == n:
+            break
+    return out

@@ -1,0 +1,98 @@
+"""Real daemons for integration tests: ``hearthfile run`` subprocesses on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import Result, run_cli
+
+START_TIMEOUT_S = 30.0
+
+
+def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)  # polling a condition with a deadline
+
+
+class Daemon:
+    """One node: its home, its ``run`` process and CLI calls against it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = home / "daemon.log"
+        home.mkdir(parents=True, exist_ok=True)
+        assert self.cli("init").returncode == 0
+        self.node_id = self.cli("id").out.strip()
+
+    def cli(self, *args: str, timeout: float = 120) -> Result:
+        return run_cli(self.home, *args, timeout=timeout)
+
+    def ok(self, *args: str) -> str:
+        result = self.cli(*args)
+        assert result.returncode == 0, f"hearthfile {' '.join(args)}: {result.stderr}"
+        return result.out
+
+    def start(self, *peers: Daemon, config: str | None = None, port: int = 0) -> Daemon:
+        if config is not None:
+            (self.home / "config.yaml").write_text(config)
+        args = [
+            sys.executable,
+            "-m",
+            "hearthfile",
+            "--home",
+            str(self.home),
+            "run",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ]
+        for peer in peers:
+            args += ["--peer", f"127.0.0.1:{peer.port}"]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ))
+        wait_for(self._started, START_TIMEOUT_S, f"daemon in {self.home} to listen")
+        return self
+
+    def _started(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited early:\n{self.log()}")
+        info = self.home / "daemon.json"
+        return info.exists() and json.loads(info.read_text())["pid"] == self.proc.pid
+
+    @property
+    def port(self) -> int:
+        return int(json.loads((self.home / "daemon.json").read_text())["port"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout_s)
+        self.proc = None
+        return code
+
+    def peers(self) -> list[dict[str, object]]:
+        return json.loads(self.ok("--json", "peers"))
+
+    def connected_to(self, other: Daemon) -> bool:
+        return any(p["node_id"] == other.node_id for p in self.peers())
+
+    def trust(self, other: Daemon, level: str) -> None:
+        self.ok("trust", other.node_id, "--level", level)

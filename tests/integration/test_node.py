@@ -1,0 +1,110 @@
+"""Daemons on loopback, started and driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.integration.nodes import Daemon, wait_for
+from tests.unit.test_chunker import payload
+
+CS = 256 * 1024
+
+
+def pair(
+    make_node: Callable[[str], Daemon], a_trusts_b: str, b_trusts_a: str
+) -> tuple[Daemon, Daemon]:
+    a, b = make_node("a"), make_node("b")
+    a.trust(b, a_trusts_b)
+    b.trust(a, b_trusts_a)
+    a.start()
+    b.start(a)
+    wait_for(lambda: a.connected_to(b) and b.connected_to(a), what="the nodes to connect")
+    return a, b
+
+
+def test_two_node_blob_fetch(make_node: Callable[[str], Daemon], tmp_path: Path) -> None:
+    a, b = pair(make_node, "member", "member")
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload(5 * CS + 123, 7))
+    cid = a.ok("add", str(src)).split()[-1]
+    out = tmp_path / "out.bin"
+    b.ok("get", cid, "-o", str(out))
+    assert out.read_bytes() == src.read_bytes()
+    assert json.loads(b.ok("--json", "stat", cid))["size"] == src.stat().st_size
+    assert b.cli("verify").returncode == 0
+    assert b.cli("cat", cid).stdout == src.read_bytes()
+
+
+def test_put_requires_trusted_caller(make_node: Callable[[str], Daemon], tmp_path: Path) -> None:
+    a, b = pair(make_node, "trusted", "member")  # a trusts b; b only lists a as a member
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload(3 * CS, 8))
+    cid_on_a = a.ok("add", str(src)).split()[-1]
+    refused = a.cli("push", cid_on_a, "--to", b.node_id)
+    assert refused.returncode == 1 and "unauthorized" in refused.stderr
+    assert b.cli("stat", cid_on_a).returncode == 1
+    cid = b.ok("add", str(src)).split()[-1]
+    assert cid == cid_on_a
+    b.ok("rm", cid)
+    other = tmp_path / "other.bin"
+    other.write_bytes(payload(2 * CS, 9))
+    cid2 = b.ok("add", str(other)).split()[-1]
+    pushed = b.ok("push", cid2, "--to", a.node_id)
+    assert "2 chunks sent" in pushed
+    assert a.cli("cat", cid2).stdout == other.read_bytes()
+
+
+def test_push_sends_only_missing_chunks(make_node: Callable[[str], Daemon], tmp_path: Path) -> None:
+    a, b = pair(make_node, "trusted", "trusted")
+    shared = payload(4 * CS, 1)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(shared + payload(4 * CS, 2))
+    second.write_bytes(shared + payload(4 * CS, 3))
+    cid1 = b.ok("add", str(first)).split()[-1]
+    cid2 = b.ok("add", str(second)).split()[-1]
+    r1 = json.loads(b.ok("--json", "push", cid1, "--to", a.node_id))
+    assert (r1["sent"], r1["skipped"]) == (8, 0)
+    r2 = json.loads(b.ok("--json", "push", cid2, "--to", a.node_id))
+    assert (r2["sent"], r2["skipped"]) == (4, 4), "the shared half is not sent again"
+    assert a.cli("cat", cid2).stdout == second.read_bytes()
+    again = json.loads(b.ok("--json", "push", cid2, "--to", a.node_id))
+    assert (again["sent"], again["skipped"]) == (0, 8)
+
+
+def test_restart_keeps_pins_and_content(make_node: Callable[[str], Daemon], tmp_path: Path) -> None:
+    a = make_node("a").start()
+    src = tmp_path / "keep.bin"
+    src.write_bytes(payload(2 * CS + 5, 4))
+    cid = a.ok("add", "--pin", str(src)).split()[-1]
+    assert a.stop() == 0
+    assert a.cli("stat", cid).returncode == 0, "local mode reads the store when no daemon runs"
+    a.start()
+    info = json.loads(a.ok("--json", "stat", cid))
+    assert info["pinned"] is True
+    assert a.cli("cat", cid).stdout == src.read_bytes()
+
+
+def test_second_daemon_on_same_home_refused(make_node: Callable[[str], Daemon]) -> None:
+    a = make_node("a").start()
+    second = a.cli("run", "--listen", "127.0.0.1:0", timeout=30)
+    assert second.returncode == 1
+    assert "already runs" in second.stderr and str(a.proc.pid) in second.stderr  # type: ignore[union-attr]
+    assert a.cli("status").returncode == 0
+
+
+def test_network_commands_without_daemon(make_node: Callable[[str], Daemon]) -> None:
+    a = make_node("a")
+    for args in (["status"], ["peers"], ["push", "blake3:" + "0" * 64, "--to", a.node_id]):
+        result = a.cli(*args)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"hearthfile: no daemon running for {a.home}"
+
+
+def test_sigterm_stops_cleanly(make_node: Callable[[str], Daemon]) -> None:
+    a = make_node("a").start()
+    assert a.stop(signal.SIGINT) == 0
+    assert not (a.home / "daemon.json").exists()
+    assert "Traceback" not in a.log()
