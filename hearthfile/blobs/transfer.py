@@ -203,11 +203,12 @@ async def _fetch_chunks(
 class ChunkSink:
     """Verifies and stores the chunks of one blob as ``{i, data}`` items arrive.
 
-    Chunks are written a group per worker-thread hop and committed every
-    ``COMMIT_BYTES``, so an interruption keeps what was committed (resume) and
-    nothing unverified is ever stored. Only indices in ``wanted`` are accepted,
-    each once. Leaving the block normally commits; by an exception, aborts the
-    uncommitted rest. A chunk that does not match the manifest is ``bad_request``.
+    Chunks are verified, then written a group per worker-thread hop and
+    committed every ``COMMIT_BYTES`` and when the block is left, so an
+    interrupted transfer resumes from what it received and nothing unverified
+    is ever stored. Only indices in ``wanted`` are accepted, each once. A chunk
+    that does not match the manifest is ``bad_request`` and rolls back the
+    uncommitted group it arrived in.
     """
 
     def __init__(
@@ -229,12 +230,22 @@ class ChunkSink:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is None:
-            await self._flush()
-            await trio.to_thread.run_sync(self._batch.commit)
-        else:
-            with trio.CancelScope(shield=True):
+        # Verified chunks are kept even when the transfer is interrupted (peer gone,
+        # cancelled), so the next attempt sends only the rest; bad data rolls the
+        # uncommitted group back.
+        interrupted = exc_type is not None
+        bad_data = interrupted and issubclass(exc_type, ServiceError)  # type: ignore[arg-type]
+        with trio.CancelScope(shield=interrupted):
+            try:
+                if not bad_data:
+                    await self._flush()
+            except ServiceError:
                 await trio.to_thread.run_sync(self._batch.abort)
+                if not interrupted:
+                    raise
+                return
+            finish = self._batch.abort if bad_data else self._batch.commit
+            await trio.to_thread.run_sync(finish)
 
     async def accept(self, item: object) -> None:
         entry = want_map(item, "stream item")

@@ -7,8 +7,9 @@ docstring states the call rules: ids, end of call, credit, late frames) over any
 - the reader: receive a message, decode it, feed the core, act on the event. It never
   waits for anything but the next message -- frames it must send (``credit``, refusals)
   are queued without waiting -- so two peers can never deadlock each other's reads;
-- the writer: the only task that touches ``send_message``, so a frame is never cut in
-  half when the task that produced it is cancelled;
+- the writer: the only task that touches ``send_message``, draining the ``Outbox``
+  (hearthfile/bus/outbox.py), so a frame is never cut in half when the task that
+  produced it is cancelled;
 - one task per admitted incoming call, running its handler under the capability's
   ``timeout_seconds``.
 
@@ -16,8 +17,10 @@ Callers use ``call`` (unary) or ``open_call`` (streams); handlers see a ``CallCo
 A handler's return value becomes ``res``; ``ServiceError`` becomes ``err`` with its code;
 any other exception becomes ``internal`` with a fixed message while the traceback is
 logged here, never sent. A call is admitted per capability.admit, with the caller's
-trust asked of ``trust_of`` at that moment. Data items are passed by reference from the
-decoder to the reader of the stream: no copies here.
+trust asked of ``trust_of`` at that moment; ``max_concurrent`` counts the calls running
+on this connection. Every connection serves ``bus.describe`` (``install_describe`` adds
+it to the registry if absent). Data items are passed by reference from the decoder to
+the reader of the stream: no copies here.
 
 A frame that breaks the protocol (undecodable, credit overrun, a never-opened id, ...)
 closes the whole connection with one warning naming the peer: past that point nothing
@@ -28,7 +31,6 @@ finished are dropped silently (see session.py, "Late frames").
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from hearthfile.bus.capability import (
 from hearthfile.bus.channel import MessageChannel
 from hearthfile.bus.frames import MAX_ERROR_MSG_BYTES, Data, ErrorResponse, Frame, Request, encode
 from hearthfile.bus.frames import decode as decode_frame
+from hearthfile.bus.outbox import Outbox, Signal
 from hearthfile.bus.session import (
     CallCancelled,
     CallProgressed,
@@ -61,12 +64,6 @@ from hearthfile.identity import NodeId
 
 log = logging.getLogger(__name__)
 
-#: Encoded frames queued for the writer before a data sender waits: each may be a
-#: 256 KiB chunk, and a few keep the socket busy while bounding memory per connection.
-OUTBOX_FRAMES: Final = 4
-#: Frames queued without waiting (credit, cancel, refusals) beyond which the peer is
-#: sending requests while not reading our answers: we drop it rather than buffer more.
-MAX_QUEUED_FRAMES: Final = 4096
 #: How long closing the channel may take once the connection is over.
 CLOSE_TIMEOUT_S: Final = 5.0
 #: Sent instead of the text of an unexpected handler exception.
@@ -90,87 +87,6 @@ class ConnectionStats:
     calls_open: int
 
 
-class _Signal:
-    """A re-armable broadcast: each waiter re-checks its condition after a fire."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-
-class _Outbox:
-    """Encoded frames in wire order, drained by the connection's single writer.
-
-    Frames that may wait (data, answers, requests) first take one of ``OUTBOX_FRAMES``
-    places, handed out first come first served by a semaphore, so a thousand blocked
-    senders cost one wake-up per frame written, not a thousand. Frames that must not
-    wait skip the places but are bounded by ``MAX_QUEUED_FRAMES``.
-    """
-
-    def __init__(self, peer: str) -> None:
-        self._peer = peer
-        self._frames: deque[tuple[memoryview, bool]] = deque()  # (frame, holds a place)
-        self._places = trio.Semaphore(OUTBOX_FRAMES)
-        self._ready = _Signal()  # waited on by the writer alone
-        self.closed_reason: str | None = None
-
-    async def put(self, data: memoryview) -> None:
-        """Queue a frame once a place is free."""
-        await self.reserve()
-        self.put_reserved(data)
-
-    async def reserve(self) -> None:
-        """Take a place for one ``put_reserved``; give it back with ``unreserve``."""
-        self._raise_if_closed()
-        await self._places.acquire()
-        if self.closed_reason is not None:
-            self._places.release()
-            self._raise_if_closed()
-
-    def unreserve(self) -> None:
-        self._places.release()
-
-    def put_reserved(self, data: memoryview) -> None:
-        self._frames.append((data, True))
-        self._ready.fire()
-
-    def put_nowait(self, data: memoryview) -> None:
-        """Queue a frame at once. Raises ``RemoteProtocolError`` when the peer has
-        left ``MAX_QUEUED_FRAMES`` unread (and ``PeerUnavailable`` once closed)."""
-        self._raise_if_closed()
-        if len(self._frames) >= MAX_QUEUED_FRAMES:
-            raise RemoteProtocolError(f"peer left {MAX_QUEUED_FRAMES} frames unread")
-        self._frames.append((data, False))
-        self._ready.fire()
-
-    async def get(self) -> memoryview:
-        while not self._frames:
-            await self._ready.wait()
-        data, placed = self._frames.popleft()
-        if placed:
-            self._places.release()
-        return data
-
-    def close(self, reason: str) -> None:
-        self.closed_reason = reason
-        self._frames.clear()
-        # Wake every sender waiting for a place; each sees the close and raises.
-        for _ in range(self._places.statistics().tasks_waiting):
-            self._places.release()
-
-    def _raise_if_closed(self) -> None:
-        if self.closed_reason is not None:
-            raise PeerUnavailable(self._peer, self.closed_reason)
-
-
 class Connection:
     """Calls to and from one authenticated peer over one ``MessageChannel``."""
 
@@ -189,8 +105,8 @@ class Connection:
         self._peer = channel.peer
         self._short = channel.peer.short()
         self._session = Session(initiator=initiator)
-        self._outbox = _Outbox(self._short)
-        self._signals: dict[int, _Signal] = {}
+        self._outbox = Outbox(self._short)
+        self._signals: dict[int, Signal] = {}
         self._handler_scopes: dict[int, trio.CancelScope] = {}
         self._running: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
@@ -247,11 +163,13 @@ class Connection:
         await self._finished.wait()
 
     async def aclose(self) -> None:
-        """Stop serving: pending calls fail with ``PeerUnavailable``, handlers are cancelled."""
+        """Stop serving and wait until the channel is closed: pending calls fail with
+        ``PeerUnavailable``, handlers are cancelled."""
         self._close("closed locally")
         if self._nursery is None:
             await self._channel.aclose()
             self._finished.set()
+        await self._finished.wait()
 
     def _close(self, reason: str) -> None:
         if self.close_reason is not None:
@@ -343,7 +261,7 @@ class Connection:
         self._session.accept(request)
         self._running[request.cap] = self._running.get(request.cap, 0) + 1
         scope = self._handler_scopes[request.call_id] = trio.CancelScope()
-        signal = self._signals[request.call_id] = _Signal()
+        signal = self._signals[request.call_id] = Signal()
         context = _HandlerContext(self, request, trust, signal)
         self._nursery.start_soon(self._run_handler, registration, context, scope)
 
@@ -430,7 +348,7 @@ class Connection:
 
     async def _start_call(
         self, cap: str, args: Any, version: tuple[int, int]
-    ) -> tuple[int, _Signal]:
+    ) -> tuple[int, Signal]:
         """Send a ``req``; the new call's id and wake-up signal."""
         self._raise_if_closed()
         if self._nursery is None:
@@ -446,7 +364,7 @@ class Connection:
             self._session.close_call(request.call_id)  # never sent: nothing to cancel
             raise
         self._outbox.put_reserved(data)
-        signal = self._signals[request.call_id] = _Signal()
+        signal = self._signals[request.call_id] = Signal()
         return request.call_id, signal
 
     def _finish_call(self, call_id: int) -> None:
@@ -458,7 +376,7 @@ class Connection:
 
     # --- streams, shared by both roles ---
 
-    async def _send_item(self, call_id: int, signal: _Signal, item: Any) -> None:
+    async def _send_item(self, call_id: int, signal: Signal, item: Any) -> None:
         data = encode(Data(call_id, item))  # before spending credit: it may raise
         while not self._session.can_send(call_id):
             self._raise_unsendable(call_id)
@@ -481,7 +399,7 @@ class Connection:
         if frame is not None:
             await self._outbox.put(encode(frame))
 
-    async def _next_item(self, call_id: int, signal: _Signal) -> Any:
+    async def _next_item(self, call_id: int, signal: Signal) -> Any:
         """The peer's next item on this call, or ``Marker.END``."""
         while True:
             item, credit = self._session.next_item(call_id)
@@ -496,7 +414,7 @@ class Connection:
             raise ServiceError(outcome.code, outcome.msg)
         return item
 
-    async def _outcome(self, call_id: int, signal: _Signal) -> Any:
+    async def _outcome(self, call_id: int, signal: Signal) -> Any:
         while (outcome := self._session.outcome(call_id)) is None:
             self._raise_if_closed()
             await signal.wait()
@@ -510,7 +428,7 @@ class _Items:
 
     __slots__ = ("_call_id", "_conn", "_signal")
 
-    def __init__(self, conn: Connection, call_id: int, signal: _Signal) -> None:
+    def __init__(self, conn: Connection, call_id: int, signal: Signal) -> None:
         self._conn, self._call_id, self._signal = conn, call_id, signal
 
     def __aiter__(self) -> _Items:
@@ -528,7 +446,7 @@ class OutgoingCall:
 
     __slots__ = ("_call_id", "_conn", "_signal")
 
-    def __init__(self, conn: Connection, call_id: int, signal: _Signal) -> None:
+    def __init__(self, conn: Connection, call_id: int, signal: Signal) -> None:
         self._conn, self._call_id, self._signal = conn, call_id, signal
 
     @property
@@ -560,7 +478,7 @@ class _HandlerContext:
     __slots__ = ("_conn", "_request", "_signal", "_trust")
 
     def __init__(
-        self, conn: Connection, request: Request, trust: TrustLevel, signal: _Signal
+        self, conn: Connection, request: Request, trust: TrustLevel, signal: Signal
     ) -> None:
         self._conn, self._request, self._trust, self._signal = conn, request, trust, signal
 

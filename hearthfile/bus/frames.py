@@ -33,7 +33,7 @@ and every failure -- whatever msgpack or Python raised -- comes out as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NoReturn
 
@@ -270,12 +270,12 @@ def _shape_problem(value: Any) -> str | None:
         if isinstance(item, dict):
             if len(item) > MAX_MAP_LEN:
                 return f"map of {len(item)} keys exceeds {MAX_MAP_LEN}"
-            if not all(type(key) is str for key in item):
-                return "map key that is not a string"
+            for key in item:
+                if type(key) is not str or len(key) > _SHORT_STR_CHARS:
+                    problem = _key_problem(key)
+                    if problem is not None:
+                        return problem
             children: Any = item.values()
-            problem = _leaves_problem(item.keys())
-            if problem is not None:
-                return problem
         else:
             if len(item) > MAX_ARRAY_LEN:
                 return f"array of {len(item)} elements exceeds {MAX_ARRAY_LEN}"
@@ -290,13 +290,10 @@ def _shape_problem(value: Any) -> str | None:
     return None
 
 
-def _leaves_problem(leaves: Iterable[Any]) -> str | None:
-    for leaf in leaves:
-        if type(leaf) in _SIZED_LEAVES and len(leaf) > _SHORT_STR_CHARS:
-            problem = _leaf_problem(leaf)
-            if problem is not None:
-                return problem
-    return None
+def _key_problem(key: Any) -> str | None:
+    if not isinstance(key, str):
+        return f"map key of type {type(key).__name__}, not a string"
+    return _leaf_problem(key)
 
 
 def _leaf_problem(item: Any) -> str | None:

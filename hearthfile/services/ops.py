@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from hearthfile.blobs.chunker import Manifest
+from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobInfo, BlobStore
 from hearthfile.cids import Cid
 from hearthfile.errors import HearthError
@@ -119,7 +119,11 @@ def ls(store: BlobStore, prefix: str = "") -> list[dict[str, Any]]:
 
 
 def stat(store: BlobStore, cid: Cid) -> dict[str, Any]:
-    return info_dict(store.stat(cid))
+    """A complete blob's metadata; a partial one (a fetch or put under way) is not shown."""
+    info = store.stat(cid)
+    if not info.complete:
+        raise BlobError("not_found", cid)
+    return info_dict(info)
 
 
 def pin(store: BlobStore, cid: Cid) -> dict[str, Any]:

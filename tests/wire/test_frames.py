@@ -367,13 +367,13 @@ def test_encode_refuses_over_nested_bodies() -> None:
 
 
 def test_protocol_document_limits_match_constants() -> None:
-    from hearthfile.bus import connection, session
+    from hearthfile.bus import outbox, session
 
     documents = [ROOT / "docs" / "PROTOCOL.md", ROOT / "docs" / "PROTOCOL-frames.md"]
     text = "\n".join(p.read_text() for p in documents if p.exists())
     rows = re.findall(r"^\|\s*`([A-Z_]+)`\s*\|\s*([0-9_]+)\s*\|", text, flags=re.M)
     assert len(rows) >= 10, "the frame limits table is missing from docs/"
-    modules = (frames, session, connection)
+    modules = (frames, session, outbox)
     for name, value in rows:
         defined = [getattr(m, name) for m in modules if hasattr(m, name)]
         assert defined, f"{name} is documented but not defined"
