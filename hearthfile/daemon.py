@@ -178,12 +178,16 @@ class PeerSet:
         live = [e.conn for e in self._entries.get(node, ()) if not e.conn.is_closed]
         return live[0] if live else None
 
-    def connected(self) -> list[Connection]:
-        return [c for c in (self.get(n) for n in list(self._entries)) if c is not None]
+    def connected(self, exclude: NodeId | None = None) -> list[Connection]:
+        nodes = [n for n in self._entries if n != exclude]
+        return [c for c in (self.get(n) for n in nodes) if c is not None]
 
     def snapshot(self, trust: TrustBook) -> list[dict[str, Any]]:
+        """Connected peers; the node's own CLI connections (trust self) are left out."""
         rows = []
         for node, entries in self._entries.items():
+            if trust.level(node) is TrustLevel.SELF:
+                continue
             for e in entries:
                 stats = e.conn.stats()
                 rows.append(
@@ -274,9 +278,8 @@ async def _run(
 
         if not found:
             async with trio.open_nursery() as nursery:
-                for conn in peers.connected():
-                    if conn.peer != me:
-                        nursery.start_soon(ask, conn)
+                for conn in peers.connected(exclude=me):
+                    nursery.start_soon(ask, conn)
         return found
 
     async def fetch(cid: Cid, progress: transfer.ProgressFn) -> Manifest:
@@ -312,7 +315,7 @@ async def _run(
             "pid": os.getpid(),
             "listen": str(listen[0]) if listen else None,
             "uptime_s": time.time() - started,
-            "peers": len(peers.connected()),
+            "peers": len(peers.connected(exclude=me)),
             "blobs": store.count(),
             "bytes_stored": store.total_bytes(),
             "data_dir": str(store.data_dir),

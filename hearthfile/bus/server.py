@@ -45,8 +45,7 @@ from hearthfile.bus.client import (
     close_timeout_s,
     close_websocket,
     secure_websocket,
-    sole_error,
-    translate_error,
+    unwrap_group,
     websocket_options,
 )
 from hearthfile.bus.handshake import Handshake
@@ -186,10 +185,10 @@ class _SecureServer:
                 await self._run_handler(channel)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            error = sole_error(group)
+            error = unwrap_group(group, str(connection))
             if error is None:
                 raise
-            raise translate_error(error, str(connection)) from error
+            raise error from error.__cause__
 
     async def _accept(
         self, nursery: trio.Nursery, stream: _EndObservingStream, remote: str

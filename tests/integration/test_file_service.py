@@ -106,9 +106,12 @@ async def test_interrupted_put_is_invisible_then_resumes(make_node, key) -> None
     manifest, chunks = chunk_blob(payload(24 * CS, 3))
     encoded = manifest.encode()
     with trio.fail_after(60):
-        async with connect(node, key) as conn, conn.open_call(
-            "file.put", {"cid": manifest.cid, "manifest_size": len(encoded)}
-        ) as call:
+        async with (
+            connect(node, key) as conn,
+            conn.open_call(
+                "file.put", {"cid": manifest.cid, "manifest_size": len(encoded)}
+            ) as call,
+        ):
             for item in manifest_items(encoded):
                 await call.send(item)
             async for _ in call:

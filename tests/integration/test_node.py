@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,3 +110,46 @@ def test_sigterm_stops_cleanly(make_node: Callable[[str], Daemon]) -> None:
     assert a.stop(signal.SIGINT) == 0
     assert not (a.home / "daemon.json").exists()
     assert "Traceback" not in a.log()
+
+
+def _chunk_files(node: Daemon) -> int:
+    blobs = node.home / "data" / "blobs"
+    return sum(1 for p in blobs.glob("??/*") if not p.name.endswith(".manifest"))
+
+
+def test_graceful_shutdown_mid_transfer_then_resume(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    a, b = pair(make_node, "member", "member")
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for i in range(32):
+            f.write(payload(4 * 1024 * 1024, i))  # 128 MiB
+    cid = a.ok("add", str(src)).split()[-1]
+    getter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hearthfile",
+            "--home",
+            str(b.home),
+            "get",
+            cid,
+            "-o",
+            str(tmp_path / "out.bin"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(lambda: _chunk_files(b) >= 16 or getter.poll() is not None, what="the fetch to start")
+    assert b.stop(signal.SIGTERM, timeout_s=15) == 0, b.log()
+    getter.communicate(timeout=30)
+    assert "Traceback" not in b.log()
+    verify = json.loads(b.ok("--json", "verify"))
+    assert verify["clean"] and verify["untracked_removed"] == 0
+    if getter.returncode != 0:
+        assert b.cli("stat", cid).returncode == 1, "an interrupted fetch is not visible"
+    b.start(a)
+    wait_for(lambda: b.connected_to(a), what="b to reconnect")
+    b.ok("get", cid, "-o", str(tmp_path / "again.bin"))
+    assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()

@@ -204,11 +204,13 @@ async def test_dialer_rejects_an_unexpected_node_id() -> None:
             assert await outcomes.next() == ("connected", CLIENT_KEY.node_id)
 
 
-async def test_body_exceptions_come_out_unwrapped() -> None:
+@pytest.mark.parametrize("error", [KeyError("mine"), OSError("my own disk")])
+async def test_body_exceptions_come_out_as_they_are(error: Exception) -> None:
     async with server(echo_handler(Outcomes())) as address:
-        with pytest.raises(KeyError):
+        with pytest.raises(type(error)) as caught:
             async with open_secure_channel(address, CLIENT_KEY):
-                raise KeyError("mine")
+                raise error
+        assert caught.value is error
 
 
 async def test_garbage_instead_of_http_is_answered_400_and_closed(
