@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, BinaryIO, NoReturn, Protocol
 
 import trio
 
@@ -294,9 +294,10 @@ async def cmd_get(args: argparse.Namespace) -> int:
             async with limiter:
                 try:
                     info = await _fetch(node, cid, show=not many)
-                    dest = Path(args.output) if args.output and not many else out_dir / _name(info)
-                    await _save(node, cid, dest, info["size"])
-                    print(dest, flush=True)
+                    dest = _destination(args.output, out_dir, info, many)
+                    await _save(node, cid, dest)
+                    if dest is not None:
+                        print(dest, flush=True)
                 except (ServiceError, BlobError, CliError) as exc:
                     if not many:
                         raise
@@ -323,24 +324,53 @@ async def _fetch(node: NodeApi, cid: Cid, *, show: bool) -> dict[str, Any]:
     return stat
 
 
+def _destination(
+    output: str | None, out_dir: Path, info: dict[str, Any], many: bool
+) -> Path | None:
+    """Where ``get`` writes a blob; None for standard output (``-o -``)."""
+    if many or not output:
+        return out_dir / _name(info)
+    if output == "-":
+        return None
+    dest = Path(output)
+    return dest / _name(info) if dest.is_dir() else dest
+
+
 def _name(info: dict[str, Any]) -> str:
     name = Path(info.get("name") or "").name
     return name if name not in ("", ".", "..") else str(info["cid"]).removeprefix("blake3:")
 
 
-async def _save(node: NodeApi, cid: Cid, dest: Path, size: int) -> None:
-    """Fill a temporary file beside ``dest``, then rename: no half-written output."""
+async def _save(node: NodeApi, cid: Cid, dest: Path | None) -> None:
+    """Write a blob to ``dest`` without ever leaving a half-written regular file.
+
+    A regular file (or a new path) is filled under a temporary name beside it and
+    renamed into place. Anything else that exists (``/dev/null``, a FIFO, a
+    terminal) is written in place: renaming over it would replace the device.
+    """
+    if dest is None:
+        await _copy_blob(node, cid, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    if dest.is_char_device() or dest.is_fifo() or dest.is_socket():
+        with open(dest, "wb") as out:
+            await _copy_blob(node, cid, out)
+        return
     tmp = dest.with_name(f".{dest.name}.hearthfile-tmp")
     try:
-        with open(tmp, "wb") as f:
-            async with node.stream("cat", {"cid": cid}) as items:
-                async for item in items:
-                    f.write(item["data"])
+        with open(tmp, "wb") as out:
+            await _copy_blob(node, cid, out)
         os.replace(tmp, dest)
     except OSError as exc:
         raise CliError(f"cannot write {dest}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+async def _copy_blob(node: NodeApi, cid: Cid, out: BinaryIO) -> None:
+    async with node.stream("cat", {"cid": cid}) as items:
+        async for item in items:
+            out.write(item["data"])
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:

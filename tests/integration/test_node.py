@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -153,3 +154,24 @@ def test_graceful_shutdown_mid_transfer_then_resume(
     wait_for(lambda: b.connected_to(a), what="b to reconnect")
     b.ok("get", cid, "-o", str(tmp_path / "again.bin"))
     assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()
+
+
+def test_get_to_devices_and_stdout_never_replaces_them(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    a = make_node("a").start()
+    src = tmp_path / "f.bin"
+    src.write_bytes(payload(CS + 1, 6))
+    cid = a.ok("add", str(src)).split()[-1]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with open(tmp_path / "through-fifo", "wb") as sink:
+        reader = subprocess.Popen(["cat", str(fifo)], stdout=sink)
+        a.ok("get", cid, "-o", str(fifo))
+        assert reader.wait(timeout=30) == 0
+    assert (tmp_path / "through-fifo").read_bytes() == src.read_bytes()
+    assert fifo.is_fifo(), "a FIFO is written through, never renamed over"
+    assert a.cli("get", cid, "-o", "-").stdout == src.read_bytes()
+    (tmp_path / "dir").mkdir()
+    a.ok("get", cid, "-o", str(tmp_path / "dir"))
+    assert (tmp_path / "dir" / "f.bin").read_bytes() == src.read_bytes()
