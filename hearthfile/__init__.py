@@ -1,2 +1,3 @@
 """hearthfile: a peer-to-peer content-addressed blob daemon."""
+
 __version__ = "0.1.0"

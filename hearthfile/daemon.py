@@ -17,7 +17,6 @@ import fcntl
 import json
 import logging
 import os
-import random
 import signal
 import time
 from collections.abc import Iterator
@@ -33,13 +32,13 @@ from hearthfile.blobs import transfer
 from hearthfile.blobs.chunker import Manifest
 from hearthfile.blobs.store import BlobStore
 from hearthfile.bus.capability import Registry, TrustLevel
-from hearthfile.bus.channel import ChannelLimits, MessageChannel
-from hearthfile.bus.client import open_secure_channel
+from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.connection import Connection
+from hearthfile.bus.pool import PeerConnected, PeerEvent, PeerPool
 from hearthfile.bus.server import serve_secure
 from hearthfile.cids import Cid
-from hearthfile.config import Address, Config, PeerSpec, effective_trust, save_trust
-from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError, ServiceError
+from hearthfile.config import Address, Config, effective_trust, save_trust
+from hearthfile.errors import HearthError, PeerUnavailable, ServiceError
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.identity import NodeId, NodeKey
 from hearthfile.services.file.service import FileService
@@ -51,7 +50,6 @@ KEY_FILE: Final = "node.key"
 LOCK_FILE: Final = "daemon.lock"
 INFO_FILE: Final = "daemon.json"
 GC_INTERVAL_S: Final = 60.0
-RECONNECT_MAX_S: Final = 30.0
 SOURCE_QUERY_TIMEOUT_S: Final = 5.0
 
 
@@ -64,6 +62,7 @@ class DaemonInfo:
     pid: int
     address: Address
     node_id: str
+    data_dir: Path
 
 
 def load_or_create_key(home: Path) -> NodeKey:
@@ -89,7 +88,9 @@ def daemon_info(home: Path) -> DaemonInfo | None:
         os.close(fd)
     try:
         raw = json.loads((home / INFO_FILE).read_text())
-        return DaemonInfo(raw["pid"], Address(raw["host"], raw["port"]), raw["node_id"])
+        return DaemonInfo(
+            raw["pid"], Address(raw["host"], raw["port"]), raw["node_id"], Path(raw["data_dir"])
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # starting up: the lock is held but nothing is written yet
 
@@ -142,67 +143,33 @@ class TrustBook:
         self.reload()
 
 
-@dataclass(slots=True)
-class PeerEntry:
-    conn: Connection
-    direction: str
-    remote: str
-    since: float
+def peer_rows(pool: PeerPool, trust: TrustBook) -> list[dict[str, Any]]:
+    """What ``hearthfile peers`` shows; the node's own CLI connections are left out."""
+    return [
+        {
+            "node_id": str(c.peer),
+            "remote": c.remote,
+            "direction": c.direction,
+            "trust": trust.level(c.peer).label,
+            "connected_since": c.connected_since,
+            "bytes_in": c.bytes_in,
+            "bytes_out": c.bytes_out,
+        }
+        for c in pool.connections()
+        if trust.level(c.peer) is not TrustLevel.SELF
+    ]
 
 
-class PeerSet:
-    """The live connections, by peer: what ``peers`` shows and fetches draw on."""
-
-    def __init__(self) -> None:
-        self._entries: dict[NodeId, list[PeerEntry]] = {}
-
-    @contextmanager
-    def holding(self, conn: Connection, direction: str, remote: str) -> Iterator[None]:
-        entry = PeerEntry(conn, direction, remote, time.time())
-        entries = self._entries.setdefault(conn.peer, [])
-        entries.append(entry)
-        log.info("peer_up peer=%s direction=%s remote=%s", conn.peer.short(), direction, remote)
-        try:
-            yield
-        finally:
-            entries.remove(entry)
-            if not entries:
-                del self._entries[conn.peer]
-            log.info(
-                "peer_down peer=%s remote=%s reason=%s",
-                conn.peer.short(),
-                remote,
-                (conn.close_reason or "").replace(" ", "_"),
-            )
-
-    def get(self, node: NodeId) -> Connection | None:
-        live = [e.conn for e in self._entries.get(node, ()) if not e.conn.is_closed]
-        return live[0] if live else None
-
-    def connected(self, exclude: NodeId | None = None) -> list[Connection]:
-        nodes = [n for n in self._entries if n != exclude]
-        return [c for c in (self.get(n) for n in nodes) if c is not None]
-
-    def snapshot(self, trust: TrustBook) -> list[dict[str, Any]]:
-        """Connected peers; the node's own CLI connections (trust self) are left out."""
-        rows = []
-        for node, entries in self._entries.items():
-            if trust.level(node) is TrustLevel.SELF:
-                continue
-            for e in entries:
-                stats = e.conn.stats()
-                rows.append(
-                    {
-                        "node_id": str(node),
-                        "remote": e.remote,
-                        "direction": e.direction,
-                        "trust": trust.level(node).label,
-                        "connected_since": e.since,
-                        "bytes_in": stats.bytes_in,
-                        "bytes_out": stats.bytes_out,
-                    }
-                )
-        return rows
+def log_peer_event(event: PeerEvent) -> None:
+    if isinstance(event, PeerConnected):
+        log.info(
+            "peer_up peer=%s direction=%s remote=%s",
+            event.peer.short(),
+            event.direction,
+            event.remote,
+        )
+    else:
+        log.info("peer_down peer=%s reason=%s", event.peer.short(), event.reason.replace(" ", "_"))
 
 
 def channel_limits(config: Config) -> ChannelLimits:
@@ -247,21 +214,17 @@ async def _run(
 ) -> None:
     started = time.time()
     trust = TrustBook(config, home, me)
-    peers = PeerSet()
     sources = SourceIndex(ttl_s=config.gossip.record_ttl_s)
     registry = Registry()
+    pool = PeerPool(key, registry, trust.level, limits=limits, on_event=log_peer_event)
     listen: list[Address] = []
 
-    def new_connection(channel: MessageChannel, initiator: bool) -> Connection:
-        return Connection(channel, registry, trust.level, initiator=initiator)
-
-    async def on_inbound(channel: MessageChannel) -> None:
-        conn = new_connection(channel, initiator=False)
-        with peers.holding(conn, "in", getattr(channel, "remote", "?")):
-            await conn.serve()
+    def others() -> list[Connection]:
+        peers = {c.peer for c in pool.connections()} - {me}
+        return [c for c in map(pool.connection, peers) if c is not None]
 
     async def find_sources(cid: Cid) -> list[Connection]:
-        known = [peers.get(s.node) for s in sources.sources(cid, time.time())]
+        known = [pool.connection(s.node) for s in sources.sources(cid, time.time())]
         found: list[Connection] = [c for c in known if c is not None]
 
         async def ask(conn: Connection) -> None:
@@ -279,7 +242,7 @@ async def _run(
 
         if not found:
             async with trio.open_nursery() as nursery:
-                for conn in peers.connected(exclude=me):
+                for conn in others():
                     nursery.start_soon(ask, conn)
         return found
 
@@ -296,9 +259,10 @@ async def _run(
             target = NodeId.parse(target_text)
         except ValueError as exc:
             raise ServiceError("bad_request", str(exc)) from None
-        conn = peers.get(target)
-        if conn is None:
-            raise ServiceError("unavailable", f"not connected to {target_text}")
+        try:
+            conn = await pool.get(target)
+        except PeerUnavailable:
+            raise ServiceError("unavailable", f"cannot reach {target_text}") from None
         result = await transfer.push_blob(store, cid, conn, progress=progress)
         log.info(
             "pushed cid=%s peer=%s sent=%d skipped=%d",
@@ -316,7 +280,7 @@ async def _run(
             "pid": os.getpid(),
             "listen": str(listen[0]) if listen else None,
             "uptime_s": time.time() - started,
-            "peers": len(peers.connected(exclude=me)),
+            "peers": len(others()),
             "blobs": store.count(),
             "bytes_stored": store.total_bytes(),
             "data_dir": str(store.data_dir),
@@ -333,59 +297,42 @@ async def _run(
         fetch=fetch,
         push=push,
         status=status,
-        peers=lambda: peers.snapshot(trust),
+        peers=lambda: peer_rows(pool, trust),
         set_trust=trust.set,
     ).register(registry)
 
+    for spec in config.bootstrap:
+        pool.keep_connected(spec.address, NodeId.parse(spec.node_id) if spec.node_id else None)
     async with trio.open_nursery() as nursery:
+        await nursery.start(pool.serve)
         port = await nursery.start(
             lambda task_status: serve_secure(
-                config.node.listen, key, on_inbound, limits=limits, task_status=task_status
+                config.node.listen,
+                key,
+                pool.serve_inbound,
+                limits=limits,
+                task_status=task_status,
             )
         )
         listen.append(Address(config.node.listen.host, port))
-        _write_info(home, listen[0], me)
+        _write_info(home, listen[0], me, store.data_dir)
         log.info("node_started node=%s listen=%s data=%s", me, listen[0], store.data_dir)
-        for spec in config.bootstrap:
-            nursery.start_soon(_keep_connected, spec, key, limits, new_connection, peers)
         nursery.start_soon(_gc_loop, store)
         task_status.started(port)
 
 
-def _write_info(home: Path, address: Address, me: NodeId) -> None:
+def _write_info(home: Path, address: Address, me: NodeId, data_dir: Path) -> None:
+    """Where the CLI finds the daemon, and the store it may read directly."""
+    info = {
+        "pid": os.getpid(),
+        "host": address.host,
+        "port": address.port,
+        "node_id": str(me),
+        "data_dir": str(data_dir.absolute()),
+    }
     tmp = home / (INFO_FILE + ".tmp")
-    tmp.write_text(
-        json.dumps(
-            {"pid": os.getpid(), "host": address.host, "port": address.port, "node_id": str(me)}
-        )
-    )
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, home / INFO_FILE)
-
-
-async def _keep_connected(
-    spec: PeerSpec,
-    key: NodeKey,
-    limits: ChannelLimits,
-    new_connection: Any,
-    peers: PeerSet,
-) -> None:
-    """Dial a bootstrap peer and redial with capped, jittered backoff whenever it drops."""
-    expected = NodeId.parse(spec.node_id) if spec.node_id else None
-    delay = 0.5
-    rng = random.Random()
-    while True:
-        try:
-            async with open_secure_channel(
-                spec.address, key, expected_peer=expected, limits=limits
-            ) as channel:
-                conn: Connection = new_connection(channel, True)
-                delay = 0.5
-                with peers.holding(conn, "out", str(spec.address)):
-                    await conn.serve()
-        except (PeerUnavailable, RemoteProtocolError) as exc:
-            log.debug("dial_failed remote=%s reason=%s", spec.address, exc)
-        await trio.sleep(delay * (0.5 + rng.random()))
-        delay = min(delay * 2, RECONNECT_MAX_S)
 
 
 async def _gc_loop(store: BlobStore) -> None:
@@ -423,4 +370,3 @@ async def run_until_signalled(home: Path, config: Config) -> None:
                 log.info("stopping signal=%s", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
-

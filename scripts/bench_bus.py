@@ -9,9 +9,10 @@ It starts separate processes for every server and for the client, all with the s
 environment, and prints one table:
 
 1. bulk: ``--gib`` GiB in 256 KiB data frames of one ``open_call`` stream, server to
-   client, through the Noise-encrypted bus; and the same bytes as 256 KiB binary
-   messages through bare, unencrypted trio-websocket (1 MiB receive buffer). Rounds
-   alternate between the two; the ratio is bus / bare of the median rates.
+   client, through the Noise-encrypted bus; the same data frames sent straight
+   through the secure channel (no call layer: what the transport alone costs); and the
+   same bytes as 256 KiB binary messages through bare, unencrypted trio-websocket
+   (1 MiB receive buffer). Rounds alternate between the three; ratios are of medians.
 2. calls: small request/response calls per second, 1 and 64 in flight.
 3. memory: the growth of a fresh server's VmRSS (/proc/<pid>/status) once it holds
    ``--idle`` idle authenticated connections, per connection.
@@ -40,6 +41,7 @@ import trio_websocket
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.bus.client import open_secure_channel
 from hearthfile.bus.connection import Connection
+from hearthfile.bus.frames import Data, decode, encode
 from hearthfile.bus.server import serve_secure
 from hearthfile.config import Address
 from hearthfile.identity import NodeId, NodeKey
@@ -86,6 +88,25 @@ async def run_bus_server() -> None:
 
     async def handle(channel: Any) -> None:
         await Connection(channel, registry, everyone, initiator=False).serve()
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(serve_secure, Address(HOST, 0), NodeKey.generate(), handle)
+        )
+        announce(port)
+        await wait_for_stdin_close()
+        nursery.cancel_scope.cancel()
+
+
+async def run_secure_server() -> None:
+    """The secure channel alone: pre-encoded data frames, no calls, no credit."""
+    frame = bytes(encode(Data(1, {"i": 0, "data": os.urandom(CHUNK_BYTES)})))
+
+    async def handle(channel: Any) -> None:
+        count = int(await channel.receive_message())
+        for _ in range(count):
+            await channel.send_message(frame)
+        await channel.receive_message()  # the client's "done": every byte arrived
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
@@ -152,6 +173,21 @@ async def bulk_bus(port: int, count: int) -> float:
     return received / elapsed / 1e6
 
 
+async def bulk_secure(port: int, count: int) -> float:
+    async with open_secure_channel(Address(HOST, port), NodeKey.generate()) as channel:
+        started = time.perf_counter()
+        await channel.send_message(str(count).encode())
+        received = 0
+        for _ in range(count):
+            frame = decode(await channel.receive_message())
+            assert isinstance(frame, Data)
+            received += len(frame.body["data"])
+        elapsed = time.perf_counter() - started
+        await channel.send_message(b"done")
+    assert received == count * CHUNK_BYTES, received
+    return received / elapsed / 1e6
+
+
 async def bulk_ws(port: int, count: int) -> float:
     async with trio.open_nursery() as nursery:
         ws = await trio_websocket.connect_websocket(
@@ -198,11 +234,14 @@ async def calls_per_second(port: int, in_flight: int) -> float:
     return done / elapsed
 
 
-async def run_client(bus_port: int, ws_port: int, gib: float, rounds: int) -> None:
+async def run_client(
+    bus_port: int, secure_port: int, ws_port: int, gib: float, rounds: int
+) -> None:
     count = int(gib * 1024**3) // CHUNK_BYTES
-    rates: dict[str, list[float]] = {"bus": [], "ws": []}
+    rates: dict[str, list[float]] = {"bus": [], "secure": [], "ws": []}
     for _ in range(rounds):
         rates["ws"].append(await bulk_ws(ws_port, count))
+        rates["secure"].append(await bulk_secure(secure_port, count))
         rates["bus"].append(await bulk_bus(bus_port, count))
     calls = {str(n): await calls_per_second(bus_port, n) for n in (1, 64)}
     print(json.dumps({"bulk": rates, "calls": calls}), flush=True)
@@ -293,31 +332,33 @@ def orchestrate(args: argparse.Namespace) -> None:
     env = dict(os.environ)
     if not args.no_malloc_tuning:
         env.update(MALLOC_TUNING)
-    bus = spawn(env, "_bus-server")
-    ws = spawn(env, "_ws-server")
+    servers = [spawn(env, mode) for mode in ("_bus-server", "_secure-server", "_ws-server")]
     try:
-        bus_port, ws_port = read_line(bus, "PORT "), read_line(ws, "PORT ")
-        client = spawn(env, "_client", bus_port, ws_port, str(args.gib), str(args.rounds))
+        ports = [read_line(server, "PORT ") for server in servers]
+        client = spawn(env, "_client", *ports, str(args.gib), str(args.rounds))
         result = json.loads(read_line(client, ""))
         client.wait()
     finally:
-        stop(bus)
-        stop(ws)
+        for server in servers:
+            stop(server)
     baseline, held = measure_idle(env, args.idle)
     report(args, result, baseline, held)
 
 
 def report(args: argparse.Namespace, result: dict[str, Any], baseline: int, held: int) -> None:
-    bus, ws = result["bulk"]["bus"], result["bulk"]["ws"]
-    bus_median, ws_median = statistics.median(bus), statistics.median(ws)
+    bulk = result["bulk"]
+    median = {kind: statistics.median(rates) for kind, rates in bulk.items()}
+
+    def rates(kind: str) -> str:
+        return " ".join(f"{r:,.0f}" for r in bulk[kind])
+
     rows = [
-        ("bulk, encrypted bus (MB/s)", f"{bus_median:,.0f}", " ".join(f"{r:,.0f}" for r in bus)),
-        (
-            "bulk, bare trio-websocket (MB/s)",
-            f"{ws_median:,.0f}",
-            " ".join(f"{r:,.0f}" for r in ws),
-        ),
-        ("bus / bare (goal >= 0.65)", f"{bus_median / ws_median:.2f}x", ""),
+        ("bulk, encrypted bus (MB/s)", f"{median['bus']:,.0f}", rates("bus")),
+        ("bulk, secure channel alone (MB/s)", f"{median['secure']:,.0f}", rates("secure")),
+        ("bulk, bare trio-websocket (MB/s)", f"{median['ws']:,.0f}", rates("ws")),
+        ("bus / bare (goal >= 0.65)", f"{median['bus'] / median['ws']:.2f}x", ""),
+        ("secure channel / bare", f"{median['secure'] / median['ws']:.2f}x", ""),
+        ("bus / secure channel", f"{median['bus'] / median['secure']:.2f}x", ""),
         ("calls/s, 1 in flight", f"{result['calls']['1']:,.0f}", ""),
         ("calls/s, 64 in flight", f"{result['calls']['64']:,.0f}", ""),
         (
@@ -338,9 +379,10 @@ def report(args: argparse.Namespace, result: dict[str, Any], baseline: int, held
 
 MODES: dict[str, Callable[..., Any]] = {
     "_bus-server": lambda: trio.run(run_bus_server),
+    "_secure-server": lambda: trio.run(run_secure_server),
     "_ws-server": lambda: trio.run(run_ws_server),
-    "_client": lambda bus, ws, gib, rounds: trio.run(
-        run_client, int(bus), int(ws), float(gib), int(rounds)
+    "_client": lambda bus, secure, ws, gib, rounds: trio.run(
+        run_client, int(bus), int(secure), int(ws), float(gib), int(rounds)
     ),
     "_idle-client": lambda port, n: trio.run(run_idle_client, int(port), int(n)),
 }

@@ -167,25 +167,37 @@ class BlobStore:
         capacity_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         backend: ChunkBackend | None = None,
+        readonly: bool = False,
     ) -> None:
+        """Open (creating) the store and take its writer lock.
+
+        ``readonly`` opens a store another process is writing, for reading
+        only: no lock, no recovery, no writes of any kind (a corrupt file is
+        reported, and left for the writer to move aside). Chunk files never
+        change once written and the index is in WAL mode, so this is safe
+        alongside the writer.
+        """
         if not 0 < gc_target < gc_threshold <= 1:
             raise ValueError("need 0 < gc_target < gc_threshold <= 1")
         self.data_dir = data_dir
+        self.readonly = readonly
+        if readonly and not (data_dir / "index.sqlite3").exists():
+            raise BlobError("not_found", f"no store in {data_dir}")
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_file(data_dir / "store.lock")
+        self._lock_fd = None if readonly else _lock_file(data_dir / "store.lock")
         self.gc_threshold = gc_threshold
         self.gc_target = gc_target
         self.capacity_bytes = capacity_bytes
         self._clock = clock
-        local = LocalBackend(data_dir / "blobs")
-        self._local = local if backend is None else None
-        self.backend: ChunkBackend = backend or local
+        self.backend: ChunkBackend = backend or LocalBackend(data_dir / "blobs")
         self._db = sqlite3.connect(
             data_dir / "index.sqlite3", check_same_thread=False, isolation_level=None
         )
         self._mutex = threading.RLock()
         self._writing: Counter[str] = Counter()
         self._batch_ids = itertools.count()
+        if readonly:
+            return
         with self._mutex:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -207,7 +219,8 @@ class BlobStore:
     def close(self) -> None:
         with self._mutex:
             self._db.close()
-        os.close(self._lock_fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
 
     def __enter__(self) -> BlobStore:
         return self
@@ -401,6 +414,8 @@ class BlobStore:
             raise BlobError("hash_mismatch", f"{cid}: corrupt on disk, moved to {where}")
 
     def _drop_chunk(self, cid: Cid, name: str, reason: str) -> str:
+        if self.readonly:
+            return "(left in place: store opened read-only)"
         where = self.backend.move_aside(name, reason) if reason == "corrupt" else ""
         with self._tx() as db:
             db.execute("DELETE FROM chunks WHERE cid = ?", (cid,))
@@ -426,6 +441,8 @@ class BlobStore:
         manifest = Manifest(size, chunk_size, chunks, content)
         if manifest.cid != cid:
             raise BlobError("manifest_invalid", f"{cid}: index entry does not match its CID")
+        if self.readonly:
+            return manifest
         if was_present:
             self.backend.move_aside(name, "corrupt")
         self.backend.add(name, manifest.encode(), f"restore-{os.getpid()}")
@@ -433,6 +450,8 @@ class BlobStore:
         return manifest
 
     def _touch(self, cid: Cid) -> None:
+        if self.readonly:
+            return
         with self._mutex:
             self._db.execute("UPDATE blobs SET last_access = ? WHERE cid = ?", (self._clock(), cid))
 
@@ -440,6 +459,8 @@ class BlobStore:
 
     def batch(self) -> WriteBatch:
         """A group of writes made durable and visible together (use as a context manager)."""
+        if self.readonly:
+            raise BlobError("io_error", "store opened read-only")
         return WriteBatch(self, f"b{os.getpid()}-{next(self._batch_ids)}")
 
     def write_chunk(self, cid: Cid, data: Buffer) -> None:

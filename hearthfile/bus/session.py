@@ -54,9 +54,11 @@ from hearthfile.bus.frames import (
 )
 from hearthfile.errors import LocalProtocolError, RemoteProtocolError
 
-#: Data frames each side may send on a new call before any ``credit``: 8 chunks of
-#: 256 KiB keep a loopback stream busy while bounding a stalled stream to 2 MiB.
-INITIAL_WINDOW: Final = 8
+#: Data frames each side may send on a new call before any ``credit``. 16 chunks of
+#: 256 KiB (4 MiB, the most a stalled stream holds in the receiver's memory) cover the
+#: credit round trip on a busy host, where 8 left loopback streams waiting for credit
+#: (scripts/bench_bus.py; measured on a loaded 2-core VM, so re-check on quiet ones).
+INITIAL_WINDOW: Final = 16
 #: Consumed items are acknowledged with one ``credit`` per this many, not one each.
 CREDIT_BATCH: Final = INITIAL_WINDOW // 2
 

@@ -18,15 +18,13 @@ import trio
 
 from hearthfile.blobs import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
-from hearthfile.blobs.fileproto import bad, want_cid, want_int, want_map
+from hearthfile.blobs.fileproto import bad, want_cid, want_map
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.services import ops
 
-#: Bytes of blob content per ``node.cat`` stream item.
-CAT_ITEM_BYTES: Final = 256 * 1024
 MAX_ADD_PATHS: Final = 100_000
 
 Fetch = Callable[[Cid, transfer.ProgressFn], Awaitable[Manifest]]
@@ -72,7 +70,6 @@ class NodeService:
             ("node.peers", self.peers, 10),
             ("node.add", self.add, day),
             ("node.fetch", self.fetch, day),
-            ("node.cat", self.cat, day),
             ("node.ls", self.ls, 60),
             ("node.stat", self.stat, 10),
             ("node.pin", self.pin, 10),
@@ -115,27 +112,6 @@ class NodeService:
         cid = want_cid(want_map(ctx.args).get("cid"))
         manifest: Manifest = await _with_progress(ctx, lambda report: self._fetch(cid, report))
         return {"cid": cid, "size": manifest.size, "name": manifest.name}
-
-    async def cat(self, ctx: CallContext) -> dict[str, Any]:
-        args = want_map(ctx.args)
-        cid = want_cid(args.get("cid"))
-        start = want_int(args.get("start", 0), "start")
-        end = args.get("end")
-        stream = await self._run(
-            self._store.read_blob_stream,
-            cid,
-            start,
-            None if end is None else want_int(end, "end", start),
-        )
-        sent = 0
-        while True:
-            views = await self._run(_take, stream, 4)
-            if not views:
-                break
-            for data in views:
-                await ctx.send({"data": data})
-                sent += len(data)
-        return {"size": sent}
 
     async def ls(self, ctx: CallContext) -> list[dict[str, Any]]:
         prefix = want_map(ctx.args).get("prefix") or ""
@@ -223,13 +199,3 @@ async def _with_progress(
     if failure:
         raise failure[0]
     return outcome[0]
-
-
-def _take(stream: Any, n: int) -> list[bytes]:
-    """Up to ``n`` pieces of a blob stream, copied out of its shared buffer."""
-    out = []
-    for view in stream:
-        out.append(bytes(view))
-        if len(out) == n:
-            break
-    return out

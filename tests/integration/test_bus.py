@@ -37,7 +37,11 @@ def server_registry() -> Registry:
         return int(ctx.args)
 
     registry = Registry()
-    member = {"trust_required": TrustLevel.MEMBER, "version": (1, 0), "timeout_seconds": 10.0}
+    member: dict[str, Any] = {
+        "trust_required": TrustLevel.MEMBER,
+        "version": (1, 0),
+        "timeout_seconds": 10.0,
+    }
     registry.register(CapabilityDescriptor(name="test.echo", max_concurrent=64, **member), echo)
     registry.register(CapabilityDescriptor(name="test.chunks", max_concurrent=4, **member), chunks)
     return registry

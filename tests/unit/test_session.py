@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from hearthfile.bus.frames import (
@@ -67,11 +70,13 @@ def test_late_frames_for_finished_calls_are_dropped() -> None:
     session = Session(initiator=True)
     request = session.open_call("a.b", (1, 0), None)
     assert session.close_call(request.call_id) == Cancel(request.call_id)
-    for frame in (Data(1, 0), End(1), Credit(1, 2), Response(1, None)):
+    late: list[Frame] = [Data(1, 0), End(1), Credit(1, 2), Response(1, None)]
+    for frame in late:
         assert session.receive(frame) is None
     session.receive(Request(2, "a.b", (1, 0), None))
     session.refuse(Request(2, "a.b", (1, 0), None), "busy", "")
-    for frame in (Data(2, 0), End(2), Cancel(2)):
+    late = [Data(2, 0), End(2), Cancel(2)]
+    for frame in late:
         assert session.receive(frame) is None
 
 
@@ -170,3 +175,14 @@ def test_cancel_from_the_caller_drops_the_call() -> None:
     assert callee.receive(Cancel(1)) == CallCancelled(1)
     assert not callee.is_live(1)
     assert callee.receive(Cancel(1)) is None
+
+
+def test_bus_cores_import_no_io() -> None:
+    """session, frames and capability stay pure (STYLE.md section 1)."""
+    bus = Path(__file__).resolve().parents[2] / "hearthfile" / "bus"
+    forbidden = {"trio", "trio_websocket", "socket", "asyncio", "time", "random"}
+    for name in ("session.py", "frames.py", "capability.py"):
+        tree = ast.parse((bus / name).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m.split(".")[0] for m in imported} & forbidden, name

@@ -115,7 +115,7 @@ GOLDEN: list[tuple[Frame, str]] = [
 
 def unhex(annotated: str) -> bytes:
     """Hex pairs at the start of each line, up to the first run of 3+ spaces."""
-    pairs = []
+    pairs: list[str] = []
     for line in annotated.strip().splitlines():
         hex_part = re.split(r"\s{3,}", line.strip(), maxsplit=1)[0]
         pairs.extend(hex_part.split())

@@ -1,4 +1,5 @@
-"""The published Noise test vectors (cacophony) for 25519/AESGCM/SHA256, both roles."""
+"""Noise test vectors (cacophony, 25519/AESGCM/SHA256, both roles) and the worked example
+of docs/PROTOCOL-transport.md, recomputed from its fixed keys."""
 
 from __future__ import annotations
 
