@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 WEBSOCKET_PATH: Final = "/hearthfile/1"
 
-# Websocket close codes we send (docs/PROTOCOL-transport.md, "Closing").
+# Websocket close codes we send (docs/PROTOCOL.md, part A, "Closing").
 CLOSE_NORMAL: Final = 1000
 CLOSE_TEXT_MESSAGE: Final = 1003
 CLOSE_MESSAGE_TOO_BIG: Final = 1009  # sent by trio-websocket itself

@@ -2,7 +2,7 @@
 
 Owns who the peer is and how one bus frame becomes bytes on the wire. The
 trio shells (bus/client.py, bus/server.py) move the bytes this module
-produces; docs/PROTOCOL-transport.md is the byte-level description.
+produces; docs/PROTOCOL.md (part A) is the byte-level description.
 
 Handshake
 ---------

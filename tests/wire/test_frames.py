@@ -369,8 +369,7 @@ def test_encode_refuses_over_nested_bodies() -> None:
 def test_protocol_document_limits_match_constants() -> None:
     from hearthfile.bus import outbox, session
 
-    documents = [ROOT / "docs" / "PROTOCOL.md", ROOT / "docs" / "PROTOCOL-frames.md"]
-    text = "\n".join(p.read_text() for p in documents if p.exists())
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text()
     rows = re.findall(r"^\|\s*`([A-Z_]+)`\s*\|\s*([0-9_]+)\s*\|", text, flags=re.M)
     assert len(rows) >= 10, "the frame limits table is missing from docs/"
     modules = (frames, session, outbox)
@@ -382,8 +381,9 @@ def test_protocol_document_limits_match_constants() -> None:
 
 def document_messages() -> list[bytes]:
     """The example exchange's messages: hex after 14 label columns, before the comment."""
-    text = (ROOT / "docs" / "PROTOCOL-frames.md").read_text()
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text()
     example = text[text.index("## 10. Example exchange") :]
+    example = example[: example.index("# Part C.")]
     messages: list[list[str]] = []
     for block in re.findall(r"```\n(.*?)```", example, flags=re.S):
         for line in block.splitlines():

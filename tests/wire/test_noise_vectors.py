@@ -1,5 +1,5 @@
 """Noise test vectors (cacophony, 25519/AESGCM/SHA256, both roles) and the worked example
-of docs/PROTOCOL-transport.md, recomputed from its fixed keys."""
+of docs/PROTOCOL.md, recomputed from its fixed keys."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _check_transport(
         assert receive.decrypt_with_ad(b"", ciphertext) == payload
 
 
-# The worked example of docs/PROTOCOL-transport.md (section 7), recomputed from its
+# The worked example of docs/PROTOCOL.md (part A, section 7), recomputed from its
 # fixed keys: the document and the code must not drift apart.
 EXAMPLE = {
     "msg1": "3c5c6ce2dd99e10d2c3de05d773aa15e3e6d971ed4e41389c93b4bbdda177212",
