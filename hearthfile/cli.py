@@ -84,7 +84,7 @@ class NodeApi(Protocol):
 class LocalNode:
     """The store itself, when no daemon runs."""
 
-    NETWORK_OPS = frozenset({"status", "peers", "push"})
+    NETWORK_OPS = frozenset({"status", "peers", "push", "transfers", "cancel"})
 
     def __init__(self, store: BlobStore, home: Path) -> None:
         self.store = store
@@ -94,9 +94,12 @@ class LocalNode:
         if op in self.NETWORK_OPS:
             raise CliError(f"no daemon running for {self.home}")
         if op == "fetch":
-            if not self.store.has_blob(args["cid"]):
-                raise BlobError("not_found", args["cid"])  # and no daemon to fetch it
-            return {"cid": args["cid"]}
+            span = args.get("range")
+            try:
+                next(iter(self.store.read_blob_stream(args["cid"], *(span or (0, None)))), None)
+            except BlobError:  # not all here, and no daemon to fetch it
+                raise BlobError("not_found", args["cid"]) from None
+            return ops.info_dict(self.store.stat(args["cid"]))
         if op == "add":
             return {"cids": ops.add_paths(self.store, args["paths"], pin=args["pin"])}
         if op == "gc":
@@ -108,11 +111,14 @@ class LocalNode:
     @contextlib.asynccontextmanager
     async def stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:
         assert op == "cat"
-        yield _blob_items(self.store, args["cid"])
+        yield _blob_items(self.store, args["cid"], args.get("range"))
 
 
-async def _blob_items(store: BlobStore, cid: Cid) -> AsyncIterator[dict[str, Any]]:
-    for view in store.read_blob_stream(cid):
+async def _blob_items(
+    store: BlobStore, cid: Cid, span: list[int] | None
+) -> AsyncIterator[dict[str, Any]]:
+    start, end = (0, None) if span is None else span
+    for view in store.read_blob_stream(cid, start, end):
         yield {"data": view}
 
 
@@ -137,7 +143,7 @@ class RemoteNode:
         if op == "cat":
             store = BlobStore(self.data_dir, readonly=True)
             try:
-                yield _blob_items(store, args["cid"])
+                yield _blob_items(store, args["cid"], args.get("range"))
             finally:
                 store.close()
             return
@@ -277,11 +283,11 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     cid = cid_arg(args.cid)
     out = sys.stdout.buffer
     async with open_node(args) as node:
-        await node.call("fetch", {"cid": cid})
         try:
-            async with node.stream("cat", {"cid": cid}) as items:
-                async for item in items:
-                    out.write(item["data"])
+            if isinstance(node, RemoteNode):
+                await _stream_while_fetching(node, cid, out)
+            else:
+                await _copy_blob(node, cid, out, None)
             out.flush()
         except BrokenPipeError:
             with contextlib.suppress(OSError):
@@ -289,27 +295,61 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _stream_while_fetching(node: RemoteNode, cid: Cid, out: BinaryIO) -> None:
+    """Write the blob in order as its chunks land, while the daemon fetches it."""
+    store = BlobStore(node.data_dir, readonly=True)
+    try:
+        written = 0
+        async with node.stream("fetch", {"cid": cid}) as progress:
+            async for _ in progress:
+                written = _write_ready(store, cid, out, written)
+        written = _write_ready(store, cid, out, written)
+    finally:
+        store.close()
+
+
+def _write_ready(store: BlobStore, cid: Cid, out: BinaryIO, start: int) -> int:
+    """Write chunks ``start``, ``start + 1``, ... that are stored; return the next index."""
+    try:
+        manifest = store.read_manifest(cid)
+    except BlobError:
+        return start  # the manifest is not in yet
+    index = start
+    while index < len(manifest.chunks) and store.has_chunk(manifest.chunks[index]):
+        out.write(store.read_chunk(manifest.chunks[index]))
+        index += 1
+    return index
+
+
+def _parse_span(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    start, sep, end = text.partition("-")
+    if not sep or not start.isdigit() or not end.isdigit() or int(end) < int(start):
+        raise CliError(
+            f"--range expects START-END in bytes (END exclusive), got {text!r}", EXIT_USAGE
+        )
+    return int(start), int(end)
+
+
 async def cmd_get(args: argparse.Namespace) -> int:
     cids = [cid_arg(c) for c in args.cids]
-    many = len(cids) > 1
-    out_dir = Path(args.output) if many and args.output else Path(".")
-    if many:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    span = _parse_span(args.range)
+    if len(cids) == 1:
+        async with open_node(args) as node:
+            await _get_one(node, cids[0], args.output, Path("."), span, many=False)
+        return EXIT_OK
+    out_dir = Path(args.output or ".")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
     async with open_node(args) as node:
         limiter = trio.CapacityLimiter(GET_CONCURRENCY)
-        failures: list[str] = []
 
         async def one(cid: Cid) -> None:
             async with limiter:
                 try:
-                    info = await _fetch(node, cid, show=not many)
-                    dest = _destination(args.output, out_dir, info, many)
-                    await _save(node, cid, dest)
-                    if dest is not None:
-                        print(dest, flush=True)
+                    await _get_one(node, cid, None, out_dir, span, many=True)
                 except (ServiceError, BlobError, CliError) as exc:
-                    if not many:
-                        raise
                     failures.append(f"{cid}: {_describe(exc)}")
 
         async with trio.open_nursery() as nursery:
@@ -320,17 +360,34 @@ async def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-async def _fetch(node: NodeApi, cid: Cid, *, show: bool) -> dict[str, Any]:
+async def _get_one(
+    node: NodeApi,
+    cid: Cid,
+    output: str | None,
+    out_dir: Path,
+    span: tuple[int, int] | None,
+    *,
+    many: bool,
+) -> None:
+    info = await _fetch(node, cid, span, show=not many)
+    dest = _destination(output, out_dir, info, many)
+    await _save(node, cid, dest, span)
+    if dest is not None:
+        print(dest, flush=True)
+
+
+async def _fetch(
+    node: NodeApi, cid: Cid, span: tuple[int, int] | None, *, show: bool
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
     if isinstance(node, RemoteNode):
         with ProgressBar(f"get {cid[7:19]}") as bar:
-            async with node.stream("fetch", {"cid": cid}) as items:
+            async with node.stream("fetch", args) as items:
                 async for state in items:
                     if show:
                         bar.update(state["done_bytes"], state["total_bytes"])
-    else:
-        await node.call("fetch", {"cid": cid})
-    stat: dict[str, Any] = await node.call("stat", {"cid": cid})
-    return stat
+        return dict(node.last_result)
+    return dict(await node.call("fetch", args))
 
 
 def _destination(
@@ -350,7 +407,9 @@ def _name(info: dict[str, Any]) -> str:
     return name if name not in ("", ".", "..") else str(info["cid"]).removeprefix("blake3:")
 
 
-async def _save(node: NodeApi, cid: Cid, dest: Path | None) -> None:
+async def _save(
+    node: NodeApi, cid: Cid, dest: Path | None, span: tuple[int, int] | None = None
+) -> None:
     """Write a blob to ``dest`` without ever leaving a half-written regular file.
 
     A regular file (or a new path) is filled under a temporary name beside it and
@@ -358,17 +417,17 @@ async def _save(node: NodeApi, cid: Cid, dest: Path | None) -> None:
     terminal) is written in place: renaming over it would replace the device.
     """
     if dest is None:
-        await _copy_blob(node, cid, sys.stdout.buffer)
+        await _copy_blob(node, cid, sys.stdout.buffer, span)
         sys.stdout.buffer.flush()
         return
     if dest.is_char_device() or dest.is_fifo() or dest.is_socket():
         with open(dest, "wb") as out:
-            await _copy_blob(node, cid, out)
+            await _copy_blob(node, cid, out, span)
         return
     tmp = dest.with_name(f".{dest.name}.hearthfile-tmp")
     try:
         with open(tmp, "wb") as out:
-            await _copy_blob(node, cid, out)
+            await _copy_blob(node, cid, out, span)
         os.replace(tmp, dest)
     except OSError as exc:
         raise CliError(f"cannot write {dest}: {exc.strerror}") from None
@@ -376,8 +435,9 @@ async def _save(node: NodeApi, cid: Cid, dest: Path | None) -> None:
         tmp.unlink(missing_ok=True)
 
 
-async def _copy_blob(node: NodeApi, cid: Cid, out: BinaryIO) -> None:
-    async with node.stream("cat", {"cid": cid}) as items:
+async def _copy_blob(node: NodeApi, cid: Cid, out: BinaryIO, span: tuple[int, int] | None) -> None:
+    args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
+    async with node.stream("cat", args) as items:
         async for item in items:
             out.write(item["data"])
 
@@ -510,6 +570,27 @@ async def cmd_trust(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_transfers(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        rows = await node.call("transfers", {})
+    if args.json:
+        _print_json(rows)
+    for r in [] if args.json else rows:
+        print(
+            f"{r['cid']}  {r['done_bytes']}/{r['total_bytes']} bytes  "
+            f"{r['chunks_done']}/{r['chunks_total']} chunks  {r['sources']} sources"
+        )
+    return EXIT_OK
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    cid = cid_arg(args.cid)
+    async with open_node(args) as node:
+        await node.call("cancel", {"cid": cid})
+    print(f"cancelled the fetch of {cid}")
+    return EXIT_OK
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     home = home_dir(args)
     config = with_overrides(_config(args, home), listen=args.listen, peers=args.peer or None)
@@ -560,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("get", cmd_get, "fetch blobs (from peers if not local) and write them to files")
     p.add_argument("cids", nargs="+", metavar="CID")
     p.add_argument("-o", "--output", metavar="PATH", help="file (one CID) or directory (many)")
+    p.add_argument("--range", metavar="START-END", help="only bytes START..END-1 (one CID)")
     p = command("ls", cmd_ls, "list stored blobs")
     p.add_argument("prefix", nargs="?", metavar="PREFIX")
     command("stat", cmd_stat, "show a blob's metadata").add_argument("cid", metavar="CID")
@@ -572,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("push", cmd_push, "send a blob to a peer that trusts this node")
     p.add_argument("cid", metavar="CID")
     p.add_argument("--to", required=True, metavar="NODEID")
+    command("transfers", cmd_transfers, "fetches under way")
+    command("cancel", cmd_cancel, "stop a fetch under way").add_argument("cid", metavar="CID")
     p = command("trust", cmd_trust, "set a peer's trust level")
     p.add_argument("node_id", metavar="NODEID")
     p.add_argument("--level", required=True, choices=["member", "trusted"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -216,6 +217,7 @@ async def _run(
     trust = TrustBook(config, home, me)
     sources = SourceIndex(ttl_s=config.gossip.record_ttl_s)
     registry = Registry()
+    transfers = transfer.Transfers()
     pool = PeerPool(key, registry, trust.level, limits=limits, on_event=log_peer_event)
     listen: list[Address] = []
 
@@ -246,11 +248,22 @@ async def _run(
                     nursery.start_soon(ask, conn)
         return found
 
-    async def fetch(cid: Cid, progress: transfer.ProgressFn) -> Manifest:
-        found = await find_sources(cid) if not store.has_blob(cid) else []
-        manifest = await transfer.fetch_blob(store, cid, found, progress=progress)
-        log.info("fetched cid=%s size=%d sources=%d", cid, manifest.size, len(found))
+    async def fetch_now(
+        cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn
+    ) -> Manifest:
+        found = await find_sources(cid)
+        manifest = await transfer.fetch_blob(store, cid, found, progress=progress, span=span)
+        log.info("fetched cid=%s size=%d sources=%d span=%s", cid, manifest.size, len(found),
+                 span)
         return manifest
+
+    async def fetch(
+        cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn
+    ) -> Manifest:
+        if await trio.to_thread.run_sync(store.has_blob, cid):
+            return await trio.to_thread.run_sync(store.read_manifest, cid)
+        job = functools.partial(fetch_now, cid, span)
+        return await transfers.run(cid, span, job, progress)
 
     async def push(
         cid: Cid, target_text: str, progress: transfer.ProgressFn
@@ -299,6 +312,7 @@ async def _run(
         status=status,
         peers=lambda: peer_rows(pool, trust),
         set_trust=trust.set,
+        transfers=transfers,
     ).register(registry)
 
     for spec in config.bootstrap:

@@ -380,14 +380,19 @@ class BlobStore:
     ) -> Iterator[memoryview]:
         """Yield the blob's bytes [start, end) in order, each chunk verified.
 
-        Views share one buffer: each is valid until the next is requested.
+        The whole blob must be complete; a range needs only the chunks covering
+        it (a range fetch leaves the rest missing). Views share one buffer:
+        each is valid until the next is requested.
         """
-        if not self.has_blob(cid):
+        whole = start == 0 and end is None
+        if whole and not self.has_blob(cid):
             raise BlobError("not_found", cid)
         manifest = self.read_manifest(cid)
         end = manifest.size if end is None else min(end, manifest.size)
         if not 0 <= start <= end:
             raise ValueError(f"bad byte range {start}-{end}")
+        if not whole and set(manifest.chunk_range(start, end)) & set(self.missing_chunks(cid)):
+            raise BlobError("not_found", f"{cid}: bytes {start}-{end} are not all here")
         buf = memoryview(bytearray(manifest.chunk_size))
         return self._stream(manifest, start, end, buf)
 

@@ -14,9 +14,9 @@ Peers are anything with the ``call``/``open_call`` of a bus connection (the
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import trio
@@ -87,9 +87,15 @@ ProgressFn = Callable[[Progress], None]
 
 
 async def fetch_blob(
-    store: BlobStore, cid: Cid, sources: Sequence[Peer], *, progress: ProgressFn | None = None
+    store: BlobStore,
+    cid: Cid,
+    sources: Sequence[Peer],
+    *,
+    progress: ProgressFn | None = None,
+    span: tuple[int, int] | None = None,
 ) -> Manifest:
-    """Make ``cid`` complete in ``store``, fetching what it lacks from ``sources``."""
+    """Make ``cid`` complete in ``store`` (or, with ``span``, the chunks covering
+    bytes [start, end)), fetching what it lacks from ``sources``."""
     if await trio.to_thread.run_sync(store.has_blob, cid):
         return await trio.to_thread.run_sync(store.read_manifest, cid)
     if not sources:
@@ -97,7 +103,7 @@ async def fetch_blob(
     failures: list[str] = []
     for source in sources:
         try:
-            return await _fetch_from(store, cid, source, progress)
+            return await _fetch_from(store, cid, source, progress, span)
         except (ServiceError, PeerUnavailable) as exc:
             log.info("fetch of %s from %s failed: %s", cid, source.peer.short(), exc)
             failures.append(f"{source.peer.short()}: {exc}")
@@ -107,24 +113,24 @@ async def fetch_blob(
 
 
 async def _fetch_from(
-    store: BlobStore, cid: Cid, source: Peer, progress: ProgressFn | None
+    store: BlobStore, cid: Cid, source: Peer, progress: ProgressFn | None,
+    span: tuple[int, int] | None,
 ) -> Manifest:
     manifest = await _known_manifest(store, cid) or await _fetch_manifest(store, cid, source)
     missing = await trio.to_thread.run_sync(store.missing_chunks, cid)
-    state = Progress(
-        cid,
-        manifest.size,
-        manifest.size - _bytes_of(manifest, missing),
-        len(manifest.chunks),
-        len(manifest.chunks) - len(missing),
-        1,
-    )
+    if span is not None:
+        covering = set(manifest.chunk_range(*span))
+        missing = [i for i in missing if i in covering]
+    wanted = len(manifest.chunks) if span is None else len(manifest.chunk_range(*span))
+    state = Progress(cid, manifest.size, manifest.size - _bytes_of(manifest, missing),
+                     wanted, wanted - len(missing), 1)
     if progress is not None:
         progress(state)
     for start in range(0, len(missing), CHUNKS_PER_CALL):
         part = missing[start : start + CHUNKS_PER_CALL]
         await _fetch_chunks(store, manifest, source, part, state, progress)
-    if not await trio.to_thread.run_sync(store.complete_blob, cid):
+    complete = await trio.to_thread.run_sync(store.complete_blob, cid)
+    if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
     return manifest
 
@@ -324,3 +330,83 @@ async def push_blob(
 
 def _read_chunks(store: BlobStore, manifest: Manifest, indices: list[int]) -> list[bytes]:
     return [store.read_chunk(manifest.chunks[i]) for i in indices]
+
+
+# -- running fetches ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Running:
+    progress: Progress
+    scope: trio.CancelScope
+    done: trio.Event
+    outcome: Manifest | BaseException | None = None
+    watchers: list[ProgressFn] = field(default_factory=list)
+
+
+Span = tuple[int, int] | None
+
+
+class Transfers:
+    """The fetches under way: listed by ``hearthfile transfers``, cancellable, and
+    shared: a second request for the same blob (and byte span) waits for the first."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[Cid, Span], _Running] = {}
+
+    def snapshot(self) -> list[Progress]:
+        return [r.progress for r in self._running.values()]
+
+    def cancel(self, cid: Cid) -> bool:
+        """Cancel every fetch of ``cid``; False when none runs."""
+        hits = [r for (c, _), r in self._running.items() if c == cid]
+        for running in hits:
+            running.scope.cancel()
+        return bool(hits)
+
+    async def run(
+        self,
+        cid: Cid,
+        span: Span,
+        job: Callable[[ProgressFn], Awaitable[Manifest]],
+        progress: ProgressFn | None = None,
+    ) -> Manifest:
+        running = self._running.get((cid, span))
+        if running is None:
+            return await self._lead((cid, span), job, progress)
+        if progress is not None:
+            running.watchers.append(progress)
+        await running.done.wait()
+        if isinstance(running.outcome, BaseException):
+            raise ServiceError("unavailable", f"{cid}: the fetch this joined failed")
+        assert running.outcome is not None
+        return running.outcome
+
+    async def _lead(
+        self,
+        key: tuple[Cid, Span],
+        job: Callable[[ProgressFn], Awaitable[Manifest]],
+        progress: ProgressFn | None,
+    ) -> Manifest:
+        cid = key[0]
+        running = _Running(Progress(cid), trio.CancelScope(), trio.Event())
+        if progress is not None:
+            running.watchers.append(progress)
+
+        def report(p: Progress) -> None:
+            running.progress = p
+            for watcher in running.watchers:
+                watcher(p)
+
+        self._running[key] = running
+        try:
+            with running.scope:
+                running.outcome = await job(report)
+                return running.outcome
+            raise ServiceError("unavailable", f"{cid}: fetch cancelled")
+        except BaseException as exc:
+            running.outcome = exc
+            raise
+        finally:
+            del self._running[key]
+            running.done.set()

@@ -18,7 +18,7 @@ import trio
 
 from hearthfile.blobs import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
-from hearthfile.blobs.fileproto import bad, want_cid, want_map
+from hearthfile.blobs.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.cids import Cid
@@ -27,7 +27,7 @@ from hearthfile.services import ops
 
 MAX_ADD_PATHS: Final = 100_000
 
-Fetch = Callable[[Cid, transfer.ProgressFn], Awaitable[Manifest]]
+Fetch = Callable[[Cid, tuple[int, int] | None, transfer.ProgressFn], Awaitable[Manifest]]
 Push = Callable[[Cid, str, transfer.ProgressFn], Awaitable[transfer.PushResult]]
 
 
@@ -53,6 +53,7 @@ class NodeService:
         status: Callable[[], dict[str, Any]],
         peers: Callable[[], list[dict[str, Any]]],
         set_trust: Callable[[str, str], None],
+        transfers: transfer.Transfers,
         on_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
@@ -61,6 +62,7 @@ class NodeService:
         self._status = status
         self._peers = peers
         self._set_trust = set_trust
+        self._transfers = transfers
         self._on_changed = on_changed
 
     def register(self, registry: Registry) -> None:
@@ -79,6 +81,8 @@ class NodeService:
             ("node.verify", self.verify, day),
             ("node.push", self.push, day),
             ("node.trust", self.trust, 10),
+            ("node.transfers", self.transfers, 10),
+            ("node.cancel", self.cancel, 10),
         ]:
             registry.register(_descriptor(name, timeout), handler)
 
@@ -109,8 +113,16 @@ class NodeService:
         return {"cids": cids}
 
     async def fetch(self, ctx: CallContext) -> dict[str, Any]:
-        cid = want_cid(want_map(ctx.args).get("cid"))
-        manifest: Manifest = await _with_progress(ctx, lambda report: self._fetch(cid, report))
+        args = want_map(ctx.args)
+        cid = want_cid(args.get("cid"))
+        span = args.get("range")
+        if span is not None:
+            if not isinstance(span, list) or len(span) != 2:
+                raise bad("range is [start, end)")
+            span = (want_int(span[0], "range start"), want_int(span[1], "range end", span[0]))
+        manifest: Manifest = await _with_progress(
+            ctx, lambda report: self._fetch(cid, span, report)
+        )
         return {"cid": cid, "size": manifest.size, "name": manifest.name}
 
     async def ls(self, ctx: CallContext) -> list[dict[str, Any]]:
@@ -159,6 +171,15 @@ class NodeService:
             ctx, lambda report: self._push(cid, target, report)
         )
         return {"cid": cid, "sent": result.sent, "skipped": result.skipped}
+
+    async def transfers(self, ctx: CallContext) -> list[dict[str, Any]]:
+        return [asdict(p) for p in self._transfers.snapshot()]
+
+    async def cancel(self, ctx: CallContext) -> dict[str, Any]:
+        cid = want_cid(want_map(ctx.args).get("cid"))
+        if not self._transfers.cancel(cid):
+            raise ServiceError("not_found", f"no fetch of {cid} is running")
+        return {"cid": cid, "cancelled": True}
 
     async def trust(self, ctx: CallContext) -> dict[str, Any]:
         args = want_map(ctx.args)

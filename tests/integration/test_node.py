@@ -175,3 +175,23 @@ def test_get_to_devices_and_stdout_never_replaces_them(
     (tmp_path / "dir").mkdir()
     a.ok("get", cid, "-o", str(tmp_path / "dir"))
     assert (tmp_path / "dir" / "f.bin").read_bytes() == src.read_bytes()
+
+
+def test_range_fetch_and_transfers_listing(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    a, b = pair(make_node, "member", "member")
+    src = tmp_path / "r.bin"
+    src.write_bytes(payload(10 * CS, 11))
+    cid = a.ok("add", str(src)).split()[-1]
+    start, end = 3 * CS + 100, 5 * CS + 7
+    out = tmp_path / "part"
+    b.ok("get", cid, "--range", f"{start}-{end}", "-o", str(out))
+    assert out.read_bytes() == src.read_bytes()[start:end]
+    assert b.cli("stat", cid).returncode == 1, "a range fetch leaves the blob partial"
+    stored = json.loads(b.ok("--json", "status"))["bytes_stored"]
+    assert stored < 4 * CS, "only the chunks covering the range were fetched"
+    assert json.loads(b.ok("--json", "transfers")) == []
+    bad = b.cli("get", cid, "--range", "9-3")
+    assert bad.returncode == 2 and "--range" in bad.stderr
+    assert b.cli("cat", cid).stdout == src.read_bytes()
