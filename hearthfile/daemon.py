@@ -253,8 +253,7 @@ async def _run(
     ) -> Manifest:
         found = await find_sources(cid)
         manifest = await transfer.fetch_blob(store, cid, found, progress=progress, span=span)
-        log.info("fetched cid=%s size=%d sources=%d span=%s", cid, manifest.size, len(found),
-                 span)
+        log.info("fetched cid=%s size=%d sources=%d span=%s", cid, manifest.size, len(found), span)
         return manifest
 
     async def fetch(

@@ -113,7 +113,10 @@ async def fetch_blob(
 
 
 async def _fetch_from(
-    store: BlobStore, cid: Cid, source: Peer, progress: ProgressFn | None,
+    store: BlobStore,
+    cid: Cid,
+    source: Peer,
+    progress: ProgressFn | None,
     span: tuple[int, int] | None,
 ) -> Manifest:
     manifest = await _known_manifest(store, cid) or await _fetch_manifest(store, cid, source)
@@ -122,8 +125,14 @@ async def _fetch_from(
         covering = set(manifest.chunk_range(*span))
         missing = [i for i in missing if i in covering]
     wanted = len(manifest.chunks) if span is None else len(manifest.chunk_range(*span))
-    state = Progress(cid, manifest.size, manifest.size - _bytes_of(manifest, missing),
-                     wanted, wanted - len(missing), 1)
+    state = Progress(
+        cid,
+        manifest.size,
+        manifest.size - _bytes_of(manifest, missing),
+        wanted,
+        wanted - len(missing),
+        1,
+    )
     if progress is not None:
         progress(state)
     for start in range(0, len(missing), CHUNKS_PER_CALL):

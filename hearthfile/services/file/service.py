@@ -26,6 +26,7 @@ from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.fileproto import (
     MAX_ADVERTISE_CIDS,
     MAX_LIST_LIMIT,
+    MAX_RANGES_PER_ITEM,
     ManifestReceiver,
     bad,
     manifest_items,
@@ -59,7 +60,11 @@ READ = CapabilityDescriptor(
     timeout_seconds=300,
     idempotent=True,
     request_schema={"cid": "CID", "chunks?": "[[start, stop], ...]", "range?": "[start, end)"},
-    response_schema={"data?": "bytes (chunk CID)", "chunks?": "int (blob CID)"},
+    response_schema={
+        "data?": "bytes (chunk CID)",
+        "chunks?": "int (blob CID)",
+        "have?": "ranges held",
+    },
     stream_schema={"items": "{manifest: bytes}..., {i: int, data: bytes}..., end"},
 )
 LIST = CapabilityDescriptor(
@@ -69,8 +74,13 @@ LIST = CapabilityDescriptor(
     max_concurrent=4,
     timeout_seconds=5,
     idempotent=True,
-    request_schema={"prefix?": "text", "after?": "CID", "limit?": f"1..{MAX_LIST_LIMIT}"},
-    response_schema={"items": "[{cid, size, pinned}]", "next": "CID or nil"},
+    request_schema={
+        "prefix?": "text",
+        "after?": "CID",
+        "limit?": f"1..{MAX_LIST_LIMIT}",
+        "partial?": "bool",
+    },
+    response_schema={"items": "[{cid, size, pinned, complete}]", "next": "CID or nil"},
 )
 ADVERTISE = CapabilityDescriptor(
     name="file.advertise",
@@ -150,7 +160,10 @@ class FileService:
             chunks = await self._run(self._read_group, manifest, group)
             for index, data in zip(group, chunks, strict=True):
                 await ctx.send({"i": index, "data": data})
-        return {"chunks": len(wanted)}
+        missing = set(await self._run(self._store.missing_chunks, cid))
+        have = to_ranges(i for i in range(len(manifest.chunks)) if i not in missing)
+        # The have-map lets a fetcher use a holder that is itself still fetching.
+        return {"chunks": len(wanted), "have": have[:MAX_RANGES_PER_ITEM]}
 
     def _read_group(self, manifest: Manifest, indices: list[int]) -> list[bytes]:
         return [self._store.read_chunk(manifest.chunks[i]) for i in indices]
@@ -164,11 +177,17 @@ class FileService:
         if not isinstance(prefix, str) or len(prefix) > 71 or not isinstance(after, str):
             raise bad("prefix and after are text (at most a CID long)")
         limit = want_int(args.get("limit", MAX_LIST_LIMIT), "limit", 1, MAX_LIST_LIMIT)
+        partial = args.get("partial", False) is True
         infos = await self._run(
-            lambda: self._store.list_cids(prefix, after=after[:71], limit=limit + 1)
+            lambda: self._store.list_cids(
+                prefix, after=after[:71], limit=limit + 1, complete_only=not partial
+            )
         )
         more = len(infos) > limit
-        items = [{"cid": i.cid, "size": i.size, "pinned": i.pinned} for i in infos[:limit]]
+        items = [
+            {"cid": i.cid, "size": i.size, "pinned": i.pinned, "complete": i.complete}
+            for i in infos[:limit]
+        ]
         return {"items": items, "next": items[-1]["cid"] if more else None}
 
     async def handle_advertise(self, ctx: CallContext) -> dict[str, Any]:
