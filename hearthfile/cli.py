@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Protocol
@@ -84,7 +85,7 @@ class NodeApi(Protocol):
 class LocalNode:
     """The store itself, when no daemon runs."""
 
-    NETWORK_OPS = frozenset({"status", "peers", "push", "transfers", "cancel"})
+    NETWORK_OPS = frozenset({"status", "peers", "push", "transfers", "cancel", "whohas", "events"})
 
     def __init__(self, store: BlobStore, home: Path) -> None:
         self.store = store
@@ -591,6 +592,34 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_whohas(args: argparse.Namespace) -> int:
+    cid = cid_arg(args.cid)
+    async with open_node(args) as node:
+        rows = await node.call("whohas", {"cid": cid})
+    if args.json:
+        _print_json(rows)
+    for row in [] if args.json else rows:
+        print(f"{row['node_id']}  {row['age_s']:.0f}s")
+    return EXIT_OK
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    async with open_node(args) as node:
+        if isinstance(node, LocalNode):
+            raise CliError(f"no daemon running for {node.home}")
+        async with node.stream("events", {"follow": args.follow}) as items:
+            async for event in items:
+                if args.json:
+                    print(json.dumps(event, sort_keys=True), flush=True)
+                    continue
+                fields = " ".join(
+                    f"{k}={v}" for k, v in event.items() if k not in ("seq", "at", "event")
+                )
+                stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+                print(f"{stamp} {event['event']} {fields}", flush=True)
+    return EXIT_OK
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     home = home_dir(args)
     config = with_overrides(_config(args, home), listen=args.listen, peers=args.peer or None)
@@ -655,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cid", metavar="CID")
     p.add_argument("--to", required=True, metavar="NODEID")
     command("transfers", cmd_transfers, "fetches under way")
+    command("whohas", cmd_whohas, "known sources of a blob, with age").add_argument(
+        "cid", metavar="CID"
+    )
+    p = command("events", cmd_events, "the node's event stream (adverts, peers, transfers)")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
     command("cancel", cmd_cancel, "stop a fetch under way").add_argument("cid", metavar="CID")
     p = command("trust", cmd_trust, "set a peer's trust level")
     p.add_argument("node_id", metavar="NODEID")

@@ -18,9 +18,10 @@ import functools
 import json
 import logging
 import os
+import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,13 @@ from hearthfile.bus.connection import Connection
 from hearthfile.bus.pool import PeerConnected, PeerEvent, PeerPool
 from hearthfile.bus.server import serve_secure
 from hearthfile.cids import Cid
-from hearthfile.config import Address, Config, effective_trust, save_trust
+from hearthfile.config import Address, Config, effective_trust, parse_address, save_trust
 from hearthfile.errors import HearthError, PeerUnavailable, ServiceError
 from hearthfile.gossip.index import SourceIndex
+from hearthfile.gossip.protocol import Gossip
+from hearthfile.gossip.service import GossipService
 from hearthfile.identity import NodeId, NodeKey
+from hearthfile.services.events import EventLog
 from hearthfile.services.file.service import FileService
 from hearthfile.services.node import NodeService
 
@@ -52,6 +56,8 @@ LOCK_FILE: Final = "daemon.lock"
 INFO_FILE: Final = "daemon.json"
 GC_INTERVAL_S: Final = 60.0
 SOURCE_QUERY_TIMEOUT_S: Final = 5.0
+#: Sources a fetch draws on at once.
+MAX_SOURCES: Final = 8
 
 
 class DaemonRunning(HearthError):
@@ -218,16 +224,58 @@ async def _run(
     sources = SourceIndex(ttl_s=config.gossip.record_ttl_s)
     registry = Registry()
     transfers = transfer.Transfers()
-    pool = PeerPool(key, registry, trust.level, limits=limits, on_event=log_peer_event)
+    events = EventLog()
     listen: list[Address] = []
+
+    def member(node: NodeId) -> bool:
+        return node != me and trust.level(node) >= TrustLevel.MEMBER
+
+    def on_peer_event(event: PeerEvent) -> None:
+        log_peer_event(event)
+        if isinstance(event, PeerConnected):
+            events.emit("peer.up", node_id=str(event.peer), remote=event.remote)
+            if member(event.peer):
+                gossip.peer_up(event.peer)
+        else:
+            events.emit("peer.down", node_id=str(event.peer), reason=event.reason)
+            gossip.peer_down(event.peer)
+
+    pool = PeerPool(key, registry, trust.level, limits=limits, on_event=on_peer_event)
+    gossip = GossipService(
+        Gossip(me, config.gossip, random.Random(), admit=member, sign=key.sign),
+        config.gossip,
+        sources,
+        pool,
+        events.emit,
+        dialable=member,
+    )
+
+    def announce(added: list[Cid], removed: list[Cid]) -> None:
+        gossip.publish(added, removed)
 
     def others() -> list[Connection]:
         peers = {c.peer for c in pool.connections()} - {me}
         return [c for c in map(pool.connection, peers) if c is not None]
 
+    async def connect_to(node: NodeId) -> Connection | None:
+        """A connection to a known source, dialing the address gossip gave for it."""
+        conn = pool.connection(node)
+        if conn is not None:
+            return conn
+        for text in gossip.addresses(node):
+            try:
+                return await pool.get(node, parse_address(text))
+            except (ValueError, PeerUnavailable):
+                continue
+        return None
+
     async def find_sources(cid: Cid) -> list[Connection]:
-        known = [pool.connection(s.node) for s in sources.sources(cid, time.time())]
-        found: list[Connection] = [c for c in known if c is not None]
+        """Holders from the SourceIndex (gossip, adverts), else by asking every peer."""
+        found: list[Connection] = []
+        for source in sources.sources(cid, time.time())[:MAX_SOURCES]:
+            conn = await connect_to(source.node)
+            if conn is not None:
+                found.append(conn)
 
         async def ask(conn: Connection) -> None:
             try:
@@ -252,8 +300,15 @@ async def _run(
         cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn
     ) -> Manifest:
         found = await find_sources(cid)
-        manifest = await transfer.fetch_blob(store, cid, found, progress=progress, span=span)
+        try:
+            manifest = await transfer.fetch_blob(store, cid, found, progress=progress, span=span)
+        except ServiceError as exc:
+            events.emit("transfer.failed", cid=cid, code=exc.code, detail=exc.detail)
+            raise
         log.info("fetched cid=%s size=%d sources=%d span=%s", cid, manifest.size, len(found), span)
+        events.emit("transfer.done", cid=cid, size=manifest.size, sources=len(found))
+        if span is None:
+            announce([cid], [])
         return manifest
 
     async def fetch(
@@ -299,19 +354,49 @@ async def _run(
             "known_sources": len(sources),
         }
 
+    def whohas(cid: Cid) -> list[dict[str, Any]]:
+        now = time.time()
+        return [
+            {"node_id": str(s.node), "age_s": now - s.seen_at} for s in sources.sources(cid, now)
+        ]
+
+    def peers() -> list[dict[str, Any]]:
+        rows = peer_rows(pool, trust)
+        connected = {r["node_id"] for r in rows}
+        for known in gossip.known_peers():
+            if known["node_id"] not in connected:
+                node = NodeId.parse(known["node_id"])
+                rows.append(
+                    {
+                        "node_id": known["node_id"],
+                        "remote": ",".join(known["addresses"]),
+                        "direction": "gossip",
+                        "trust": trust.level(node).label,
+                        "connected_since": None,
+                        "bytes_in": 0,
+                        "bytes_out": 0,
+                    }
+                )
+        return rows
+
     FileService(
         store,
         record_sources=lambda node, cids: sources.record(node, cids, time.time()),
+        on_stored=lambda cid: announce([cid], []),
         min_free_bytes=config.file.min_free_bytes,
     ).register(registry)
+    gossip.register(registry)
     NodeService(
         store,
         fetch=fetch,
         push=push,
         status=status,
-        peers=lambda: peer_rows(pool, trust),
+        peers=peers,
         set_trust=trust.set,
         transfers=transfers,
+        whohas=whohas,
+        events=events,
+        announce=announce,
     ).register(registry)
 
     for spec in config.bootstrap:
@@ -330,7 +415,10 @@ async def _run(
         listen.append(Address(config.node.listen.host, port))
         _write_info(home, listen[0], me, store.data_dir)
         log.info("node_started node=%s listen=%s data=%s", me, listen[0], store.data_dir)
-        nursery.start_soon(_gc_loop, store)
+        await nursery.start(gossip.serve)
+        held = [i.cid for i in await trio.to_thread.run_sync(store.list_cids)]
+        gossip.publish(held, [], addresses=[str(listen[0])])
+        nursery.start_soon(_gc_loop, store, announce)
         task_status.started(port)
 
 
@@ -348,12 +436,14 @@ def _write_info(home: Path, address: Address, me: NodeId, data_dir: Path) -> Non
     os.replace(tmp, home / INFO_FILE)
 
 
-async def _gc_loop(store: BlobStore) -> None:
+async def _gc_loop(store: BlobStore, announce: Callable[[list[Cid], list[Cid]], None]) -> None:
+    """Evict when the disk passes the threshold; evicted blobs are withdrawn."""
     while True:
         await trio.sleep(GC_INTERVAL_S)
         report = await trio.to_thread.run_sync(store.gc)
         if report.blobs_removed:
             log.info("gc removed=%d bytes_freed=%d", len(report.blobs_removed), report.bytes_freed)
+            announce([], list(report.blobs_removed))
 
 
 def tune_malloc() -> None:

@@ -24,6 +24,7 @@ from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registr
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.services import ops
+from hearthfile.services.events import EventLog
 
 MAX_ADD_PATHS: Final = 100_000
 
@@ -54,8 +55,11 @@ class NodeService:
         peers: Callable[[], list[dict[str, Any]]],
         set_trust: Callable[[str, str], None],
         transfers: transfer.Transfers,
-        on_changed: Callable[[], None] = lambda: None,
+        whohas: Callable[[Cid], list[dict[str, Any]]],
+        events: EventLog,
+        announce: Callable[[list[Cid], list[Cid]], None] = lambda added, removed: None,
     ) -> None:
+        """``announce(added, removed)`` is told every change of what the node holds."""
         self._store = store
         self._fetch = fetch
         self._push = push
@@ -63,7 +67,9 @@ class NodeService:
         self._peers = peers
         self._set_trust = set_trust
         self._transfers = transfers
-        self._on_changed = on_changed
+        self._whohas = whohas
+        self._events = events
+        self._announce = announce
 
     def register(self, registry: Registry) -> None:
         day = 24 * 3600.0
@@ -82,6 +88,8 @@ class NodeService:
             ("node.push", self.push, day),
             ("node.trust", self.trust, 10),
             ("node.transfers", self.transfers, 10),
+            ("node.whohas", self.whohas, 10),
+            ("node.events", self.events, 365 * day),
             ("node.cancel", self.cancel, 10),
         ]:
             registry.register(_descriptor(name, timeout), handler)
@@ -109,7 +117,7 @@ class NodeService:
         if not all(isinstance(p, str) and p.startswith("/") for p in paths):
             raise bad("paths must be absolute")
         cids = await self._run(ops.add_paths, self._store, paths, pin=bool(args.get("pin")))
-        self._on_changed()
+        self._announce(cids, [])
         return {"cids": cids}
 
     async def fetch(self, ctx: CallContext) -> dict[str, Any]:
@@ -132,7 +140,7 @@ class NodeService:
         return await self._run(ops.ls, self._store, prefix)  # type: ignore[no-any-return]
 
     async def stat(self, ctx: CallContext) -> dict[str, Any]:
-        return await self._cid_op(ctx, ops.stat, changes=False)
+        return await self._cid_op(ctx, ops.stat)
 
     async def pin(self, ctx: CallContext) -> dict[str, Any]:
         return await self._cid_op(ctx, ops.pin)
@@ -141,22 +149,37 @@ class NodeService:
         return await self._cid_op(ctx, ops.unpin)
 
     async def rm(self, ctx: CallContext) -> dict[str, Any]:
-        return await self._cid_op(ctx, ops.rm)
+        result = await self._cid_op(ctx, ops.rm)
+        self._announce([], [result["cid"]])
+        return result
 
     async def _cid_op(
-        self, ctx: CallContext, op: Callable[[BlobStore, Cid], dict[str, Any]], changes: bool = True
+        self, ctx: CallContext, op: Callable[[BlobStore, Cid], dict[str, Any]]
     ) -> dict[str, Any]:
         cid = want_cid(want_map(ctx.args).get("cid"))
         result: dict[str, Any] = await self._run(op, self._store, cid)
-        if changes:
-            self._on_changed()
         return result
 
     async def gc(self, ctx: CallContext) -> dict[str, Any]:
         everything = bool(want_map(ctx.args).get("all"))
         result: dict[str, Any] = await self._run(ops.gc, self._store, everything)
-        self._on_changed()
+        self._announce([], result["removed"])
         return result
+
+    async def whohas(self, ctx: CallContext) -> list[dict[str, Any]]:
+        return self._whohas(want_cid(want_map(ctx.args).get("cid")))
+
+    async def events(self, ctx: CallContext) -> dict[str, Any]:
+        """Past events after ``after``; with ``follow``, then new ones until cancelled."""
+        args = want_map(ctx.args)
+        after = want_int(args.get("after", 0), "after")
+        if not args.get("follow"):
+            for event in self._events.since(after):
+                await ctx.send(event)
+            return {}
+        async for event in self._events.follow(after):
+            await ctx.send(event)
+        return {}
 
     async def verify(self, ctx: CallContext) -> dict[str, Any]:
         return await self._run(ops.verify, self._store)  # type: ignore[no-any-return]
