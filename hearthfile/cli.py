@@ -21,21 +21,21 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol
 
 import trio
 
-from hearthfile import daemon
+from hearthfile import home as node_home
 from hearthfile.blobs.chunker import BlobError
 from hearthfile.blobs.store import BlobStore, PinnedError, StoreLocked
-from hearthfile.bus.capability import Registry, TrustLevel
-from hearthfile.bus.client import open_secure_channel
-from hearthfile.bus.connection import Connection
 from hearthfile.cids import Cid, CidError, parse_cid
 from hearthfile.config import ConfigError, load_config, save_trust, with_overrides
 from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError, ServiceError
 from hearthfile.identity import IdentityError, NodeId, NodeKey
 from hearthfile.services import ops
+
+if TYPE_CHECKING:  # the bus and the daemon load only when a command needs them
+    from hearthfile.bus.connection import Connection
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -163,11 +163,15 @@ class RemoteNode:
 @contextlib.asynccontextmanager
 async def open_node(args: argparse.Namespace) -> AsyncIterator[NodeApi]:
     home = home_dir(args)
-    info = daemon.daemon_info(home)
+    info = node_home.daemon_info(home)
     if info is None:
         with _local_store(home) as store:
             yield LocalNode(store, home)
         return
+    from hearthfile.bus.capability import Registry
+    from hearthfile.bus.client import open_secure_channel
+    from hearthfile.bus.connection import Connection
+
     key = _load_key(home)
     try:
         async with open_secure_channel(info.address, key, expected_peer=key.node_id) as channel:
@@ -180,7 +184,9 @@ async def open_node(args: argparse.Namespace) -> AsyncIterator[NodeApi]:
         raise CliError(f"cannot reach the daemon for {home} at {info.address}: {exc}") from None
 
 
-def _self_only(me: NodeId) -> Callable[[NodeId], TrustLevel]:
+def _self_only(me: NodeId) -> Callable[[NodeId], Any]:
+    from hearthfile.bus.capability import TrustLevel
+
     return lambda node: TrustLevel.SELF if node == me else TrustLevel.STRANGER
 
 
@@ -200,7 +206,7 @@ def _local_store(home: Path) -> Iterator[BlobStore]:
 
 def _load_key(home: Path) -> NodeKey:
     try:
-        return NodeKey.load(home / daemon.KEY_FILE)
+        return NodeKey.load(home / node_home.KEY_FILE)
     except IdentityError as exc:
         raise CliError(str(exc)) from None
 
@@ -262,7 +268,7 @@ def _print_json(value: object) -> None:
 async def cmd_init(args: argparse.Namespace) -> int:
     home = home_dir(args)
     (home / "data").mkdir(parents=True, exist_ok=True)
-    key = daemon.load_or_create_key(home)
+    key = node_home.load_or_create_key(home)
     print(f"initialised {home}\nnode id {key.node_id}")
     return EXIT_OK
 
@@ -562,7 +568,7 @@ async def cmd_trust(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     home = home_dir(args)
-    if daemon.daemon_info(home) is None:
+    if node_home.daemon_info(home) is None:
         save_trust(home, args.node_id, args.level)
     else:
         async with open_node(args) as node:
@@ -627,8 +633,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
+        from hearthfile import daemon
+
         await daemon.run_until_signalled(home, config)
-    except daemon.DaemonRunning as exc:
+    except node_home.DaemonRunning as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot listen on {config.node.listen}: {exc.strerror}") from None

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import fcntl
 import functools
-import json
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,10 +36,11 @@ from hearthfile.bus.pool import PeerConnected, PeerEvent, PeerPool
 from hearthfile.bus.server import serve_secure
 from hearthfile.cids import Cid
 from hearthfile.config import Address, Config, effective_trust, parse_address, save_trust
-from hearthfile.errors import HearthError, PeerUnavailable, ServiceError
+from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.gossip.protocol import Gossip
 from hearthfile.gossip.service import GossipService
+from hearthfile.home import home_lock, load_or_create_key, write_info
 from hearthfile.identity import NodeId, NodeKey
 from hearthfile.services.events import EventLog
 from hearthfile.services.file.service import FileService
@@ -51,76 +48,10 @@ from hearthfile.services.node import NodeService
 
 log = logging.getLogger("hearthfile.daemon")
 
-KEY_FILE: Final = "node.key"
-LOCK_FILE: Final = "daemon.lock"
-INFO_FILE: Final = "daemon.json"
 GC_INTERVAL_S: Final = 60.0
 SOURCE_QUERY_TIMEOUT_S: Final = 5.0
 #: Sources a fetch draws on at once.
 MAX_SOURCES: Final = 8
-
-
-class DaemonRunning(HearthError):
-    """Another daemon holds this home."""
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonInfo:
-    pid: int
-    address: Address
-    node_id: str
-    data_dir: Path
-
-
-def load_or_create_key(home: Path) -> NodeKey:
-    path = home / KEY_FILE
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        NodeKey.generate().save(path)
-    return NodeKey.load(path)
-
-
-def daemon_info(home: Path) -> DaemonInfo | None:
-    """Where the home's daemon listens, or None when no daemon holds the home."""
-    try:
-        fd = os.open(home / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None  # nobody holds it: no daemon
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
-    try:
-        raw = json.loads((home / INFO_FILE).read_text())
-        return DaemonInfo(
-            raw["pid"], Address(raw["host"], raw["port"]), raw["node_id"], Path(raw["data_dir"])
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # starting up: the lock is held but nothing is written yet
-
-
-@contextmanager
-def home_lock(home: Path) -> Iterator[int]:
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 100, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise DaemonRunning(
-            f"a daemon already runs for {home} ({holder or 'pid unknown'})"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-    try:
-        yield fd
-    finally:
-        (home / INFO_FILE).unlink(missing_ok=True)
-        os.close(fd)
 
 
 class TrustBook:
@@ -413,27 +344,13 @@ async def _run(
             )
         )
         listen.append(Address(config.node.listen.host, port))
-        _write_info(home, listen[0], me, store.data_dir)
+        write_info(home, listen[0], me, store.data_dir)
         log.info("node_started node=%s listen=%s data=%s", me, listen[0], store.data_dir)
         await nursery.start(gossip.serve)
         held = [i.cid for i in await trio.to_thread.run_sync(store.list_cids)]
         gossip.publish(held, [], addresses=[str(listen[0])])
         nursery.start_soon(_gc_loop, store, announce)
         task_status.started(port)
-
-
-def _write_info(home: Path, address: Address, me: NodeId, data_dir: Path) -> None:
-    """Where the CLI finds the daemon, and the store it may read directly."""
-    info = {
-        "pid": os.getpid(),
-        "host": address.host,
-        "port": address.port,
-        "node_id": str(me),
-        "data_dir": str(data_dir.absolute()),
-    }
-    tmp = home / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, home / INFO_FILE)
 
 
 async def _gc_loop(store: BlobStore, announce: Callable[[list[Cid], list[Cid]], None]) -> None:

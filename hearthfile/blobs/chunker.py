@@ -15,7 +15,7 @@ sits in memory.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 import blake3
@@ -61,10 +61,13 @@ class Manifest:
     content: Cid
     name: str | None = None
     mime: str | None = None
+    #: The canonical bytes whose BLAKE3 is the blob CID (advisory fields excluded),
+    #: and that CID: computed once, since every write and every send needs them.
+    encoded: bytes = field(init=False, repr=False, compare=False)
+    cid: Cid = field(init=False, repr=False, compare=False)
 
-    def encode(self) -> bytes:
-        """The canonical bytes whose BLAKE3 is the blob CID (advisory fields excluded)."""
-        return canonical_encode(
+    def __post_init__(self) -> None:
+        encoded = canonical_encode(
             {
                 "v": MANIFEST_VERSION,
                 "size": self.size,
@@ -73,10 +76,11 @@ class Manifest:
                 "content": self.content,
             }
         )
+        object.__setattr__(self, "encoded", encoded)
+        object.__setattr__(self, "cid", cid_of(encoded))
 
-    @property
-    def cid(self) -> Cid:
-        return cid_of(self.encode())
+    def encode(self) -> bytes:
+        return self.encoded
 
     def chunk_length(self, index: int) -> int:
         """Length of chunk ``index``: full chunks, except a shorter last one."""

@@ -68,6 +68,8 @@ from hearthfile.errors import HearthError
 
 GC_THRESHOLD: Final = 0.8
 GC_TARGET: Final = 0.7
+#: Blobs evicted per index transaction.
+GC_GROUP: Final = 1000
 MANIFEST_SUFFIX: Final = ".manifest"
 
 _SCHEMA: Final = """
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     complete INTEGER NOT NULL,
     added_at REAL NOT NULL,
     last_access REAL NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_access);
 CREATE TABLE IF NOT EXISTS blob_chunks (
     blob TEXT NOT NULL,
@@ -575,23 +577,43 @@ class BlobStore:
         to_free = float("inf") if everything else used - freed - self.gc_target * capacity
         removed: list[Cid] = []
         while to_free > 0:
-            with self._mutex:
-                victims = [
-                    r[0]
-                    for r in self._db.execute(
-                        "SELECT cid FROM blobs WHERE pinned = 0 ORDER BY last_access, cid LIMIT 64"
-                    )
-                ]
+            victims = self._pick_victims(to_free, everything)
             if not victims:
                 break
-            for cid in victims:
-                gained = self._delete_blobs([cid])
-                removed.append(cid)
-                freed += gained
-                to_free -= gained
-                if to_free <= 0:
-                    break
+            gained = self._delete_blobs(victims)
+            removed += victims
+            freed += gained
+            to_free -= gained
         return GcReport(tuple(removed), freed)
+
+    def _pick_victims(self, to_free: float, everything: bool) -> list[Cid]:
+        """The next least-recently-used unpinned blobs, enough to free ``to_free`` bytes
+        by what each alone would free (shared chunks only count once all users go).
+        Deleting them as one group costs one transaction instead of one per blob."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT cid, manifest_bytes FROM blobs WHERE pinned = 0 "
+                "ORDER BY last_access, cid LIMIT ?",
+                (GC_GROUP,),
+            ).fetchall()
+            if everything:
+                return [cid for cid, _ in rows]
+            victims: list[Cid] = []
+            estimate = 0
+            for cid, manifest_bytes in rows:
+                victims.append(cid)
+                estimate += (
+                    manifest_bytes
+                    + self._db.execute(
+                        "SELECT COALESCE(SUM(c.size), 0) FROM (SELECT DISTINCT chunk FROM blob_chunks "
+                        "WHERE blob = ?) m JOIN chunks c ON c.cid = m.chunk WHERE NOT EXISTS "
+                        "(SELECT 1 FROM blob_chunks o WHERE o.chunk = m.chunk AND o.blob != ?)",
+                        (cid, cid),
+                    ).fetchone()[0]
+                )
+                if estimate >= to_free:
+                    break
+        return victims
 
     def _delete_orphan_chunks(self) -> int:
         with self._mutex:
@@ -605,31 +627,26 @@ class BlobStore:
         return sum(size for _, size in rows)
 
     def _delete_blobs(self, cids: list[Cid]) -> int:
-        """Drop blobs from the index, then their files and newly unreferenced chunks."""
+        """Drop blobs from the index, then their files and the chunks only they used."""
         with self._mutex:
-            names: list[str] = []
-            dead_chunks: list[Cid] = []
-            freed = 0
-            for cid in cids:
-                row = self._db.execute(
-                    "SELECT manifest_bytes FROM blobs WHERE cid = ?", (cid,)
-                ).fetchone()
-                if row is None:
-                    continue
-                freed += row[0]
-                names.append(hex_of(cid) + MANIFEST_SUFFIX)
-                for chunk, size in self._db.execute(
-                    "SELECT DISTINCT bc.chunk, c.size FROM blob_chunks bc "
-                    "JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM blob_chunks o WHERE o.chunk = bc.chunk AND o.blob != ?)",
-                    (cid, cid),
-                ).fetchall():
-                    if self._writing[chunk] == 0:
-                        dead_chunks.append(chunk)
-                        names.append(hex_of(chunk))
-                        freed += size
-            self._delete_files(names, chunks=dead_chunks, blobs=cids)
-        return freed
+            db = self._db
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (cid TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM doomed")
+            db.executemany("INSERT OR IGNORE INTO doomed (cid) VALUES (?)", ((c,) for c in cids))
+            manifests = db.execute(
+                "SELECT cid, manifest_bytes FROM blobs WHERE cid IN (SELECT cid FROM doomed)"
+            ).fetchall()
+            chunks = db.execute(
+                "SELECT DISTINCT bc.chunk, c.size FROM blob_chunks bc JOIN chunks c "
+                "ON c.cid = bc.chunk WHERE bc.blob IN (SELECT cid FROM doomed) AND NOT EXISTS "
+                "(SELECT 1 FROM blob_chunks o WHERE o.chunk = bc.chunk "
+                "AND o.blob NOT IN (SELECT cid FROM doomed))"
+            ).fetchall()
+            dead = [(c, size) for c, size in chunks if self._writing[c] == 0]
+            names = [hex_of(c) + MANIFEST_SUFFIX for c, _ in manifests]
+            names += [hex_of(c) for c, _ in dead]
+            self._delete_files(names, chunks=[c for c, _ in dead], blobs=[c for c, _ in manifests])
+        return int(sum(b for _, b in manifests) + sum(size for _, size in dead))
 
     def _delete_files(
         self, names: list[str], *, chunks: list[Cid], blobs: list[Cid] | None = None
@@ -637,9 +654,8 @@ class BlobStore:
         journal = _Journal(self.data_dir, f"d{os.getpid()}-{next(self._batch_ids)}")
         journal.note_all(names)
         with self._tx() as db:
-            for cid in blobs or ():
-                db.execute("DELETE FROM blob_chunks WHERE blob = ?", (cid,))
-                db.execute("DELETE FROM blobs WHERE cid = ?", (cid,))
+            db.executemany("DELETE FROM blob_chunks WHERE blob = ?", [(c,) for c in blobs or ()])
+            db.executemany("DELETE FROM blobs WHERE cid = ?", [(c,) for c in blobs or ()])
             db.executemany("DELETE FROM chunks WHERE cid = ?", [(c,) for c in chunks])
         for name in names:
             self.backend.remove(name)

@@ -222,3 +222,15 @@ def test_unknown_cids_are_not_found(store: BlobStore) -> None:
         with pytest.raises(BlobError) as err:
             call(unknown)
         assert err.value.code == "not_found"
+
+
+def test_gc_group_frees_chunks_shared_only_among_victims(store: BlobStore) -> None:
+    common = payload(2 * CS, 30)
+    one = store.add_bytes(common + payload(CS, 31))
+    two = store.add_bytes(common + payload(CS, 32))
+    kept = store.add_bytes(payload(CS, 33), pin=True)
+    report = store.gc(everything=True)
+    assert set(report.blobs_removed) == {one.cid, two.cid}
+    assert store.total_bytes() == CS + len(kept.encode()), "shared chunks went with their users"
+    assert not any(store.has_chunk(c) for c in one.chunks + two.chunks)
+    assert store.verify().clean
