@@ -232,7 +232,9 @@ async def _run(
     ) -> Manifest:
         found = await find_sources(cid)
         try:
-            manifest = await transfer.fetch_blob(store, cid, found, progress=progress, span=span)
+            manifest = await transfer.fetch_blob(
+                store, cid, found, progress=progress, span=span, emit=events.emit
+            )
         except ServiceError as exc:
             events.emit("transfer.failed", cid=cid, code=exc.code, detail=exc.detail)
             raise

@@ -605,8 +605,9 @@ class BlobStore:
                 estimate += (
                     manifest_bytes
                     + self._db.execute(
-                        "SELECT COALESCE(SUM(c.size), 0) FROM (SELECT DISTINCT chunk FROM blob_chunks "
-                        "WHERE blob = ?) m JOIN chunks c ON c.cid = m.chunk WHERE NOT EXISTS "
+                        "SELECT COALESCE(SUM(c.size), 0) FROM (SELECT DISTINCT chunk "
+                        "FROM blob_chunks WHERE blob = ?) m JOIN chunks c ON c.cid = m.chunk "
+                        "WHERE NOT EXISTS "
                         "(SELECT 1 FROM blob_chunks o WHERE o.chunk = m.chunk AND o.blob != ?)",
                         (cid, cid),
                     ).fetchone()[0]

@@ -14,6 +14,8 @@ Peers are anything with the ``call``/``open_call`` of a bus connection (the
 from __future__ import annotations
 
 import logging
+import math
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -27,12 +29,19 @@ from hearthfile.blobs.fileproto import (
     bad,
     from_ranges,
     manifest_items,
-    to_ranges,
     want_int,
     want_map,
 )
-from hearthfile.blobs.store import BlobStore
-from hearthfile.cids import Cid
+from hearthfile.blobs.schedule import (
+    Cancel,
+    FailReason,
+    FetchFailed,
+    FetchSchedule,
+    SourceQuarantined,
+    SourceStalled,
+)
+from hearthfile.blobs.store import BlobStore, WriteBatch
+from hearthfile.cids import Cid, cid_of
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.identity import NodeId
 
@@ -42,8 +51,6 @@ log = logging.getLogger(__name__)
 CHUNKS_PER_HOP: Final = 8
 #: Bytes a fetch holds uncommitted at most: what a crash can cost a resume.
 COMMIT_BYTES: Final = 64 * 1024 * 1024
-#: Chunks asked for in one file.read call, so no single call outlives its timeout.
-CHUNKS_PER_CALL: Final = 1024
 
 
 class OutgoingCall(Protocol):
@@ -93,33 +100,15 @@ async def fetch_blob(
     *,
     progress: ProgressFn | None = None,
     span: tuple[int, int] | None = None,
+    emit: Emit = lambda kind, **fields: None,
 ) -> Manifest:
     """Make ``cid`` complete in ``store`` (or, with ``span``, the chunks covering
-    bytes [start, end)), fetching what it lacks from ``sources``."""
+    bytes [start, end)), fetching what it lacks from all ``sources`` at once."""
     if await trio.to_thread.run_sync(store.has_blob, cid):
         return await trio.to_thread.run_sync(store.read_manifest, cid)
     if not sources:
         raise ServiceError("not_found", f"{cid}: no known source")
-    failures: list[str] = []
-    for source in sources:
-        try:
-            return await _fetch_from(store, cid, source, progress, span)
-        except (ServiceError, PeerUnavailable) as exc:
-            log.info("fetch of %s from %s failed: %s", cid, source.peer.short(), exc)
-            failures.append(f"{source.peer.short()}: {exc}")
-    if all(": not_found" in f for f in failures):
-        raise ServiceError("not_found", f"{cid}: no source holds it")
-    raise ServiceError("unavailable", f"{cid}: every source failed ({'; '.join(failures)})")
-
-
-async def _fetch_from(
-    store: BlobStore,
-    cid: Cid,
-    source: Peer,
-    progress: ProgressFn | None,
-    span: tuple[int, int] | None,
-) -> Manifest:
-    manifest = await _known_manifest(store, cid) or await _fetch_manifest(store, cid, source)
+    manifest = await _known_manifest(store, cid) or await _manifest_from_any(store, cid, sources)
     missing = await trio.to_thread.run_sync(store.missing_chunks, cid)
     if span is not None:
         covering = set(manifest.chunk_range(*span))
@@ -131,13 +120,12 @@ async def _fetch_from(
         manifest.size - _bytes_of(manifest, missing),
         wanted,
         wanted - len(missing),
-        1,
+        len(sources),
     )
     if progress is not None:
         progress(state)
-    for start in range(0, len(missing), CHUNKS_PER_CALL):
-        part = missing[start : start + CHUNKS_PER_CALL]
-        await _fetch_chunks(store, manifest, source, part, state, progress)
+    if missing:
+        await _ScheduledFetch(store, manifest, sources, missing, state, progress, emit).run()
     complete = await trio.to_thread.run_sync(store.complete_blob, cid)
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
@@ -155,6 +143,18 @@ async def _known_manifest(store: BlobStore, cid: Cid) -> Manifest | None:
         if exc.code == "not_found":
             return None
         raise
+
+
+async def _manifest_from_any(store: BlobStore, cid: Cid, sources: Sequence[Peer]) -> Manifest:
+    failures: list[str] = []
+    for source in sources:
+        try:
+            return await _fetch_manifest(store, cid, source)
+        except (ServiceError, PeerUnavailable) as exc:
+            failures.append(f"{source.peer.short()}: {exc}")
+    if all(": not_found" in f for f in failures):
+        raise ServiceError("not_found", f"{cid}: no source holds it")
+    raise ServiceError("unavailable", f"{cid}: no source gave its manifest ({'; '.join(failures)})")
 
 
 async def _fetch_manifest(store: BlobStore, cid: Cid, source: Peer) -> Manifest:
@@ -188,31 +188,171 @@ def _text(value: object) -> str | None:
     return value[:1024] if isinstance(value, str) else None
 
 
-async def _fetch_chunks(
-    store: BlobStore,
-    manifest: Manifest,
-    source: Peer,
-    indices: list[int],
-    state: Progress,
-    progress: ProgressFn | None,
-) -> None:
-    def stored(group: list[tuple[int, bytes]]) -> None:
-        state.chunks_done += len(group)
-        state.done_bytes += sum(len(d) for _, d in group)
-        if progress is not None:
-            progress(state)
+_FAIL_REASONS: Final[dict[str, FailReason]] = {"not_found": "not_found", "timeout": "timeout"}
 
-    args = {"cid": manifest.cid, "chunks": to_ranges(indices)}
-    async with (
-        source.open_call("file.read", args) as call,
-        ChunkSink(store, manifest, set(indices), on_stored=stored) as sink,
-    ):
-        async for item in call:
-            if "manifest" not in want_map(item, "stream item"):
-                await sink.accept(item)
-        await call.result()
-    if sink.wanted:
-        raise ServiceError("partition", f"source ended without chunks {sorted(sink.wanted)[:5]}")
+
+class _ScheduledFetch:
+    """The trio side of one multi-source fetch: ``FetchSchedule`` decides, this moves.
+
+    One task per outstanding request (a ``file.read`` of one chunk CID), one
+    writer task that verifies and stores arrivals a group per thread hop and
+    commits every ``COMMIT_BYTES``, and this loop feeding outcomes back to the
+    schedule and acting on its requests and events.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        manifest: Manifest,
+        sources: Sequence[Peer],
+        missing: list[int],
+        state: Progress,
+        progress: ProgressFn | None,
+        emit: Emit,
+    ) -> None:
+        self.store, self.manifest, self.state = store, manifest, state
+        self.progress, self.emit = progress, emit
+        self.peers = {p.peer: p for p in sources}
+        self.sched: FetchSchedule[NodeId] = FetchSchedule(
+            len(manifest.chunks), manifest.chunk_length, missing, random.Random()
+        )
+        now = trio.current_time()
+        for node in self.peers:
+            self.sched.add_source(node, now)
+        self.scopes: dict[tuple[NodeId, int], trio.CancelScope] = {}
+        self.results_send, self.results = trio.open_memory_channel[_Result](math.inf)
+        self.to_write, self.writes = trio.open_memory_channel[_Arrival](math.inf)
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            try:
+                await self._loop(nursery)
+            finally:
+                self.to_write.close()  # the writer stores what arrived, then ends
+                for scope in self.scopes.values():
+                    scope.cancel()
+
+    async def _loop(self, nursery: trio.Nursery) -> None:
+        sched = self.sched
+        while True:
+            self._handle_events()
+            if sched.outcome == "complete":
+                return
+            now = trio.current_time()
+            for request in sched.next_requests(now):
+                scope = self.scopes[(request.source, request.index)] = trio.CancelScope()
+                nursery.start_soon(self._request, request.source, request.index, scope)
+            deadline = sched.next_deadline(now)
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                kind, node, index, detail = await self.results.receive()
+                self._record(kind, node, index, detail)
+            sched.tick(trio.current_time())
+
+    def _record(self, kind: str, node: NodeId, index: int, detail: Any) -> None:
+        now = trio.current_time()
+        if self.scopes.pop((node, index), None) is None:
+            return  # cancelled (an endgame loser): the schedule has forgotten it
+        if kind == "stored":
+            self.sched.chunk_arrived(node, index, detail, now)
+            self.state.chunks_done += 1
+            self.state.done_bytes += detail
+            if self.progress is not None:
+                self.progress(self.state)
+        elif kind == "gone":
+            self.sched.remove_source(node, now)
+        else:
+            self.sched.chunk_failed(node, index, detail, now)
+
+    def _handle_events(self) -> None:
+        for event in self.sched.take_events():
+            if isinstance(event, Cancel):
+                scope = self.scopes.pop((event.source, event.index), None)
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(event, FetchFailed):
+                cid = self.manifest.chunks[event.index]
+                code = "partition" if event.reason == "attempts" else "unavailable"
+                raise ServiceError(
+                    code,
+                    f"chunk {event.index} ({cid}) failed "
+                    f"{event.failures} times; no source delivered it",
+                )
+            elif isinstance(event, SourceQuarantined):
+                log.warning(
+                    "source_quarantined peer=%s chunk=%d", event.source.short(), event.index
+                )
+                self.emit(
+                    "source.quarantined",
+                    node_id=str(event.source),
+                    cid=self.manifest.cid,
+                    chunk=event.index,
+                    reason="bad bytes",
+                )
+            elif isinstance(event, SourceStalled):
+                log.info("source_stalled peer=%s", event.source.short())
+
+    async def _request(self, node: NodeId, index: int, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                answer = await self.peers[node].call(
+                    "file.read", {"cid": self.manifest.chunks[index]}
+                )
+            except PeerUnavailable:
+                self.results_send.send_nowait(("gone", node, index, None))
+                return
+            except ServiceError as exc:
+                self.results_send.send_nowait(
+                    ("failed", node, index, _FAIL_REASONS.get(exc.code, "error"))
+                )
+                return
+            data = answer.get("data") if isinstance(answer, dict) else None
+            if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
+                self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
+                return
+            self.to_write.send_nowait((node, index, data))
+
+    async def _writer(self) -> None:
+        """Verify and store arrivals, a group per thread hop; report each outcome."""
+        batch = self.store.batch()
+        try:
+            async for first in self.writes:
+                group = [first]
+                while len(group) < CHUNKS_PER_HOP:
+                    try:
+                        group.append(self.writes.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                good = await trio.to_thread.run_sync(self._write_group, batch, group)
+                for (node, index, data), ok in zip(group, good, strict=True):
+                    outcome = (
+                        ("stored", node, index, len(data))
+                        if ok
+                        else ("failed", node, index, "bad_bytes")
+                    )
+                    self.results_send.send_nowait(outcome)
+                if batch.bytes_written >= COMMIT_BYTES:
+                    await trio.to_thread.run_sync(batch.commit)
+                    batch = self.store.batch()
+        finally:
+            # Every chunk in the batch was verified: keep them, even when interrupted.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(batch.commit)
+
+    def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
+        good = []
+        for _node, index, data in group:
+            cid = self.manifest.chunks[index]
+            ok = cid_of(data) == cid
+            if ok:
+                batch.write_verified_chunk(cid, data)
+            good.append(ok)
+        return good
+
+
+_Arrival = tuple[NodeId, int, bytes]
+_Result = tuple[str, NodeId, int, Any]
+Emit = Callable[..., None]
 
 
 class ChunkSink:

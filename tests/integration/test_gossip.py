@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ def start_line(make_node: Callable[[str], Daemon], n: int, *extra: NodeKey) -> l
     trust = "".join(f"  {node_id}: member\n" for node_id in ids)
     config = f"gossip:\n  interval_s: 0.3\ntrust:\n{trust}"
     nodes[0].start(config=config)
-    for before, node in zip(nodes, nodes[1:], strict=False):
+    for before, node in itertools.pairwise(nodes):
         node.start(before, config=config)
     return nodes
 
