@@ -11,6 +11,7 @@ Log lines are ``event key=value ...`` so they can be grepped and parsed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -202,11 +203,7 @@ async def _run(
 
     async def find_sources(cid: Cid) -> list[Connection]:
         """Holders from the SourceIndex (gossip, adverts), else by asking every peer."""
-        found: list[Connection] = []
-        for source in sources.sources(cid, time.time())[:MAX_SOURCES]:
-            conn = await connect_to(source.node)
-            if conn is not None:
-                found.append(conn)
+        found = await known_sources(cid)
 
         async def ask(conn: Connection) -> None:
             try:
@@ -227,13 +224,41 @@ async def _run(
                     nursery.start_soon(ask, conn)
         return found
 
+    async def known_sources(cid: Cid) -> list[Connection]:
+        found = []
+        for source in sources.sources(cid, time.time())[:MAX_SOURCES]:
+            conn = await connect_to(source.node)
+            if conn is not None:
+                found.append(conn)
+        return found
+
+    async def advertise_partial(cid: Cid) -> None:
+        """Tell connected members we are fetching ``cid``: they may draw on us for
+        the chunks we already hold (swarming), instead of all hitting the origin."""
+
+        async def tell(conn: Connection) -> None:
+            with contextlib.suppress(ServiceError, PeerUnavailable):
+                await conn.call("file.advertise", {"cids": [cid]}, timeout_s=5)
+
+        async with trio.open_nursery() as nursery:
+            for conn in others():
+                if member(conn.peer):
+                    nursery.start_soon(tell, conn)
+
     async def fetch_now(
         cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn
     ) -> Manifest:
         found = await find_sources(cid)
+        await advertise_partial(cid)
         try:
             manifest = await transfer.fetch_blob(
-                store, cid, found, progress=progress, span=span, emit=events.emit
+                store,
+                cid,
+                found,
+                progress=progress,
+                span=span,
+                emit=events.emit,
+                more_sources=functools.partial(known_sources, cid),
             )
         except ServiceError as exc:
             events.emit("transfer.failed", cid=cid, code=exc.code, detail=exc.detail)

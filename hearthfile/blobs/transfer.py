@@ -49,8 +49,12 @@ log = logging.getLogger(__name__)
 
 #: Chunks verified and written per worker-thread hop.
 CHUNKS_PER_HOP: Final = 8
-#: Bytes a fetch holds uncommitted at most: what a crash can cost a resume.
+#: A fetch commits what it has verified every this many bytes or seconds, whichever
+#: comes first: what a crash (kill -9) can cost the resume.
 COMMIT_BYTES: Final = 64 * 1024 * 1024
+COMMIT_INTERVAL_S: Final = 1.0
+#: How often a running fetch looks for more sources (swarming: other fetchers).
+SOURCE_REFRESH_S: Final = 1.0
 
 
 class OutgoingCall(Protocol):
@@ -101,9 +105,15 @@ async def fetch_blob(
     progress: ProgressFn | None = None,
     span: tuple[int, int] | None = None,
     emit: Emit = lambda kind, **fields: None,
+    more_sources: MoreSources | None = None,
 ) -> Manifest:
     """Make ``cid`` complete in ``store`` (or, with ``span``, the chunks covering
-    bytes [start, end)), fetching what it lacks from all ``sources`` at once."""
+    bytes [start, end)), fetching what it lacks from all ``sources`` at once.
+
+    ``more_sources()`` is asked every ``SOURCE_REFRESH_S`` while the fetch runs;
+    what it returns joins the fetch (other nodes that fetched the blob meanwhile,
+    or are fetching it: a source lacking a chunk answers not_found, which costs
+    that chunk no attempt)."""
     if await trio.to_thread.run_sync(store.has_blob, cid):
         return await trio.to_thread.run_sync(store.read_manifest, cid)
     if not sources:
@@ -125,7 +135,8 @@ async def fetch_blob(
     if progress is not None:
         progress(state)
     if missing:
-        await _ScheduledFetch(store, manifest, sources, missing, state, progress, emit).run()
+        fetch = _ScheduledFetch(store, manifest, sources, missing, state, progress, emit)
+        await fetch.run(more_sources)
     complete = await trio.to_thread.run_sync(store.complete_blob, cid)
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
@@ -223,15 +234,25 @@ class _ScheduledFetch:
         self.results_send, self.results = trio.open_memory_channel[_Result](math.inf)
         self.to_write, self.writes = trio.open_memory_channel[_Arrival](math.inf)
 
-    async def run(self) -> None:
+    async def run(self, more_sources: MoreSources | None) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
+            if more_sources is not None:
+                nursery.start_soon(self._refresh_sources, more_sources)
             try:
                 await self._loop(nursery)
             finally:
+                nursery.cancel_scope.cancel()
                 self.to_write.close()  # the writer stores what arrived, then ends
                 for scope in self.scopes.values():
                     scope.cancel()
+        shares = {str(n): s.chunks for n, s in self.sched.stats().items()}
+        log.info(
+            "fetch_shares cid=%s %s",
+            self.manifest.cid,
+            " ".join(f"{n[:12]}={c}" for n, c in shares.items()),
+        )
+        self.emit("transfer.shares", cid=self.manifest.cid, shares=shares)
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         sched = self.sched
@@ -249,7 +270,19 @@ class _ScheduledFetch:
                 self._record(kind, node, index, detail)
             sched.tick(trio.current_time())
 
+    async def _refresh_sources(self, more_sources: MoreSources) -> None:
+        while True:
+            await trio.sleep(SOURCE_REFRESH_S)
+            for peer in await more_sources():
+                if peer.peer not in self.peers:
+                    self.peers[peer.peer] = peer
+                    self.sched.add_source(peer.peer, trio.current_time())
+                    self.state.sources = len(self.peers)
+                    self.results_send.send_nowait(("joined", peer.peer, -1, None))
+
     def _record(self, kind: str, node: NodeId, index: int, detail: Any) -> None:
+        if kind == "joined":
+            return  # only wakes the loop, which hands the new source requests
         now = trio.current_time()
         if self.scopes.pop((node, index), None) is None:
             return  # cancelled (an endgame loser): the schedule has forgotten it
@@ -315,6 +348,7 @@ class _ScheduledFetch:
     async def _writer(self) -> None:
         """Verify and store arrivals, a group per thread hop; report each outcome."""
         batch = self.store.batch()
+        committed_at = trio.current_time()
         try:
             async for first in self.writes:
                 group = [first]
@@ -331,9 +365,11 @@ class _ScheduledFetch:
                         else ("failed", node, index, "bad_bytes")
                     )
                     self.results_send.send_nowait(outcome)
-                if batch.bytes_written >= COMMIT_BYTES:
+                due = trio.current_time() >= committed_at + COMMIT_INTERVAL_S
+                if batch.bytes_written >= COMMIT_BYTES or due:
                     await trio.to_thread.run_sync(batch.commit)
                     batch = self.store.batch()
+                    committed_at = trio.current_time()
         finally:
             # Every chunk in the batch was verified: keep them, even when interrupted.
             with trio.CancelScope(shield=True):
@@ -351,6 +387,7 @@ class _ScheduledFetch:
 
 
 _Arrival = tuple[NodeId, int, bytes]
+MoreSources = Callable[[], Awaitable[Sequence[Peer]]]
 _Result = tuple[str, NodeId, int, Any]
 Emit = Callable[..., None]
 

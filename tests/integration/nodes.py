@@ -60,7 +60,7 @@ class Daemon:
             f"127.0.0.1:{port}",
         ]
         for peer in peers:
-            args += ["--peer", f"127.0.0.1:{peer.port}"]
+            args += ["--peer", f"127.0.0.1:{peer if isinstance(peer, int) else peer.port}"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ))
         wait_for(self._started, START_TIMEOUT_S, f"daemon in {self.home} to listen")
@@ -96,3 +96,30 @@ class Daemon:
 
     def trust(self, other: Daemon, level: str) -> None:
         self.ok("trust", other.node_id, "--level", level)
+
+
+class Proxy:
+    """tests/integration/proxy.py as a process: a throttled path to ``target_port``."""
+
+    def __init__(self, workdir: Path, target_port: int, rate_bytes_per_s: float) -> None:
+        port_file = workdir / f"proxy-{target_port}.port"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.proxy",
+                str(target_port),
+                str(rate_bytes_per_s),
+                str(port_file),
+            ],
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self.port = int(
+            wait_for(
+                lambda: port_file.exists() and port_file.read_text(), 15, "the proxy to listen"
+            )
+        )
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -1,0 +1,192 @@
+"""Multi-source fetches between real daemons on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Daemon, Proxy, wait_for
+from tests.unit.test_chunker import payload
+
+CS = 256 * 1024
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Proxy]]:
+    started: list[Proxy] = []
+    yield started
+    for proxy in started:
+        proxy.stop()
+
+
+def config_for(nodes: list[Daemon]) -> str:
+    trust = "".join(f"  {n.node_id}: member\n" for n in nodes)
+    return f"gossip:\n  interval_s: 0.3\ntrust:\n{trust}"
+
+
+def write_blob(path: Path, mib: int, seed: int) -> Path:
+    with open(path, "wb") as f:
+        for i in range(mib):
+            f.write(payload(MIB, seed * 1000 + i))
+    return path
+
+
+def shares(node: Daemon, cid: str) -> dict[str, int]:
+    lines = node.ok("--json", "events").splitlines()
+    found = [
+        e for e in map(json.loads, lines) if e["event"] == "transfer.shares" and e["cid"] == cid
+    ]
+    assert found, "the fetch reported its shares"
+    return {k: v for k, v in found[-1]["shares"].items() if v}
+
+
+def knows(node: Daemon, cid: str, holders: list[Daemon]) -> bool:
+    rows = json.loads(node.ok("--json", "whohas", cid))
+    return {h.node_id for h in holders} <= {r["node_id"] for r in rows}
+
+
+def chunk_files(node: Daemon) -> int:
+    return sum(1 for p in (node.home / "data" / "blobs").glob("??/*") if ".manifest" not in p.name)
+
+
+def test_three_source_parallel_fetch(make_node: Callable[[str], Daemon], tmp_path: Path) -> None:
+    holders = [make_node(f"h{i}") for i in range(3)]
+    fetcher = make_node("f")
+    config = config_for([*holders, fetcher])
+    src = write_blob(tmp_path / "src.bin", 24, 1)
+    for h in holders:
+        h.start(config=config)
+        cid = h.ok("add", str(src)).split()[-1]
+    fetcher.start(*holders, config=config)
+    wait_for(lambda: knows(fetcher, cid, holders), 60, "the fetcher to learn all three holders")
+    fetcher.ok("get", cid, "-o", str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    got = shares(fetcher, cid)
+    assert set(got) == {h.node_id for h in holders}, f"chunks came from all three: {got}"
+    assert sum(got.values()) == 96
+
+
+def test_source_killed_mid_fetch(
+    make_node: Callable[[str], Daemon], tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    a, b, f = make_node("a"), make_node("b"), make_node("f")
+    config = config_for([a, b, f])
+    src = write_blob(tmp_path / "src.bin", 32, 2)
+    for h in (a, b):
+        h.start(config=config)
+        cid = h.ok("add", str(src)).split()[-1]
+    slow = [Proxy(tmp_path, h.port, 8 * MIB) for h in (a, b)]
+    proxies.extend(slow)
+    f.start(*(p.port for p in slow), config=config)
+    wait_for(lambda: knows(f, cid, [a, b]), 60, "the fetcher to learn both holders")
+    getter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hearthfile",
+            "--home",
+            str(f.home),
+            "get",
+            cid,
+            "-o",
+            str(tmp_path / "out.bin"),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    wait_for(lambda: chunk_files(f) >= 16, 60, "the fetch to get going")
+    a.stop(signal.SIGKILL)
+    _, err = getter.communicate(timeout=120)
+    assert getter.returncode == 0, err.decode()
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+
+
+def test_throttled_source_gets_fewer_chunks(
+    make_node: Callable[[str], Daemon], tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    fast, slow, f = make_node("fast"), make_node("slow"), make_node("f")
+    config = config_for([fast, slow, f])
+    src = write_blob(tmp_path / "src.bin", 32, 3)
+    for h in (fast, slow):
+        h.start(config=config)
+        cid = h.ok("add", str(src)).split()[-1]
+    fast_path = Proxy(tmp_path, fast.port, 20 * MIB)
+    slow_path = Proxy(tmp_path, slow.port, 2 * MIB)  # a tenth of the other
+    proxies.extend([fast_path, slow_path])
+    f.start(fast_path.port, slow_path.port, config=config)
+    wait_for(lambda: knows(f, cid, [fast, slow]), 60, "the fetcher to learn both holders")
+    f.ok("get", cid, "-o", str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    got = shares(f, cid)
+    assert got.get(slow.node_id, 0) * 3 < got[fast.node_id], f"shares follow speed: {got}"
+
+
+def test_kill_9_fetcher_at_half_then_resume(
+    make_node: Callable[[str], Daemon], tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    a, f = make_node("a"), make_node("f")
+    config = config_for([a, f])
+    src = write_blob(tmp_path / "src.bin", 32, 4)
+    a.start(config=config)
+    cid = a.ok("add", str(src)).split()[-1]
+    path = Proxy(tmp_path, a.port, 8 * MIB)
+    proxies.append(path)
+    f.start(path.port, config=config)
+    wait_for(lambda: knows(f, cid, [a]), 60, "the fetcher to learn the holder")
+    getter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hearthfile",
+            "--home",
+            str(f.home),
+            "get",
+            cid,
+            "-o",
+            str(tmp_path / "out.bin"),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    wait_for(lambda: chunk_files(f) >= 64, 120, "half the blob to arrive")
+    f.stop(signal.SIGKILL)
+    getter.communicate(timeout=30)
+    verify = json.loads(f.ok("--json", "verify"))
+    assert verify["clean"], verify
+    f.start(path.port, config=config)
+    wait_for(lambda: f.connected_to(a), 60, "the fetcher to reconnect")
+    f.ok("get", cid, "-o", str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    resumed = sum(shares(f, cid).values())
+    assert 0 < resumed <= 80, f"the resumed fetch moved only what was missing: {resumed}/128"
+
+
+def test_cat_streams_before_the_fetch_ends(
+    make_node: Callable[[str], Daemon], tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    a, f = make_node("a"), make_node("f")
+    config = config_for([a, f])
+    src = write_blob(tmp_path / "src.bin", 16, 5)
+    a.start(config=config)
+    cid = a.ok("add", str(src)).split()[-1]
+    path = Proxy(tmp_path, a.port, 4 * MIB)
+    proxies.append(path)
+    f.start(path.port, config=config)
+    wait_for(lambda: knows(f, cid, [a]), 60, "the fetcher to learn the holder")
+    cat = subprocess.Popen(
+        [sys.executable, "-m", "hearthfile", "--home", str(f.home), "cat", cid],
+        stdout=subprocess.PIPE,
+    )
+    assert cat.stdout is not None
+    first = cat.stdout.read(CS)
+    running = json.loads(f.ok("--json", "transfers"))
+    assert first == src.read_bytes()[:CS]
+    assert [r["cid"] for r in running] == [cid], "bytes came out while the fetch still ran"
+    rest = cat.stdout.read()
+    assert cat.wait(60) == 0
+    assert first + rest == src.read_bytes()
