@@ -307,7 +307,7 @@ async def _stream_while_fetching(node: RemoteNode, cid: Cid, out: BinaryIO) -> N
     store = BlobStore(node.data_dir, readonly=True)
     try:
         written = 0
-        async with node.stream("fetch", {"cid": cid}) as progress:
+        async with node.stream("fetch", {"cid": cid, "stream": True}) as progress:
             async for _ in progress:
                 written = _write_ready(store, cid, out, written)
         written = _write_ready(store, cid, out, written)

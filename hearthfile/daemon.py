@@ -246,7 +246,7 @@ async def _run(
                     nursery.start_soon(tell, conn)
 
     async def fetch_now(
-        cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn
+        cid: Cid, span: tuple[int, int] | None, sequential: bool, progress: transfer.ProgressFn
     ) -> Manifest:
         found = await find_sources(cid)
         await advertise_partial(cid)
@@ -259,6 +259,7 @@ async def _run(
                 span=span,
                 emit=events.emit,
                 more_sources=functools.partial(known_sources, cid),
+                sequential=sequential,
             )
         except ServiceError as exc:
             events.emit("transfer.failed", cid=cid, code=exc.code, detail=exc.detail)
@@ -270,11 +271,11 @@ async def _run(
         return manifest
 
     async def fetch(
-        cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn
+        cid: Cid, span: tuple[int, int] | None, sequential: bool, progress: transfer.ProgressFn
     ) -> Manifest:
         if await trio.to_thread.run_sync(store.has_blob, cid):
             return await trio.to_thread.run_sync(store.read_manifest, cid)
-        job = functools.partial(fetch_now, cid, span)
+        job = functools.partial(fetch_now, cid, span, sequential)
         return await transfers.run(cid, span, job, progress)
 
     async def push(

@@ -87,7 +87,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Literal, TypeVar
 
@@ -291,8 +291,13 @@ class FetchSchedule(Generic[S]):
         missing: Iterable[int],
         rng: random.Random,
         config: ScheduleConfig | None = None,
+        order: Sequence[int] | None = None,
     ) -> None:
+        """``order``: the sequence in which to take new chunks (default: by index,
+        which lets output stream). A random order spreads concurrent fetchers of
+        one blob over different chunks, so they can serve each other (swarming)."""
         self.config = config or ScheduleConfig()
+        self._order = None if order is None else list(order)
         self._rng = rng
         self._state = bytearray(chunk_count)
         for index in missing:
@@ -308,7 +313,7 @@ class FetchSchedule(Generic[S]):
         self._failed_by: dict[int, set[S]] = {}
         self._heap: list[tuple[int, int]] = []  # (tier, index), stale entries skipped
         self._urgent: set[int] = set()
-        self._cursor = 0  # every pending chunk below it is in the heap
+        self._cursor = 0  # every pending chunk before it (in order) is in the heap
         self._head = first if first >= 0 else chunk_count
         self._done = 0
         self._done_bytes = 0
@@ -398,6 +403,13 @@ class FetchSchedule(Generic[S]):
         if src.state != was or reason == "not_found":
             self._check_sources()
 
+    def source_has(self, source: S, indices: Iterable[int]) -> None:
+        """``source`` now holds these chunks (a fresh have-map): it may be asked for
+        them again after an earlier not_found (a holder that is itself fetching)."""
+        src = self._sources.get(source)
+        if src is not None:
+            src.lacks.difference_update(indices)
+
     def tick(self, now: float) -> None:
         """Time out every request whose deadline has passed (see ``next_deadline``)."""
         if self._outcome != "running":
@@ -437,7 +449,10 @@ class FetchSchedule(Generic[S]):
         full: set[S] = set()
         while (key := self._best_source(full)) is not None:
             src = self._sources[key]
-            index, duplicate = self._late_head(key, src, now), True
+            # Copying a late head chunk keeps in-order output flowing; with another
+            # order nothing waits on the head, and a copy only costs its holder.
+            late = self._late_head(key, src, now) if self._order is None else None
+            index, duplicate = late, True
             if index is None:
                 index, duplicate = self._pick_new(key, src), False
             if index is None:
@@ -581,15 +596,28 @@ class FetchSchedule(Generic[S]):
         for entry in skipped:
             heapq.heappush(self._heap, entry)
         while found is None:
-            index = self._state.find(_PENDING, self._cursor)
+            index = self._next_pending()
             if index < 0:
                 break
-            self._cursor = index + 1
             if self._eligible(key, src, index):
                 found = index
             else:
                 heapq.heappush(self._heap, (_RETRY, index))
         return found
+
+    def _next_pending(self) -> int:
+        """The next pending chunk past the cursor, in ``order`` (-1 when none)."""
+        if self._order is None:
+            index = self._state.find(_PENDING, self._cursor)
+            if index >= 0:
+                self._cursor = index + 1
+            return index
+        while self._cursor < len(self._order):
+            index = self._order[self._cursor]
+            self._cursor += 1
+            if self._state[index] == _PENDING:
+                return index
+        return -1
 
     def _may_copy(self, key: S, src: _Source, index: int) -> bool:
         """May ``key`` take a second copy of ``index``? Copies are extra: only from a

@@ -54,7 +54,7 @@ CHUNKS_PER_HOP: Final = 8
 COMMIT_BYTES: Final = 64 * 1024 * 1024
 COMMIT_INTERVAL_S: Final = 1.0
 #: How often a running fetch looks for more sources (swarming: other fetchers).
-SOURCE_REFRESH_S: Final = 1.0
+SOURCE_REFRESH_S: Final = 0.25
 
 
 class OutgoingCall(Protocol):
@@ -106,6 +106,7 @@ async def fetch_blob(
     span: tuple[int, int] | None = None,
     emit: Emit = lambda kind, **fields: None,
     more_sources: MoreSources | None = None,
+    sequential: bool = False,
 ) -> Manifest:
     """Make ``cid`` complete in ``store`` (or, with ``span``, the chunks covering
     bytes [start, end)), fetching what it lacks from all ``sources`` at once.
@@ -113,7 +114,9 @@ async def fetch_blob(
     ``more_sources()`` is asked every ``SOURCE_REFRESH_S`` while the fetch runs;
     what it returns joins the fetch (other nodes that fetched the blob meanwhile,
     or are fetching it: a source lacking a chunk answers not_found, which costs
-    that chunk no attempt)."""
+    that chunk no attempt). ``sequential`` takes chunks in order, for output that
+    streams while the fetch runs; otherwise in a random order, so that nodes
+    fetching the same blob at once hold different chunks and serve each other."""
     if await trio.to_thread.run_sync(store.has_blob, cid):
         return await trio.to_thread.run_sync(store.read_manifest, cid)
     if not sources:
@@ -135,7 +138,9 @@ async def fetch_blob(
     if progress is not None:
         progress(state)
     if missing:
-        fetch = _ScheduledFetch(store, manifest, sources, missing, state, progress, emit)
+        fetch = _ScheduledFetch(
+            store, manifest, sources, missing, state, progress, emit, sequential
+        )
         await fetch.run(more_sources)
     complete = await trio.to_thread.run_sync(store.complete_blob, cid)
     if span is None and not complete:
@@ -220,12 +225,16 @@ class _ScheduledFetch:
         state: Progress,
         progress: ProgressFn | None,
         emit: Emit,
+        sequential: bool,
     ) -> None:
         self.store, self.manifest, self.state = store, manifest, state
         self.progress, self.emit = progress, emit
         self.peers = {p.peer: p for p in sources}
+        self.manifest_source = sources[0].peer
+        rng = random.Random()
+        order = None if sequential else rng.sample(missing, len(missing))
         self.sched: FetchSchedule[NodeId] = FetchSchedule(
-            len(manifest.chunks), manifest.chunk_length, missing, random.Random()
+            len(manifest.chunks), manifest.chunk_length, missing, rng, order=order
         )
         now = trio.current_time()
         for node in self.peers:
@@ -271,6 +280,8 @@ class _ScheduledFetch:
             sched.tick(trio.current_time())
 
     async def _refresh_sources(self, more_sources: MoreSources) -> None:
+        """New sources join; every source's have-map is re-read, so a holder that
+        lacked a chunk (it was fetching too) is asked again once it has it."""
         while True:
             await trio.sleep(SOURCE_REFRESH_S)
             for peer in await more_sources():
@@ -278,7 +289,22 @@ class _ScheduledFetch:
                     self.peers[peer.peer] = peer
                     self.sched.add_source(peer.peer, trio.current_time())
                     self.state.sources = len(self.peers)
-                    self.results_send.send_nowait(("joined", peer.peer, -1, None))
+            async with trio.open_nursery() as nursery:
+                for peer in list(self.peers.values()):
+                    nursery.start_soon(self._read_have, peer)
+            self.results_send.send_nowait(("joined", self.manifest_source, -1, None))
+
+    async def _read_have(self, peer: Peer) -> None:
+        try:
+            answer = await peer.call(
+                "file.read",
+                {"cid": self.manifest.cid, "have": True},
+                timeout_s=SOURCE_REFRESH_S * 5,
+            )
+            have = from_ranges(want_map(answer).get("have"), len(self.manifest.chunks))
+        except (ServiceError, PeerUnavailable):
+            return
+        self.sched.source_has(peer.peer, have)
 
     def _record(self, kind: str, node: NodeId, index: int, detail: Any) -> None:
         if kind == "joined":

@@ -28,7 +28,7 @@ from hearthfile.services.events import EventLog
 
 MAX_ADD_PATHS: Final = 100_000
 
-Fetch = Callable[[Cid, tuple[int, int] | None, transfer.ProgressFn], Awaitable[Manifest]]
+Fetch = Callable[[Cid, tuple[int, int] | None, bool, transfer.ProgressFn], Awaitable[Manifest]]
 Push = Callable[[Cid, str, transfer.ProgressFn], Awaitable[transfer.PushResult]]
 
 
@@ -129,7 +129,7 @@ class NodeService:
                 raise bad("range is [start, end)")
             span = (want_int(span[0], "range start"), want_int(span[1], "range end", span[0]))
         manifest: Manifest = await _with_progress(
-            ctx, lambda report: self._fetch(cid, span, report)
+            ctx, lambda report: self._fetch(cid, span, args.get("stream") is True, report)
         )
         return {"cid": cid, "size": manifest.size, "name": manifest.name}
 

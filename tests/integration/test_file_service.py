@@ -27,10 +27,15 @@ CS = CHUNK_SIZE
 
 
 @asynccontextmanager
-async def connect(node: Daemon, key: NodeKey) -> AsyncIterator[Connection]:
+async def connect(
+    node: Daemon, key: NodeKey, registry: Registry | None = None
+) -> AsyncIterator[Connection]:
+    """A connection to ``node`` as ``key``, serving ``registry`` to it (nothing by default)."""
     address = Address("127.0.0.1", node.port)
     async with open_secure_channel(address, key) as channel:
-        conn = Connection(channel, Registry(), lambda n: TrustLevel.STRANGER, initiator=True)
+        conn = Connection(
+            channel, registry or Registry(), lambda n: TrustLevel.MEMBER, initiator=True
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(conn.serve)
             yield conn

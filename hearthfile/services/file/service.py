@@ -59,7 +59,12 @@ READ = CapabilityDescriptor(
     max_concurrent=64,
     timeout_seconds=300,
     idempotent=True,
-    request_schema={"cid": "CID", "chunks?": "[[start, stop], ...]", "range?": "[start, end)"},
+    request_schema={
+        "cid": "CID",
+        "chunks?": "[[start, stop], ...]",
+        "range?": "[start, end)",
+        "have?": "true: only the have-map",
+    },
     response_schema={
         "data?": "bytes (chunk CID)",
         "chunks?": "int (blob CID)",
@@ -149,6 +154,8 @@ class FileService:
         if await self._run(self._store.has_chunk, cid):
             return {"data": await self._run(self._store.read_chunk, cid)}
         manifest: Manifest = await self._run(self._store.read_manifest, cid)
+        if args.get("have") is True:
+            return {"have": await self._have(manifest)}
         wanted = read_selection(args, manifest)
         encoded = manifest.encode()
         for n, item in enumerate(manifest_items(encoded)):
@@ -160,10 +167,14 @@ class FileService:
             chunks = await self._run(self._read_group, manifest, group)
             for index, data in zip(group, chunks, strict=True):
                 await ctx.send({"i": index, "data": data})
-        missing = set(await self._run(self._store.missing_chunks, cid))
+        return {"chunks": len(wanted), "have": await self._have(manifest)}
+
+    async def _have(self, manifest: Manifest) -> list[list[int]]:
+        """The chunks held, as ranges: lets a fetcher draw on a holder that is itself
+        still fetching (swarming)."""
+        missing = set(await self._run(self._store.missing_chunks, manifest.cid))
         have = to_ranges(i for i in range(len(manifest.chunks)) if i not in missing)
-        # The have-map lets a fetcher use a holder that is itself still fetching.
-        return {"chunks": len(wanted), "have": have[:MAX_RANGES_PER_ITEM]}
+        return have[:MAX_RANGES_PER_ITEM]
 
     def _read_group(self, manifest: Manifest, indices: list[int]) -> list[bytes]:
         return [self._store.read_chunk(manifest.chunks[i]) for i in indices]
