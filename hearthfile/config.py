@@ -195,6 +195,15 @@ class GossipConfig:
     record_ttl_s: float = 600.0
     #: Records stamped further than this from our clock (either way) are dropped.
     max_clock_skew_s: float = 300.0
+    #: Origins whose records a node keeps: with open membership anyone can mint
+    #: identities, so the table needs a bound of its own.
+    max_origins: int = 4096
+    #: Largest batch of records (and wants) in one gossip message, and the unit of
+    #: each peer's byte budget: at most twice this per round in each direction.
+    max_exchange_bytes: int = 192 * KiB
+    #: New records accepted per origin per round, sustained (bursts of up to
+    #: max_records_per_origin): stops a member flooding the network.
+    origin_records_per_round: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,16 +643,50 @@ def _gossip(sec: _Section) -> GossipConfig:
     if ttl <= interval:
         # Otherwise every node would age out between two rounds of gossip.
         raise sec.error("record_ttl_s", f"more than {sec.path('interval_s')} ({interval})", ttl)
+    # At least 2: a snapshot may take half an origin's records, its deltas the rest.
+    max_records = _int(sec, "max_records_per_origin", d.max_records_per_origin, 2)
+    max_cids = _int(sec, "max_cids_per_record", d.max_cids_per_record)
+    if max_cids > _MAX_RECORD_CIDS:
+        raise sec.error("max_cids_per_record", f"an integer 1..{_MAX_RECORD_CIDS}", max_cids)
+    exchange = _size(sec, "max_exchange_bytes", d.max_exchange_bytes, 64 * KiB)
+    if exchange > 256 * KiB:  # one gossip message must fit the smallest allowed frame
+        raise sec.error("max_exchange_bytes", "a size of at most 256KiB", exchange)
+    if exchange < _record_bytes(max_cids):
+        # A record that can never be sent would stall its origin for good.
+        raise sec.error(
+            "max_exchange_bytes",
+            f"at least {_record_bytes(max_cids)} to carry a record of "
+            f"{sec.path('max_cids_per_record')} ({max_cids}) CIDs",
+            exchange,
+        )
+    max_origins = _int(sec, "max_origins", d.max_origins)
+    if max_origins > _MAX_DIGEST_ENTRIES:
+        raise sec.error("max_origins", f"an integer 1..{_MAX_DIGEST_ENTRIES}", max_origins)
     return GossipConfig(
         interval_s=interval,
         fanout=_int(sec, "fanout", d.fanout),
-        max_records_per_origin=_int(sec, "max_records_per_origin", d.max_records_per_origin),
-        max_cids_per_record=_int(sec, "max_cids_per_record", d.max_cids_per_record),
+        max_records_per_origin=max_records,
+        max_cids_per_record=max_cids,
         record_ttl_s=ttl,
         max_clock_skew_s=_number(
             sec, "max_clock_skew_s", d.max_clock_skew_s, "of seconds >= 0", lambda x: x >= 0
         ),
+        max_origins=max_origins,
+        max_exchange_bytes=exchange,
+        origin_records_per_round=_int(sec, "origin_records_per_round", d.origin_records_per_round),
     )
+
+
+# Wire limits of hearthfile/gossip (config may not import it; a gossip unit test
+# keeps these equal): CIDs one record may carry, entries in one digest, and the
+# bytes a record takes besides its CIDs (34 each): addresses, numbers, signature.
+_MAX_RECORD_CIDS: Final = 8192
+_MAX_DIGEST_ENTRIES: Final = 4096
+_RECORD_OVERHEAD_BYTES: Final = 2304
+
+
+def _record_bytes(cids: int) -> int:
+    return cids * 34 + _RECORD_OVERHEAD_BYTES
 
 
 # --- leaf values --------------------------------------------------------------

@@ -138,7 +138,8 @@ trust:
 open_membership: yes
 file: {{gc_threshold: 0.9, gc_target: 0.5, min_free_bytes: 512MiB}}
 limits: {{max_message_bytes: 1048576, idle_timeout_s: 2.5, max_concurrent_fetches: 2}}
-gossip: {{interval_s: 1, fanout: 5, record_ttl_s: 30, max_clock_skew_s: 0}}
+gossip: {{interval_s: 1, fanout: 5, record_ttl_s: 30, max_clock_skew_s: 0, max_origins: 100,
+  max_exchange_bytes: 128KiB, origin_records_per_round: 2}}
 """,
     )
     config = load_config(tmp_path, path)
@@ -155,7 +156,13 @@ gossip: {{interval_s: 1, fanout: 5, record_ttl_s: 30, max_clock_skew_s: 0}}
         max_message_bytes=1 << 20, idle_timeout_s=2.5, max_concurrent_fetches=2
     )
     assert config.gossip == GossipConfig(
-        interval_s=1.0, fanout=5, record_ttl_s=30.0, max_clock_skew_s=0.0
+        interval_s=1.0,
+        fanout=5,
+        record_ttl_s=30.0,
+        max_clock_skew_s=0.0,
+        max_origins=100,
+        max_exchange_bytes=128 * 1024,
+        origin_records_per_round=2,
     )
     assert isinstance(config.gossip.interval_s, float)
 
@@ -258,6 +265,27 @@ def test_gc_target_must_be_below_threshold(tmp_path: Path) -> None:
     )
     # The default target (0.7) is above a lowered threshold: also an error.
     assert "file.gc_target" in config_error(tmp_path, "file: {gc_threshold: 0.5}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("gossip: {max_records_per_origin: 1}\n", "max_records_per_origin: expected an int"),
+        ("gossip: {max_cids_per_record: 8193}\n", "max_cids_per_record: expected an integer 1.."),
+        ("gossip: {max_origins: 4097}\n", "gossip.max_origins: expected an integer 1..4096"),
+        ("gossip: {max_origins: 0}\n", "gossip.max_origins: expected an integer >= 1"),
+        ("gossip: {max_exchange_bytes: 1KiB}\n", "max_exchange_bytes: expected a size in bytes"),
+        ("gossip: {max_exchange_bytes: 1MiB}\n", "max_exchange_bytes: expected a size of at most"),
+        (
+            "gossip: {max_cids_per_record: 4096, max_exchange_bytes: 64KiB}\n",
+            "gossip.max_exchange_bytes: expected at least 141568 to carry a record of "
+            "gossip.max_cids_per_record (4096) CIDs, got 65536",
+        ),
+        ("gossip: {origin_records_per_round: 0}\n", "origin_records_per_round: expected an int"),
+    ],
+)
+def test_gossip_limits(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in config_error(tmp_path, text)
 
 
 def test_record_ttl_must_exceed_interval(tmp_path: Path) -> None:
