@@ -4,8 +4,11 @@
 Run from the repository (after scripts/test has built the virtual environment):
 
     .venv/bin/python scripts/bench_store.py [--size-mib 1024] [--files 20000]
-        [--blobs 100000] [--rounds 3] [--big-rounds 3] [--dir SCRATCH]
-        [--only add,small,index] [--cold] [--no-prefault] [--keep]
+        [--blobs 100000] [--rounds 3] [--big-rounds 3] [--lookups 20000]
+        [--gc-budget 90] [--dir SCRATCH] [--only add,small,index] [--cold]
+        [--prefault] [--keep]
+
+Defaults take about 5-7 minutes on 2 cores.
 
 Three parts, each timed against a baseline doing comparable work on the same disk,
 the two alternating round by round (A, B, A, B...); every figure is the median over
@@ -15,7 +18,8 @@ the rounds and every ratio is the median of the per-round ratios:
    fresh HEARTHFILE_HOME each round; durable when it returns) against ``cp`` of the
    file followed by ``sync``, against the same bytes written as 256 KiB chunk files
    (no hashing, no index) followed by ``sync``, and against BLAKE3 of the file
-   (one process, 1 MiB reads). Also the add process's peak RSS (wait4 rusage).
+   (one process, 1 MiB reads). Also the add process's CPU time (wait4 rusage) and
+   peak RSS (from /usr/bin/time when present).
 2. small: ``--files`` files of 4 KiB through as few ``hearthfile add`` calls as
    ARG_MAX allows, against ``cp -r`` of their directory followed by ``sync``.
 3. index: a store of ``--blobs`` small blobs built through the Python API; then
@@ -23,19 +27,21 @@ the rounds and every ratio is the median of the per-round ratios:
    against ``os.stat`` of a file, ``gc()`` with nothing to evict against the same
    ``find`` (a full scan), and ``gc()`` evicting ~10% (capacity set to the bytes
    held, threshold 0.95, target 0.9) against unlinking as many files plus ``sync``.
-   Evicted blobs are replaced between rounds so each round starts from ``--blobs``.
+   Evicted blobs are replaced between rounds so each round starts from ``--blobs``;
+   eviction rounds stop once they have taken ``--gc-budget`` seconds in all.
 
 The scratch directory (``--dir``, default a temporary directory beside the
 repository) must be on the disk under test, not tmpfs; stores live inside it.
 
 Page cache: the source files are written by this script and stay in the page
 cache (reported in the output) unless ``--cold`` drops them with
-``posix_fadvise(DONTNEED)`` before each run. On virtual machines that hand freed
-guest memory back to the host, writing into pages that were handed back costs
-several times more than writing into recently used ones, and which kind a run gets
-is luck; so before each write-heavy run the script touches and frees
-an anonymous mapping a little larger than the run will write (``--no-prefault``
-turns this off), so that every run, hearthfile or baseline, starts alike.
+``posix_fadvise(DONTNEED)`` before each run. Each run's output is deleted right
+after it, so the next run writes into recently freed pages. On virtual machines
+that hand freed guest memory back to the host, writing into pages that were
+handed back costs several times more than writing into recently used ones;
+``--prefault`` touches and frees an anonymous mapping a little larger than each
+write-heavy run before it starts, so every run starts alike (slower overall:
+the touching itself pays for the handed-back pages).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,14 +69,16 @@ try:
     from hearthfile.cids import Cid
 except ImportError:  # started with a python that lacks the project: use the repo's venv
     venv_python = REPO / ".venv" / "bin" / "python"
-    if venv_python.exists() and Path(sys.executable).resolve() != venv_python.resolve():
+    if venv_python.exists() and Path(sys.prefix).resolve() != venv_python.parent.parent.resolve():
         os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
     raise
 
+T = TypeVar("T")
 MIB = 1024 * 1024
 MB = 1_000_000
 CHUNK_BYTES = 256 * 1024
 SMALL_FILE_BYTES = 4096
+TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 HASH_CODE = """
 import sys, blake3
@@ -107,8 +116,13 @@ class BenchError(Exception):
 @dataclass(frozen=True)
 class Proc:
     seconds: float
-    cpu_seconds: float
+    user_seconds: float
+    sys_seconds: float
     max_rss: int  # bytes
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.user_seconds + self.sys_seconds
 
 
 @dataclass
@@ -129,8 +143,11 @@ class Row:
         self.ours.append(ours)
         self.theirs.append(theirs)
 
+    def ratios(self) -> list[float]:
+        return [o / t for o, t in zip(self.ours, self.theirs, strict=True)]
+
     def ratio(self) -> float:
-        return statistics.median(o / t for o, t in zip(self.ours, self.theirs, strict=True))
+        return statistics.median(self.ratios())
 
     def median(self) -> float:
         return statistics.median(self.ours)
@@ -151,18 +168,31 @@ def run(
     cwd: Path | None = None,
     stdout: Path | None = None,
 ) -> Proc:
-    """Run a process to completion; its wall time, CPU time and peak RSS (from wait4)."""
-    with tempfile.TemporaryFile() as err, open(stdout or os.devnull, "wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
+    """Run a process to completion; its wall time, CPU time and peak RSS.
+
+    Peak RSS comes from /usr/bin/time when present: a process started straight
+    from this one would report this process's own peak (Linux carries the
+    pre-exec high-water mark of a vfork-ed child into its ru_maxrss).
+    """
+    with tempfile.NamedTemporaryFile() as err, tempfile.NamedTemporaryFile() as rss_file:
+        wrapped = list(argv)
+        if TIME_BIN is not None:
+            wrapped = [TIME_BIN, "-f", "%M", "-o", rss_file.name, *wrapped]
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset our own peak RSS
+        with open(stdout or os.devnull, "wb") as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen(wrapped, env=env, cwd=cwd, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
-            err.seek(0)
-            detail = err.read().decode(errors="replace").strip()[-2000:]
+            detail = Path(err.name).read_text(errors="replace").strip()[-2000:]
             raise BenchError(f"{argv[0]} exited with {proc.returncode}: {detail}")
-    return Proc(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
+        max_rss_kib = usage.ru_maxrss
+        if TIME_BIN is not None:
+            max_rss_kib = int(Path(rss_file.name).read_text().split()[-1])
+    return Proc(seconds, usage.ru_utime, usage.ru_stime, max_rss_kib * 1024)
 
 
 def hearthfile_cli() -> list[str]:
@@ -274,51 +304,61 @@ def bench_add(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -> 
     files = Row(f"add {args.size_mib} MiB file", "MB/s", "256 KiB chunk files + sync", True)
     hashing = Row(f"add {args.size_mib} MiB file", "MB/s", "BLAKE3 of the file", True)
     cpu = Row("add, CPU per GiB", "s", "BLAKE3 of the file, CPU", False)
+    cpu_cp = Row("add, CPU per GiB", "s", "cp + sync, CPU", False)
     rss = Row("add, peak RSS", "MB", "BLAKE3 process RSS", False, "< 100 MB")
     rss.check = lambda r: max(r.ours) < 100
     gib = size / (1 << 30)
 
+    add_user: list[float] = []
+    add_sys: list[float] = []
     for rnd in range(args.big_rounds):
         log(f"[add] round {rnd + 1}/{args.big_rounds}")
         runs: dict[str, Proc] = {}
-        for name in ("add", "cp", "files", "hash"):
+        for name in ("hash", "add", "cp", "files"):
             if args.cold:
                 drop_cache(src)
             prefault(int(size * 1.25) if name != "hash" else 0)
-            if name == "add":
+            if name == "hash":
+                out = scratch / "hash.out"
+                runs[name] = run([sys.executable, "-c", HASH_CODE, str(src)], stdout=out)
+                digest = out.read_text().strip()
+            elif name == "add":
                 out = scratch / "add.out"
                 runs[name] = run([*cli, "add", str(src)], env=cli_env(home), stdout=out)
                 cids = out.read_text().split()
                 if len(cids) != 1:
                     raise BenchError(f"hearthfile add printed {cids!r}")
-                blob_cid = cids[0]
+                if rnd == 0:  # the store holds what was hashed
+                    with BlobStore(home / "data") as store:
+                        content = store.stat(Cid(cids[0])).content
+                    if content != "blake3:" + digest:
+                        raise BenchError(f"stored content {content} != BLAKE3 {digest}")
+                remove(home)
             elif name == "cp":
                 runs[name] = run(["sh", "-c", 'cp "$0" "$1" && sync', str(src), str(copy)])
-            elif name == "files":
-                runs[name] = run([sys.executable, "-c", CHUNK_FILES_CODE, str(src), str(chunk_dir)])
+                remove(copy)
             else:
-                out = scratch / "hash.out"
-                runs[name] = run([sys.executable, "-c", HASH_CODE, str(src)], stdout=out)
-                digest = out.read_text().strip()
-        if rnd == 0:  # the store holds what was hashed
-            with BlobStore(home / "data") as store:
-                content = store.stat(Cid(blob_cid)).content
-            if content != "blake3:" + digest:
-                raise BenchError(f"stored content {content} != BLAKE3 of the file {digest}")
-        for path in (home, copy, chunk_dir):
-            remove(path)
+                runs[name] = run([sys.executable, "-c", CHUNK_FILES_CODE, str(src), str(chunk_dir)])
+                remove(chunk_dir)
         rate = {k: size / p.seconds / MB for k, p in runs.items()}
         cp.add(rate["add"], rate["cp"])
         files.add(rate["add"], rate["files"])
         hashing.add(rate["add"], rate["hash"])
         cpu.add(runs["add"].cpu_seconds / gib, runs["hash"].cpu_seconds / gib)
+        cpu_cp.add(runs["add"].cpu_seconds / gib, runs["cp"].cpu_seconds / gib)
         rss.add(runs["add"].max_rss / MB, runs["hash"].max_rss / MB)
+        log("[add]   " + ", ".join(f"{k} {v:,.0f} MB/s" for k, v in rate.items()))
+        add_user.append(runs["add"].user_seconds / gib)
+        add_sys.append(runs["add"].sys_seconds / gib)
     remove(src)
-    note = f"source file in page cache: {cache_state}" + (
+    cp.note = f"source file in page cache: {cache_state}" + (
         " (dropped with fadvise before each run)" if args.cold else ""
     )
-    cp.note = note
-    return [cp, files, hashing, cpu, rss]
+    cpu.note = (
+        f"user {statistics.median(add_user):.2f} s + system {statistics.median(add_sys):.2f} s"
+        " (medians; system time is mostly copying into new page-cache pages)"
+    )
+    return [cp, files, hashing, cpu, cpu_cp, rss]
 
 
 # -- part 2: many small files ------------------------------------------------------------
@@ -357,7 +397,9 @@ def bench_small(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
         f"{len(groups)} hearthfile add call{'s' if len(groups) > 1 else ''} "
         f"(argv {arg_bytes / MIB:.2f} MiB, ARG_MAX {os.sysconf('SC_ARG_MAX') / MIB:.0f} MiB)"
     )
-    row = Row(f"add {args.files} x 4 KiB files", "files/s", "cp -r + sync", True, ">= 2,000 files/s")
+    row = Row(
+        f"add {args.files} x 4 KiB files", "files/s", "cp -r + sync", True, ">= 2,000 files/s"
+    )
     row.check = lambda r: r.median() >= 2000
     row.note = calls
     expected_write = args.files * 3 * SMALL_FILE_BYTES  # chunk + manifest + index, roughly
@@ -402,7 +444,7 @@ def blob_path(data: Path, cid: str) -> str:
     return f"{data}/blobs/{hexpart[:2]}/{hexpart[2:]}.manifest"
 
 
-def per_call_us(fn: Callable[[str], object], items: list[str]) -> float:
+def per_call_us(fn: Callable[[T], object], items: Sequence[T]) -> float:
     start = time.perf_counter()
     for item in items:
         fn(item)
@@ -424,7 +466,7 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
 
     listing = scratch / "ls.out"
     run([*cli, "ls"], env=cli_env(home), stdout=listing)  # check, and warm the cache
-    listed = sum(1 for _ in open(listing))
+    listed = len(listing.read_text().splitlines())
     if listed != args.blobs:
         raise BenchError(f"hearthfile ls listed {listed} blobs, expected {args.blobs}")
     listing.unlink()
@@ -453,7 +495,7 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
 
         with BlobStore(data, capacity_bytes=1 << 60) as store:
             present = random.sample(cids, lookups)
-            absent = ["blake3:" + os.urandom(32).hex() for _ in range(lookups)]
+            absent = [Cid("blake3:" + os.urandom(32).hex()) for _ in range(lookups)]
             present_paths = [blob_path(data, c) for c in present]
             absent_paths = [blob_path(data, c) for c in absent]
             has_yes.add(per_call_us(store.has_blob, present), per_call_us(os.stat, present_paths))
@@ -489,11 +531,11 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
             next_name += removed
         os.sync()
 
-    evict.note = (
-        f"{statistics.median(evicted_counts):.0f} blobs ({2 * statistics.median(evicted_counts):.0f}"
-        f" files) per pass; {len(evict.ours)} of {args.rounds} rounds"
-        + (f" (stopped past --gc-budget {args.gc_budget:.0f} s)" if len(evict.ours) < args.rounds else "")
-    )
+    per_pass = statistics.median(evicted_counts)
+    evict.note = f"{per_pass:.0f} blobs ({2 * per_pass:.0f} files) per pass, {len(evict.ours)} of "
+    evict.note += f"{args.rounds} rounds"
+    if len(evict.ours) < args.rounds:
+        evict.note += f" (stopped past --gc-budget {args.gc_budget:.0f} s)"
     ls.note = f"store built through the API at {args.blobs / build:,.0f} blobs/s"
     remove(home)
     remove(empty_home)
@@ -534,7 +576,16 @@ def fmt(value: float, unit: str) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("measure", "hearthfile", "baseline", "baseline value", "ratio", "goal", "met")
+    header = (
+        "measure",
+        "hearthfile",
+        "baseline",
+        "baseline value",
+        "ratio",
+        "rounds",
+        "goal",
+        "met",
+    )
     lines = [
         (
             r.label,
@@ -542,6 +593,7 @@ def print_table(rows: list[Row]) -> None:
             r.baseline,
             fmt(statistics.median(r.theirs), r.unit),
             f"{r.ratio():.2f}x",
+            f"{min(r.ratios()):.2f}-{max(r.ratios()):.2f}",
             r.goal,
             r.met(),
         )
@@ -578,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default="add,small,index", help="parts to run")
     parser.add_argument("--cold", action="store_true", help="drop the source from the cache")
-    parser.add_argument("--no-prefault", action="store_true", help="skip the memory pre-touch")
+    parser.add_argument(
+        "--prefault", action="store_true", help="touch and free memory before each write run"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -592,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     where = fs_description(scratch)
     if where.startswith("tmpfs"):
         log(f"warning: {scratch} is on tmpfs; pick a directory on a disk with --dir")
-    prefault = Prefaulter(not args.no_prefault)
+    prefault = Prefaulter(args.prefault)
     rows: list[Row] = []
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -608,13 +662,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     print(
         f"scratch: {scratch} ({where}); rounds: {args.big_rounds} (large file), "
-        f"{args.rounds} (others); prefault: {'off' if args.no_prefault else 'on'}; "
+        f"{args.rounds} (others); prefault: {'on' if args.prefault else 'off'}; "
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; "
         f"took {time.perf_counter() - started:.0f} s"
     )
     print(
-        "figures: medians over rounds; ratio = median of per-round hearthfile/baseline "
-        "(rates: higher is better; times, CPU and memory: lower is better); MB = 10^6 B"
+        "figures: medians over rounds; ratio = median of the per-round ratios hearthfile/baseline,"
+        " rounds = their range (rates: higher is better; times, CPU and memory: lower is better);"
+        " MB = 10^6 B"
     )
     print()
     print_table(rows)
