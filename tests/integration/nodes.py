@@ -41,6 +41,11 @@ class Daemon:
     def cli(self, *args: str, timeout: float = 120) -> Result:
         return run_cli(self.home, *args, timeout=timeout)
 
+    def background(self, *args: str, stdout: int | None = None) -> subprocess.Popen[bytes]:
+        """``hearthfile ARGS`` against this node, running on while the test goes on."""
+        command = [sys.executable, "-m", "hearthfile", "--home", str(self.home), *args]
+        return subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE)
+
     def ok(self, *args: str) -> str:
         result = self.cli(*args)
         assert result.returncode == 0, f"hearthfile {' '.join(args)}: {result.stderr}"

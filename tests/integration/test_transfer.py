@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,20 +93,7 @@ def test_source_killed_mid_fetch(
     proxies.extend(slow)
     f.start(*(p.port for p in slow), config=config)
     wait_for(lambda: knows(f, cid, [a, b]), 60, "the fetcher to learn both holders")
-    getter = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hearthfile",
-            "--home",
-            str(f.home),
-            "get",
-            cid,
-            "-o",
-            str(tmp_path / "out.bin"),
-        ],
-        stderr=subprocess.PIPE,
-    )
+    getter = f.background("get", cid, "-o", str(tmp_path / "out.bin"))
     wait_for(lambda: chunk_files(f) >= 16, 60, "the fetch to get going")
     a.stop(signal.SIGKILL)
     _, err = getter.communicate(timeout=120)
@@ -147,20 +133,7 @@ def test_kill_9_fetcher_at_half_then_resume(
     proxies.append(path)
     f.start(path.port, config=config)
     wait_for(lambda: knows(f, cid, [a]), 60, "the fetcher to learn the holder")
-    getter = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hearthfile",
-            "--home",
-            str(f.home),
-            "get",
-            cid,
-            "-o",
-            str(tmp_path / "out.bin"),
-        ],
-        stderr=subprocess.PIPE,
-    )
+    getter = f.background("get", cid, "-o", str(tmp_path / "out.bin"))
     wait_for(lambda: chunk_files(f) >= 64, 120, "half the blob to arrive")
     f.stop(signal.SIGKILL)
     getter.communicate(timeout=30)
@@ -186,10 +159,7 @@ def test_cat_streams_before_the_fetch_ends(
     proxies.append(path)
     f.start(path.port, config=config)
     wait_for(lambda: knows(f, cid, [a]), 60, "the fetcher to learn the holder")
-    cat = subprocess.Popen(
-        [sys.executable, "-m", "hearthfile", "--home", str(f.home), "cat", cid],
-        stdout=subprocess.PIPE,
-    )
+    cat = f.background("cat", cid, stdout=subprocess.PIPE)
     assert cat.stdout is not None
     first = cat.stdout.read(CS)
     running = json.loads(f.ok("--json", "transfers"))
@@ -259,20 +229,7 @@ def test_one_origin_four_fetchers_swarm(
             "each fetcher to connect to the origin and the other fetchers",
         )
     getters = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hearthfile",
-                "--home",
-                str(f.home),
-                "get",
-                cid,
-                "-o",
-                str(tmp_path / f"out{i}.bin"),
-            ],
-            stderr=subprocess.PIPE,
-        )
+        f.background("get", cid, "-o", str(tmp_path / f"out{i}.bin"))
         for i, f in enumerate(fetchers)
     ]
     for getter in getters:
