@@ -43,7 +43,7 @@ EXIT_USAGE = 2
 #: Below this size a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 #: CIDs fetched at once by one ``get`` of many CIDs.
-GET_CONCURRENCY = 32
+GET_CONCURRENCY = 8
 
 
 class CliError(HearthError):

@@ -231,6 +231,7 @@ class _ScheduledFetch:
         self.progress, self.emit = progress, emit
         self.peers = {p.peer: p for p in sources}
         self.manifest_source = sources[0].peer
+        self.complete_sources: set[NodeId] = set()
         rng = random.Random()
         order = None if sequential else rng.sample(missing, len(missing))
         self.sched: FetchSchedule[NodeId] = FetchSchedule(
@@ -290,8 +291,9 @@ class _ScheduledFetch:
                     self.sched.add_source(peer.peer, trio.current_time())
                     self.state.sources = len(self.peers)
             async with trio.open_nursery() as nursery:
-                for peer in list(self.peers.values()):
-                    nursery.start_soon(self._read_have, peer)
+                for node, peer in list(self.peers.items()):
+                    if node not in self.complete_sources:
+                        nursery.start_soon(self._read_have, peer)
             self.results_send.send_nowait(("joined", self.manifest_source, -1, None))
 
     async def _read_have(self, peer: Peer) -> None:
@@ -304,6 +306,8 @@ class _ScheduledFetch:
             have = from_ranges(want_map(answer).get("have"), len(self.manifest.chunks))
         except (ServiceError, PeerUnavailable):
             return
+        if len(have) == len(self.manifest.chunks):
+            self.complete_sources.add(peer.peer)  # holds it all: no need to ask again
         self.sched.source_has(peer.peer, have)
 
     def _record(self, kind: str, node: NodeId, index: int, detail: Any) -> None:

@@ -10,6 +10,7 @@ handed in as callables by the daemon, which owns the pool and the sources.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, Final
@@ -27,6 +28,8 @@ from hearthfile.services import ops
 from hearthfile.services.events import EventLog
 
 MAX_ADD_PATHS: Final = 100_000
+#: Progress streamed to the CLI at most this often (and once at the end).
+PROGRESS_INTERVAL_S: Final = 0.1
 
 Fetch = Callable[[Cid, tuple[int, int] | None, bool, transfer.ProgressFn], Awaitable[Manifest]]
 Push = Callable[[Cid, str, transfer.ProgressFn], Awaitable[transfer.PushResult]]
@@ -92,7 +95,9 @@ class NodeService:
             ("node.events", self.events, 365 * day),
             ("node.cancel", self.cancel, 10),
         ]:
-            registry.register(_descriptor(name, timeout), handler)
+            # Many CIDs are fetched at once by one get (cli.GET_CONCURRENCY).
+            limit = 64 if name == "node.fetch" else 16
+            registry.register(_descriptor(name, timeout, limit), handler)
 
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -225,7 +230,14 @@ async def _with_progress(
     outcome: list[Any] = []
     failure: list[Exception] = []
 
+    last_sent = [-math.inf]
+
     def report(p: transfer.Progress) -> None:
+        # A fetch reports every chunk; the CLI needs about ten pictures a second.
+        now = trio.current_time()
+        if now - last_sent[0] < PROGRESS_INTERVAL_S and p.chunks_done < p.chunks_total:
+            return
+        last_sent[0] = now
         with contextlib.suppress(trio.WouldBlock):
             send.send_nowait(asdict(p))
 
