@@ -29,6 +29,7 @@ from hearthfile.blobs.fileproto import (
     bad,
     from_ranges,
     manifest_items,
+    to_ranges,
     want_int,
     want_map,
 )
@@ -271,9 +272,19 @@ class _ScheduledFetch:
             if sched.outcome == "complete":
                 return
             now = trio.current_time()
+            runs: dict[NodeId, list[int]] = {}
             for request in sched.next_requests(now):
-                scope = self.scopes[(request.source, request.index)] = trio.CancelScope()
-                nursery.start_soon(self._request, request.source, request.index, scope)
+                runs.setdefault(request.source, []).append(request.index)
+            for node, indices in runs.items():
+                # One call per source per round: a streamed read of all its chunks
+                # costs far less per chunk than a call each (one frame, one task).
+                scope = trio.CancelScope()
+                for index in indices:
+                    self.scopes[(node, index)] = scope
+                if len(indices) == 1:
+                    nursery.start_soon(self._request, node, indices[0], scope)
+                else:
+                    nursery.start_soon(self._request_run, node, sorted(indices), scope)
             deadline = sched.next_deadline(now)
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 kind, node, index, detail = await self.results.receive()
@@ -331,8 +342,8 @@ class _ScheduledFetch:
         for event in self.sched.take_events():
             if isinstance(event, Cancel):
                 scope = self.scopes.pop((event.source, event.index), None)
-                if scope is not None:
-                    scope.cancel()
+                if scope is not None and scope not in self.scopes.values():
+                    scope.cancel()  # the last chunk of its run: stop the call
             elif isinstance(event, FetchFailed):
                 cid = self.manifest.chunks[event.index]
                 code = "partition" if event.reason == "attempts" else "unavailable"
@@ -373,6 +384,36 @@ class _ScheduledFetch:
             if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
                 self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
                 return
+            self.to_write.send_nowait((node, index, data))
+
+    async def _request_run(self, node: NodeId, indices: list[int], scope: trio.CancelScope) -> None:
+        """Ask ``node`` for these chunks in one streamed ``file.read``; each arrival
+        goes to the writer, and whatever the call leaves undelivered fails."""
+        pending = set(indices)
+        outcome: tuple[str, Any] = ("failed", "error")
+        args = {"cid": self.manifest.cid, "chunks": to_ranges(indices), "manifest": False}
+        with scope:
+            try:
+                async with self.peers[node].open_call("file.read", args) as call:
+                    async for item in call:
+                        self._arrived(node, pending, item)
+                    await call.result()
+            except PeerUnavailable:
+                outcome = ("gone", None)
+            except ServiceError as exc:
+                outcome = ("failed", _FAIL_REASONS.get(exc.code, "error"))
+            for index in sorted(pending):
+                self.results_send.send_nowait((outcome[0], node, index, outcome[1]))
+
+    def _arrived(self, node: NodeId, pending: set[int], item: object) -> None:
+        entry = want_map(item, "stream item")
+        index, data = entry.get("i"), entry.get("data")
+        if not isinstance(index, int) or index not in pending:
+            raise bad(f"{node.short()} sent chunk {index!r}, which was not asked for")
+        pending.discard(index)
+        if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
+            self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
+        else:
             self.to_write.send_nowait((node, index, data))
 
     async def _writer(self) -> None:

@@ -186,11 +186,19 @@ async def test_chunk_corruption_falls_over_to_alt_source(
     manifest, chunks = chunk_blob(src.read_bytes())
     by_cid = dict(zip(manifest.chunks, chunks, strict=True))
 
+    def corrupt(good: bytes) -> bytes:
+        return bytes([good[0] ^ 0xFF]) + good[1:]  # right length, wrong bytes
+
     async def lying_read(ctx: CallContext) -> dict[str, Any]:
-        if ctx.args["cid"] == manifest.cid:
+        args = ctx.args
+        if args["cid"] != manifest.cid:
+            return {"data": corrupt(by_cid[args["cid"]])}
+        if args.get("manifest", True) is not False:
             raise ServiceError("not_found", "ask someone else for the manifest")
-        good = by_cid[ctx.args["cid"]]
-        return {"data": bytes([good[0] ^ 0xFF]) + good[1:]}  # right length, wrong bytes
+        for start, stop in args["chunks"]:
+            for i in range(start, stop):
+                await ctx.send({"i": i, "data": corrupt(chunks[i])})
+        return {"chunks": sum(stop - start for start, stop in args["chunks"])}
 
     registry = Registry()
     registry.register(READ, lying_read)

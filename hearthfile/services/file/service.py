@@ -47,6 +47,8 @@ from hearthfile.identity import NodeId
 
 log = logging.getLogger(__name__)
 
+#: Decoded manifests kept in memory (a 1 GiB blob's is about 300 KB).
+MANIFEST_CACHE: Final = 32
 #: Chunks read or written per worker-thread hop.
 CHUNKS_PER_HOP: Final = 8
 
@@ -127,6 +129,7 @@ class FileService:
         self._record_sources = record_sources
         self._on_stored = on_stored
         self._min_free_bytes = min_free_bytes
+        self._manifests: dict[Cid, Manifest] = {}  # insertion order is recency
 
     def register(self, registry: Registry) -> None:
         registry.register(READ, self.handle_read)
@@ -157,10 +160,11 @@ class FileService:
             return {"data": data}
         if args.get("have") is True:
             return {"have": await self._run(self._have, cid)}
-        manifest: Manifest = await self._run(self._store.read_manifest, cid)
+        manifest = self._manifests.get(cid) or await self._run(self._store.read_manifest, cid)
+        self._remember(manifest)
         wanted = read_selection(args, manifest)
-        encoded = manifest.encode()
-        for n, item in enumerate(manifest_items(encoded)):
+        encoded = manifest.encode() if args.get("manifest", True) is not False else b""
+        for n, item in enumerate(manifest_items(encoded) if encoded else ()):
             if n == 0:
                 item.update(manifest_size=len(encoded), name=manifest.name, mime=manifest.mime)
             await ctx.send(item)
@@ -178,6 +182,14 @@ class FileService:
         count = self._store.stat(cid).chunk_count
         missing = set(self._store.missing_chunks(cid))
         return to_ranges(i for i in range(count) if i not in missing)[:MAX_RANGES_PER_ITEM]
+
+    def _remember(self, manifest: Manifest) -> None:
+        """Keep recently read manifests: fetchers ask for runs of chunks of the same
+        blob many times, and a large manifest costs milliseconds to read and check."""
+        self._manifests.pop(manifest.cid, None)
+        self._manifests[manifest.cid] = manifest
+        while len(self._manifests) > MANIFEST_CACHE:
+            del self._manifests[next(iter(self._manifests))]
 
     def _chunk_or_none(self, cid: Cid) -> bytes | None:
         """The chunk's bytes, or None when ``cid`` is not a chunk held here."""
