@@ -146,7 +146,7 @@ def _bound_note(nodes: int) -> None:
         f"\nMemory bound per node with the defaults: {cfg.max_origins:,} origins x "
         f"({cfg.max_records_per_origin} advert records + 1 node record) = {bound.records:,} "
         f"records, holding at most {bound.cids:,} CIDs ({cfg.max_records_per_origin} x "
-        f"{cfg.max_cids_per_record} per origin); in an {nodes:,}-node network, "
+        f"{cfg.max_cids_per_record} per origin); in a {nodes:,}-node network, "
         f"{MemoryBound.of(cfg, nodes).records:,} records."
     )
 
