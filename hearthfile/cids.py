@@ -108,6 +108,10 @@ def canonical_decode(data: bytes, *, max_items: int) -> object:
         )
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
         raise ValueError(f"not valid msgpack: {exc}") from exc
-    if isinstance(value, float) or canonical_encode(value) != data:
+    try:
+        canonical = canonical_encode(value) == data  # floats anywhere raise TypeError
+    except TypeError:
+        canonical = False
+    if not canonical:
         raise ValueError("not in canonical form")
     return value

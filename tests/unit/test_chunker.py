@@ -20,7 +20,7 @@ from hearthfile.blobs.chunker import (
     reassemble,
     verify_chunk,
 )
-from hearthfile.cids import CidError, canonical_encode, cid_of, parse_cid
+from hearthfile.cids import CidError, canonical_decode, canonical_encode, cid_of, parse_cid
 
 CS = CHUNK_SIZE
 BOUNDARY_SIZES = [0, 1, CS - 1, CS, CS + 1, 2 * CS, 3 * CS + 7, 5 * 1024 * 1024 + 3]
@@ -158,3 +158,10 @@ def test_manifest_chunk_geometry() -> None:
     assert list(m.chunk_range(CS - 1, CS + 1)) == [0, 1]
     assert list(m.chunk_range(CS, 2 * CS)) == [1]
     assert list(m.chunk_range(5, 5)) == []
+
+
+def test_canonical_decode_refuses_nested_floats() -> None:
+    import msgpack
+
+    with pytest.raises(ValueError):
+        canonical_decode(msgpack.packb({"a": [1.5]}), max_items=10)

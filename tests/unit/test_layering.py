@@ -10,7 +10,8 @@ PURE = [
     "cids.py", "identity.py", "blobs/chunker.py", "blobs/fileproto.py", "blobs/schedule.py",
     "bus/frames.py", "bus/noise.py", "bus/handshake.py", "bus/capability.py", "bus/channel.py",
     "bus/session.py", "gossip/records.py", "gossip/protocol.py", "gossip/index.py",
-    "gossip/sim.py",
+    "gossip/sim.py", "gossip/messages.py", "gossip/origins.py", "gossip/publisher.py",
+    "gossip/sim_hostile.py", "gossip/sim_scenarios.py",
 ]
 IO_MODULES = {"trio", "trio_websocket", "socket", "asyncio", "time", "select", "selectors"}
 #: Lower layers may not import upper ones (imports point downward only).
