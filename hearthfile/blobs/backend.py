@@ -14,6 +14,7 @@ implement the same five calls later without touching callers.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -84,16 +85,21 @@ class LocalBackend:
             path.mkdir(parents=True, exist_ok=True)
         self._shards: set[str] = set()
         self._counter = itertools.count()
+        # Plain strings on the hot paths: pathlib costs more than the write it names.
+        self._root_s, self._tmp_s = str(root), str(self.tmp)
 
     def path(self, name: str) -> Path:
-        return self.root / name[:2] / name[2:]
+        return Path(self._file(name))
+
+    def _file(self, name: str) -> str:
+        return f"{self._root_s}/{name[:2]}/{name[2:]}"
 
     def add(self, name: str, data: Buffer, tmp_prefix: str) -> None:
         shard = name[:2]
         if shard not in self._shards:
             (self.root / shard).mkdir(exist_ok=True)
             self._shards.add(shard)
-        tmp = self.tmp / f"{tmp_prefix}.{next(self._counter)}"
+        tmp = f"{self._tmp_s}/{tmp_prefix}.{next(self._counter)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
@@ -101,19 +107,21 @@ class LocalBackend:
                 view = view[os.write(fd, view) :]
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         os.close(fd)
-        os.replace(tmp, self.path(name))
+        os.replace(tmp, self._file(name))
 
     def open_stream(self, name: str) -> BinaryIO:
-        return open(self.path(name), "rb", buffering=0)
+        return open(self._file(name), "rb", buffering=0)
 
     def local_path(self, name: str) -> Path | None:
         return self.path(name)
 
     def remove(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._file(name))
 
     def flush(self) -> None:
         """One syncfs for the whole filesystem instead of an fsync per file."""

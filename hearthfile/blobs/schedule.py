@@ -21,6 +21,8 @@ is ``window_gain`` (2) times rate x round trip, in chunks, clamped to [1,
 samples and its window shrinks; a source held back by its window yields samples near
 what it delivered and the gain doubles the window each round trip, like a slow start.
 A new source gets ``initial_window`` requests until that many chunks have arrived.
+A busy source is topped up only once ``refill_fraction`` (half) of its window is free,
+so the shell can ask for the new chunks in one call rather than one call each.
 
 Piece selection. Chunks go out in index order, so output can stream from the start
 and a range fetch is just a smaller ``missing`` set (missing and in the range).
@@ -123,6 +125,9 @@ class ScheduleConfig:
     max_window: int = 32
     #: Window = gain x bandwidth-delay product; 2 keeps a source busy through jitter.
     window_gain: float = 2.0
+    #: A source with requests outstanding gets more only once this share of its
+    #: window is free: requests then go out in runs, one call per run.
+    refill_fraction: float = 0.5
     #: Delivery-rate samples the window keeps the best of (a sliding max).
     rate_samples: int = 8
     timeout_factor: float = 4.0
@@ -150,6 +155,8 @@ class ScheduleConfig:
             raise ValueError("need 0 < timeout_floor_s <= timeout_ceiling_s")
         if not self.initial_timeout_s > 0 or not self.unmeasured_latency_s > 0:
             raise ValueError("initial_timeout_s and unmeasured_latency_s must be positive")
+        if not 0 < self.refill_fraction <= 1:
+            raise ValueError("refill_fraction must be in (0, 1]")
         if not self.late_factor >= 1.0 or not self.late_floor_s >= 0:
             raise ValueError("late_factor must be >= 1 and late_floor_s >= 0")
 
@@ -447,7 +454,8 @@ class FetchSchedule(Generic[S]):
         if self._outcome != "running":
             return requests
         full: set[S] = set()
-        while (key := self._best_source(full)) is not None:
+        topping: set[S] = set()  # sources given requests in this call: fill their windows
+        while (key := self._best_source(full, topping)) is not None:
             src = self._sources[key]
             # Copying a late head chunk keeps in-order output flowing; with another
             # order nothing waits on the head, and a copy only costs its holder.
@@ -461,6 +469,7 @@ class FetchSchedule(Generic[S]):
                 full.add(key)
                 continue
             self._send(key, src, index, now)
+            topping.add(key)
             requests.append(Request(key, index, duplicate))
         return requests
 
@@ -556,17 +565,27 @@ class FetchSchedule(Generic[S]):
 
     # --- assignment -----------------------------------------------------------------------
 
-    def _best_source(self, full: set[S]) -> S | None:
+    def _best_source(self, full: set[S], topping: set[S]) -> S | None:
         best: tuple[float, int, float] | None = None
         chosen: S | None = None
         for key, src in self._sources.items():
-            if src.state != "active" or key in full or len(src.out) >= self._window(src):
+            if src.state != "active" or key in full or not self._has_room(src, key in topping):
                 continue
             eta = self._expected_latency(src, len(src.out))
             rank = (-1.0 if eta is None else eta, len(src.out), src.rank)
             if best is None or rank < best:
                 best, chosen = rank, key
         return chosen
+
+    def _has_room(self, src: _Source, topping_up: bool) -> bool:
+        """May ``src`` take another request now? Below its window, and either idle,
+        in the middle of a top-up, or with ``refill_fraction`` of its window free."""
+        busy, window = len(src.out), self._window(src)
+        if busy >= window:
+            return False
+        if busy == 0 or topping_up:
+            return True
+        return window - busy >= max(1, math.floor(window * self.config.refill_fraction))
 
     def _eligible(self, key: S, src: _Source, index: int) -> bool:
         """May ``key`` be asked for ``index``, which no one else is fetching?"""

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Chunks verified and written per worker-thread hop.
 CHUNKS_PER_HOP: Final = 8
+#: Writer tasks per fetch, each with its own thread hop and write batch: creating
+#: and filling a chunk file is kernel time that releases the GIL, so two overlap.
+WRITE_LANES: Final = 2
 #: A fetch commits what it has verified every this many bytes or seconds, whichever
 #: comes first: what a crash (kill -9) can cost the resume.
 COMMIT_BYTES: Final = 64 * 1024 * 1024
@@ -247,7 +250,8 @@ class _ScheduledFetch:
 
     async def run(self, more_sources: MoreSources | None) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer)
+            for _ in range(WRITE_LANES):
+                nursery.start_soon(self._writer)
             if more_sources is not None:
                 nursery.start_soon(self._refresh_sources, more_sources)
             try:
@@ -417,7 +421,8 @@ class _ScheduledFetch:
             self.to_write.send_nowait((node, index, data))
 
     async def _writer(self) -> None:
-        """Verify and store arrivals, a group per thread hop; report each outcome."""
+        """Verify and store arrivals, a group per thread hop; report each outcome.
+        ``WRITE_LANES`` of these share the arrivals, each with its own batch."""
         batch = self.store.batch()
         committed_at = trio.current_time()
         try:

@@ -177,6 +177,8 @@ async def test_read_errors_and_corrupt_chunk_never_served(make_node, key, tmp_pa
                 ({"cid": "blake3:XYZ"}, "bad_request"),
                 ({"cid": cid, "chunks": [[2, 9]]}, "bad_request"),
                 ({"cid": manifest.chunks[1]}, "not_found"),
+                # A blob-only key makes it a blob read, and no blob has a chunk's CID.
+                ({"cid": manifest.chunks[0], "have": True}, "not_found"),
             ]:
                 with pytest.raises(ServiceError) as err:
                     await conn.call("file.read", args)

@@ -66,6 +66,9 @@ def test_config_rejects_nonsense() -> None:
         ScheduleConfig(initial_window=40, max_window=32)
     with pytest.raises(ValueError):
         ScheduleConfig(timeout_floor_s=5, timeout_ceiling_s=1)
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            ScheduleConfig(refill_fraction=fraction)
 
 
 def test_nothing_missing_is_complete_at_once() -> None:
@@ -97,6 +100,30 @@ def test_single_source_fetches_everything_in_order() -> None:
     stats = s.stats()["a"]
     assert (stats.chunks, stats.nbytes, stats.outstanding) == (20, 20 * SIZE, 0)
     assert stats.throughput_bps > 0 and stats.rtt_s is not None
+
+
+def test_a_busy_source_is_topped_up_in_runs_once_half_its_window_is_free() -> None:
+    s = make(40, config=ScheduleConfig(initial_window=8, max_window=8))
+    s.add_source("a", 0.0)
+    assert indices(s.next_requests(0.0)) == list(range(8))
+    s.chunk_arrived("a", 0, SIZE, 0.01)
+    s.chunk_arrived("a", 1, SIZE, 0.02)
+    s.chunk_arrived("a", 2, SIZE, 0.03)
+    assert s.next_requests(0.03) == [], "5 of 8 still out: less than half free"
+    s.chunk_arrived("a", 3, SIZE, 0.04)
+    run = indices(s.next_requests(0.04))
+    assert run == list(range(8, 8 + s.window("a") - 4)), "then filled in one run"
+    for i in range(4, 8 + len(run)):
+        s.chunk_arrived("a", i, SIZE, 0.05 + i / 1000)
+    assert indices(s.next_requests(0.2)), "an idle source is always given work"
+
+
+def test_a_small_refill_fraction_gives_each_free_slot_at_once() -> None:
+    s = make(10, config=ScheduleConfig(initial_window=4, refill_fraction=0.25))
+    s.add_source("a", 0.0)
+    s.next_requests(0.0)
+    s.chunk_arrived("a", 0, SIZE, 0.01)
+    assert indices(s.next_requests(0.01)) == [4]
 
 
 def test_first_missing_follows_the_contiguous_prefix() -> None:

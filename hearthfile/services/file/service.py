@@ -115,6 +115,9 @@ PUT = CapabilityDescriptor(
     },
 )
 
+#: ``file.read`` keys that only a blob read takes.
+BLOB_ONLY_KEYS: Final = frozenset({"chunks", "range", "manifest", "have"})
+
 
 class FileService:
     def __init__(
@@ -155,9 +158,11 @@ class FileService:
     async def handle_read(self, ctx: CallContext) -> dict[str, Any]:
         args = want_map(ctx.args)
         cid = want_cid(args.get("cid"))
-        data = await self._run(self._chunk_or_none, cid)  # one thread hop per chunk read
-        if data is not None:
-            return {"data": data}
+        # A blob-only key makes it a blob read: no chunk lookup, no thread hop for it.
+        if not BLOB_ONLY_KEYS & args.keys():
+            data = await self._run(self._chunk_or_none, cid)  # one hop per chunk read
+            if data is not None:
+                return {"data": data}
         if args.get("have") is True:
             return {"have": await self._run(self._have, cid)}
         manifest = self._manifests.get(cid) or await self._run(self._store.read_manifest, cid)
