@@ -214,10 +214,11 @@ _FAIL_REASONS: Final[dict[str, FailReason]] = {"not_found": "not_found", "timeou
 class _ScheduledFetch:
     """The trio side of one multi-source fetch: ``FetchSchedule`` decides, this moves.
 
-    One task per outstanding request (a ``file.read`` of one chunk CID), one
-    writer task that verifies and stores arrivals a group per thread hop and
-    commits every ``COMMIT_BYTES``, and this loop feeding outcomes back to the
-    schedule and acting on its requests and events.
+    One task per run of requests to a source (a streamed ``file.read`` of the run's
+    chunks, or a unary read of a lone chunk CID), ``WRITE_LANES`` writer tasks that
+    verify and store arrivals a group per thread hop and commit every
+    ``COMMIT_BYTES`` or ``COMMIT_INTERVAL_S``, and this loop feeding outcomes back to
+    the schedule and acting on its requests and events.
     """
 
     def __init__(
