@@ -368,11 +368,12 @@ def test_encode_refuses_over_nested_bodies() -> None:
 
 def test_protocol_document_limits_match_constants() -> None:
     from hearthfile.bus import outbox, session
+    from hearthfile.gossip import messages, records
 
     text = (ROOT / "docs" / "PROTOCOL.md").read_text()
     rows = re.findall(r"^\|\s*`([A-Z_]+)`\s*\|\s*([0-9_]+)\s*\|", text, flags=re.M)
     assert len(rows) >= 10, "the frame limits table is missing from docs/"
-    modules = (frames, session, outbox)
+    modules = (frames, session, outbox, records, messages)
     for name, value in rows:
         defined = [getattr(m, name) for m in modules if hasattr(m, name)]
         assert defined, f"{name} is documented but not defined"
