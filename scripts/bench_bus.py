@@ -37,6 +37,15 @@ from typing import Any
 
 import trio
 import trio_websocket
+from benchbase import (
+    CHUNK_BYTES,
+    HOST,
+    MALLOC_TUNING,
+    announce,
+    connect_baseline,
+    serve_baseline,
+    wait_for_stdin_close,
+)
 
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.bus.client import open_secure_channel
@@ -46,13 +55,7 @@ from hearthfile.bus.server import serve_secure
 from hearthfile.config import Address
 from hearthfile.identity import NodeId, NodeKey
 
-CHUNK_BYTES = 256 * 1024
-HOST = "127.0.0.1"
-WS_PATH = "/bench"
-RECEIVE_BUFFER_BYTES = 1024 * 1024
 CALL_SECONDS = 2.0
-#: Settings from PERF-NOTES.md: avoid page-faulting fresh 256 KiB buffers every time.
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "268435456"}
 
 
 # --- server processes ----------------------------------------------------------------------
@@ -120,37 +123,13 @@ async def run_secure_server() -> None:
 async def run_ws_server() -> None:
     chunk = os.urandom(CHUNK_BYTES)
 
-    async def handle(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
+    async def handle(ws: trio_websocket.WebSocketConnection) -> None:
         count = int(await ws.get_message())
         for _ in range(count):
             await ws.send_message(chunk)
         await ws.get_message()  # the client's "done": every byte arrived
 
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                trio_websocket.serve_websocket,
-                handle,
-                HOST,
-                0,
-                None,
-                max_message_size=2 * CHUNK_BYTES,
-                receive_buffer_size=RECEIVE_BUFFER_BYTES,
-            )
-        )
-        announce(server.port)
-        await wait_for_stdin_close()
-        nursery.cancel_scope.cancel()
-
-
-def announce(port: int) -> None:
-    print(f"PORT {port}", flush=True)
-
-
-async def wait_for_stdin_close() -> None:
-    """Servers live until the orchestrator closes their stdin (or dies)."""
-    await trio.to_thread.run_sync(sys.stdin.read)
+    await serve_baseline(handle)
 
 
 # --- client process ------------------------------------------------------------------------
@@ -190,15 +169,7 @@ async def bulk_secure(port: int, count: int) -> float:
 
 async def bulk_ws(port: int, count: int) -> float:
     async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.connect_websocket(
-            nursery,
-            HOST,
-            port,
-            WS_PATH,
-            use_ssl=False,
-            max_message_size=2 * CHUNK_BYTES,
-            receive_buffer_size=RECEIVE_BUFFER_BYTES,
-        )
+        ws = await connect_baseline(nursery, port)
         started = time.perf_counter()
         await ws.send_message(str(count))
         received = 0

@@ -65,18 +65,21 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-import trio_websocket
+from benchbase import (
+    CHUNK_BYTES,
+    HOST,
+    MALLOC_TUNING,
+    filesystem_of,
+    load_average,
+    run_file_client,
+    run_file_server,
+)
 
-CHUNK_BYTES = 256 * 1024
 SMALL_BYTES = 4 * 1024
-HOST = "127.0.0.1"
-WS_PATH = "/bench"
-RECEIVE_BUFFER_BYTES = 1024 * 1024
 START_TIMEOUT_S = 30.0
 DEV_NULL = "/dev/null"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -87,78 +90,6 @@ BUSY_HOST_FACTOR = 1.5
 #: (hearthfile/services/file/service.py); a refused ask counts as "A does not hold it".
 #: The stock CLI runs GET_CONCURRENCY (32) at once, and node.fetch admits 16.
 SAFE_GET_CONCURRENCY = 4
-#: Settings from PERF-NOTES.md, applied to every process with ``--malloc-tuning``.
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "268435456"}
-
-
-# --- baseline: bare trio-websocket, one process each side ---------------------------------
-
-
-async def run_ws_server(path: str) -> None:
-    """Serve ``path``: "down" sends it as 256 KiB messages; "up N" takes N bytes, then "done"."""
-
-    async def handle(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        command = str(await ws.get_message()).split()
-        if command[0] == "down":
-            with open(path, "rb", buffering=0) as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    await ws.send_message(chunk)
-            await ws.get_message()  # the client's "done": every byte arrived
-        else:
-            expected, received = int(command[1]), 0
-            while received < expected:
-                received += len(await ws.get_message())
-            await ws.send_message("done")
-        await ws.aclose()
-
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                trio_websocket.serve_websocket,
-                handle,
-                HOST,
-                0,
-                None,
-                max_message_size=2 * CHUNK_BYTES,
-                receive_buffer_size=RECEIVE_BUFFER_BYTES,
-            )
-        )
-        print(f"PORT {server.port}", flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)  # until the orchestrator closes stdin
-        nursery.cancel_scope.cancel()
-
-
-async def run_ws_client(port: int, direction: str, path: str) -> None:
-    """Move the file once in ``direction``; print the seconds from request to last byte."""
-    size = os.path.getsize(path)
-    async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.connect_websocket(
-            nursery,
-            HOST,
-            port,
-            WS_PATH,
-            use_ssl=False,
-            max_message_size=2 * CHUNK_BYTES,
-            receive_buffer_size=RECEIVE_BUFFER_BYTES,
-        )
-        started, cpu = time.perf_counter(), time.process_time()
-        if direction == "down":
-            await ws.send_message("down")
-            received = 0
-            while received < size:
-                received += len(await ws.get_message())
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            await ws.send_message("done")
-        else:
-            await ws.send_message(f"up {size}")
-            with open(path, "rb", buffering=0) as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    await ws.send_message(chunk)
-            await ws.get_message()  # "done": the server has every byte
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        await ws.aclose()
-    print(json.dumps({"seconds": elapsed, "cpu": cpu}), flush=True)
 
 
 # --- driver: one node.* call, timed inside the process ------------------------------------
@@ -330,22 +261,6 @@ def wait_until(
             log = (home / "daemon.log").read_text(errors="replace")[-2000:]
             raise SystemExit(f"timed out waiting for {what}; daemon log:\n{log}")
         time.sleep(0.05)
-
-
-def filesystem_of(path: Path) -> str:
-    """The type of the filesystem holding ``path`` (from /proc/mounts), or "?"."""
-    best, kind = "", "?"
-    try:
-        with open("/proc/mounts") as mounts:
-            for line in mounts:
-                fields = line.split()
-                mount = fields[1]
-                inside = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) > len(best):
-                    best, kind = mount, fields[2]
-    except OSError:
-        pass
-    return kind
 
 
 def write_random(path: Path, size: int) -> None:
@@ -695,13 +610,6 @@ def _spread(values: list[float], digits: int) -> str:
     return " ".join(f"{v:,.{digits}f}" for v in values)
 
 
-def load_average() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def run_cli_limited(concurrency: str, *argv: str) -> None:
     """The hearthfile CLI with ``GET_CONCURRENCY`` lowered to ``concurrency``."""
     from hearthfile import cli
@@ -718,8 +626,8 @@ def cli_get_concurrency() -> int:
 
 MODES: dict[str, Callable[..., Any]] = {
     "_cli": run_cli_limited,
-    "_ws-server": lambda path: trio.run(run_ws_server, path),
-    "_ws-client": lambda port, direction, path: trio.run(run_ws_client, int(port), direction, path),
+    "_ws-server": lambda path: trio.run(run_file_server, path),
+    "_ws-client": lambda port, way, path: trio.run(run_file_client, int(port), way, path),
     "_node-call": lambda home, op, cid, target=None: trio.run(run_node_call, home, op, cid, target),
 }
 

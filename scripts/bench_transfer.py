@@ -86,14 +86,17 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio_websocket
+from benchbase import (
+    CHUNK_BYTES,
+    HOST,
+    filesystem_of,
+    load_average,
+    run_file_client,
+    run_file_server,
+)
 
 SCRIPT = os.path.abspath(__file__)
 HF = [sys.executable, "-m", "hearthfile"]
-CHUNK_BYTES = 256 * 1024
-HOST = "127.0.0.1"
-WS_PATH = "/bench"
-RECEIVE_BUFFER_BYTES = 1024 * 1024
 START_TIMEOUT_S = 30.0
 GOSSIP_TIMEOUT_S = 60.0
 STEP_TIMEOUT_S = 900.0
@@ -152,82 +155,6 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def filesystem_of(path: Path) -> str:
-    """The type and device of the filesystem holding ``path`` (from /proc/mounts)."""
-    best, kind = "", "?"
-    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
-        for line in mounts:
-            device, mount, fstype = line.split()[:3]
-            inside = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) > len(best):
-                best, kind = mount, f"{fstype} on {device}"
-    return kind
-
-
-# --- baseline: bare trio-websocket, one process each side --------------------------------------
-
-
-async def serve_ws(path: str) -> None:
-    """Send ``path`` as 256 KiB messages to every client that asks; stop when stdin closes."""
-
-    async def handle(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.get_message()  # "go"
-        with open(path, "rb", buffering=0) as f:
-            while chunk := f.read(CHUNK_BYTES):
-                await ws.send_message(chunk)
-        await ws.get_message()  # "done": the client has every byte
-        await ws.aclose()
-
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                trio_websocket.serve_websocket,
-                handle,
-                HOST,
-                0,
-                None,
-                max_message_size=2 * CHUNK_BYTES,
-                receive_buffer_size=RECEIVE_BUFFER_BYTES,
-            )
-        )
-        print(f"PORT {server.port}", flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)
-        nursery.cancel_scope.cancel()
-
-
-async def pull_ws(port: int, size: int) -> None:
-    """Receive ``size`` bytes; print the seconds and CPU from request to last byte."""
-    async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.connect_websocket(
-            nursery,
-            HOST,
-            port,
-            WS_PATH,
-            use_ssl=False,
-            max_message_size=2 * CHUNK_BYTES,
-            receive_buffer_size=RECEIVE_BUFFER_BYTES,
-        )
-        started, cpu = time.perf_counter(), time.process_time()
-        await ws.send_message("go")
-        received = 0
-        while received < size:
-            received += len(await ws.get_message())
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        await ws.send_message("done")
-        await ws.aclose()
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": elapsed, "cpu": cpu, "rss_kib": rss_kib}), flush=True)
 
 
 # --- libtorrent: seeders and a leecher as separate processes ----------------------------------
@@ -675,7 +602,8 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
     def ws() -> None:
         os.sync()
         server_cpu = cpu_seconds(ws_server.pid)
-        told = bench.run_helper([sys.executable, SCRIPT, "_ws-client", str(ws_port), str(s.size)])
+        argv = [sys.executable, SCRIPT, "_ws-client", str(ws_port), "down", str(s.blob)]
+        told = bench.run_helper(argv)
         told["server_cpu"] = cpu_seconds(ws_server.pid) - server_cpu
         r["ws"].append(told)
 
@@ -1154,8 +1082,8 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 
 MODES: dict[str, Callable[..., None]] = {
-    "_ws-server": lambda path: trio.run(serve_ws, path),
-    "_ws-client": lambda port, size: trio.run(pull_ws, int(port), int(size)),
+    "_ws-server": lambda path: trio.run(run_file_server, path),
+    "_ws-client": lambda port, way, path: trio.run(run_file_client, int(port), way, path),
     "_lt-seed": lt_seed,
     "_lt-leech": lt_leech,
 }
