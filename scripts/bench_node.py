@@ -59,11 +59,9 @@ import stat
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +71,13 @@ from benchbase import (
     CHUNK_BYTES,
     HOST,
     MALLOC_TUNING,
+    create_cost_us,
     filesystem_of,
     load_average,
     run_file_client,
     run_file_server,
+    scratch,
+    write_random,
 )
 
 SMALL_BYTES = 4 * 1024
@@ -263,33 +264,10 @@ def wait_until(
         time.sleep(0.05)
 
 
-def write_random(path: Path, size: int) -> None:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            piece = min(left, 16 * 1024 * 1024)
-            f.write(os.urandom(piece))
-            left -= piece
-
-
 def alternate(round_no: int, *steps: Callable[[], None]) -> None:
     """Run the steps in order on even rounds, reversed on odd ones."""
     for step in steps if round_no % 2 == 0 else reversed(steps):
         step()
-
-
-@contextmanager
-def scratch(dir_arg: str | None, keep: bool) -> Iterator[Path]:
-    if dir_arg:
-        Path(dir_arg).mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="hearthfile-bench-", dir=dir_arg or "/var/tmp"))
-    try:
-        yield root
-    finally:
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def orchestrate(args: argparse.Namespace) -> None:
@@ -297,10 +275,12 @@ def orchestrate(args: argparse.Namespace) -> None:
     if args.malloc_tuning:
         env.update(MALLOC_TUNING)
     load = load_average()
-    with scratch(args.dir, args.keep) as root:
+    with scratch(args.dir, args.keep, "hearthfile-bench-") as root:
         bench = Bench(root, env)
+        create_us = create_cost_us(root)
         try:
             results = measure(bench, args)
+            results["create_us"] = create_us
         finally:
             bench.stop_all()
     report(args, root, results, f"{load} -> {load_average()}")
@@ -555,7 +535,8 @@ def report(args: argparse.Namespace, root: Path, results: dict[str, Any], load: 
     )
     print(
         f"bench_node: {args.size_mib} MiB blob, {args.rounds} rounds, {count} x 4 KiB, "
-        f"loopback, {os.cpu_count()} CPUs, scratch on {filesystem_of(root)}, malloc tuning "
+        f"loopback, {os.cpu_count()} CPUs, scratch on {filesystem_of(root)} "
+        f"({results['create_us']:.0f} us to create a file), malloc tuning "
         f"{'on' if args.malloc_tuning else 'off'}; load average {load}"
     )
     header = ("", "MB/s | blobs/s", "ratio", "CPU s/GiB | /blob", "rounds")

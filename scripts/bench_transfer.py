@@ -74,7 +74,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -89,10 +88,13 @@ import trio
 from benchbase import (
     CHUNK_BYTES,
     HOST,
+    create_cost_us,
     filesystem_of,
     load_average,
     run_file_client,
     run_file_server,
+    scratch,
+    write_random,
 )
 
 SCRIPT = os.path.abspath(__file__)
@@ -483,34 +485,11 @@ def wait_for(condition: Callable[[], Any], what: str, node: Node | None, timeout
         time.sleep(0.2)
 
 
-def write_random(path: Path, size: int) -> None:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            piece = min(left, 16 * 1024 * 1024)
-            f.write(os.urandom(piece))
-            left -= piece
-
-
 def rotate(round_no: int, steps: Sequence[Callable[[], None]]) -> None:
     """Run the steps, starting at a different one every round."""
     shift = round_no % len(steps)
     for step in [*steps[shift:], *steps[:shift]]:
         step()
-
-
-@contextlib.contextmanager
-def scratch(dir_arg: str | None, keep: bool) -> Iterator[Path]:
-    parent = Path(dir_arg or "/var/tmp")
-    parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="hearthfile-bench-transfer-", dir=parent))
-    try:
-        yield root
-    finally:
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 # --- phase 1: one fetcher, 1 or 3 sources, against the baselines --------------------------------
@@ -863,7 +842,8 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
 
     lines = [
         f"bench_transfer: {args.size_mib} MiB blob, {args.rounds} rounds, loopback, "
-        f"{os.cpu_count()} CPUs, scratch {filesystem_of(root)}; libtorrent "
+        f"{os.cpu_count()} CPUs, scratch {filesystem_of(root)} "
+        f"({res['create_us']:.0f} us to create a file); libtorrent "
         f"{res['lt_note']}; load average {res['load_before']} -> {res['load_after']}; "
         f"took {res['took_s']:.0f} s",
         "MB/s: medians over rounds (range in brackets); CPU: s per GB moved, receiver | "
@@ -1057,7 +1037,8 @@ def orchestrate(args: argparse.Namespace) -> None:
     else:
         lt_mode = "host"
         res["lt_note"] = f"{res['lt_version']} on the host loopback (unshare -n failed)"
-    with scratch(args.dir, args.keep) as root:
+    with scratch(args.dir, args.keep, "hearthfile-bench-transfer-") as root:
+        res["create_us"] = create_cost_us(root)
         bench = Bench(root)
         try:
             setup = set_up(bench, args.size_mib * 1024 * 1024)
