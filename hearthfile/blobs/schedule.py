@@ -25,12 +25,22 @@ A busy source is topped up only once ``refill_fraction`` (half) of its window is
 so the shell can ask for the new chunks in one call rather than one call each.
 
 Piece selection. Chunks go out in index order, so output can stream from the start
-and a range fetch is just a smaller ``missing`` set (missing and in the range).
-``prioritize`` moves chunks ahead, e.g. where a reader is waiting. A chunk that comes
-back for a retry is asked for again before any chunk not yet asked for. Each free slot
-goes to the source expected to deliver soonest (its round trip plus the chunks queued
+and a range fetch is just a smaller ``missing`` set (missing and in the range), or in
+a given ``order`` (a random one, so that nodes fetching the same blob at once hold
+different chunks and can serve each other). ``prioritize`` moves chunks ahead, e.g.
+where a reader is waiting. A chunk that comes back for a retry is asked for again
+before any chunk not yet asked for, and a chunk passed over because the source at
+hand lacks it keeps its place in the order for the next source. Each free slot goes
+to the source expected to deliver soonest (its round trip plus the chunks queued
 ahead of it, at its measured rate); sources not measured yet come first so they get
 measured, and a per-source random rank breaks ties so equal sources share evenly.
+
+Swarms. ``source_has`` gives a source's have-map (a holder that is itself fetching):
+such a partial holder is asked only for chunks on its latest map. When every other
+source is a partial holder, the source at hand (typically the one origin) is asked
+first for a chunk none of them holds, among the next ``RARE_SCAN`` in order: what
+the others hold is better fetched from them, and the origin's upload, the scarce
+resource of a distribution, goes to what only it can give.
 
 Late requests and the endgame. Each request carries the time it is expected to arrive
 (from the measurements above; ``unmeasured_latency_s`` for a source not measured yet)
@@ -86,10 +96,11 @@ added) raise ``LocalProtocolError``: they are bugs in the shell, not peer behavi
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Literal, TypeVar
 
@@ -112,6 +123,12 @@ _DONE: Final = 3
 #: Tiers of the retry heap: prioritized chunks first, then chunks back from a retry.
 _URGENT: Final = 0
 _RETRY: Final = 1
+#: Pending chunks looked at when seeking one that only the asked source holds.
+RARE_SCAN: Final = 64
+#: Queued chunks a partial holder is offered before the search moves past them: in a
+#: swarm most of the queue is chunks it lacks, and scanning all of it for every
+#: request would cost the square of the chunk count.
+HEAP_SCAN: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +292,8 @@ class _Source:
     state: SourceState = "active"
     out: dict[int, _Outstanding] = field(default_factory=dict)
     lacks: set[int] = field(default_factory=set)
+    #: The chunks its last have-map listed; None while unknown or once it holds all.
+    have: set[int] | None = None
     rates: deque[float] = field(default_factory=deque)
     rtt_min: float | None = None
     arrivals: int = 0
@@ -318,7 +337,9 @@ class FetchSchedule(Generic[S]):
         self._holders: dict[int, list[S]] = {}
         self._failures: dict[int, int] = {}
         self._failed_by: dict[int, set[S]] = {}
-        self._heap: list[tuple[int, int]] = []  # (tier, index), stale entries skipped
+        # (tier, rank, index); rank keeps chunks skipped past the cursor in ``order``.
+        # Stale entries (no longer pending) are skipped when popped.
+        self._heap: list[tuple[int, int, int]] = []
         self._urgent: set[int] = set()
         self._cursor = 0  # every pending chunk before it (in order) is in the heap
         self._head = first if first >= 0 else chunk_count
@@ -415,7 +436,9 @@ class FetchSchedule(Generic[S]):
         them again after an earlier not_found (a holder that is itself fetching)."""
         src = self._sources.get(source)
         if src is not None:
-            src.lacks.difference_update(indices)
+            held = set(indices)
+            src.lacks.difference_update(held)
+            src.have = None if len(held) >= len(self._state) else held
 
     def tick(self, now: float) -> None:
         """Time out every request whose deadline has passed (see ``next_deadline``)."""
@@ -444,7 +467,7 @@ class FetchSchedule(Generic[S]):
         for index in indices:
             if 0 <= index < len(self._state) and self._state[index] in (_PENDING, _ACTIVE):
                 self._urgent.add(index)
-                heapq.heappush(self._heap, (_URGENT, index))
+                heapq.heappush(self._heap, (_URGENT, -1, index))
 
     # --- outputs --------------------------------------------------------------------------
 
@@ -589,7 +612,7 @@ class FetchSchedule(Generic[S]):
 
     def _eligible(self, key: S, src: _Source, index: int) -> bool:
         """May ``key`` be asked for ``index``, which no one else is fetching?"""
-        if index in src.lacks:
+        if index in src.lacks or (src.have is not None and index not in src.have):
             return False
         failed = self._failed_by.get(index)
         if not failed or key not in failed:
@@ -601,17 +624,32 @@ class FetchSchedule(Generic[S]):
         )
 
     def _pick_new(self, key: S, src: _Source) -> int | None:
-        """Lowest-ranked chunk with no request out that ``key`` may be asked for."""
-        skipped: list[tuple[int, int]] = []
+        """Lowest-ranked chunk with no request out that ``key`` may be asked for; in a
+        swarm, one that no other source holds if there is one near the front."""
+        held = self._held_by_others(key)
+        skipped: list[tuple[int, int, int]] = []
         found: int | None = None
-        while self._heap:
-            tier, index = heapq.heappop(self._heap)
+        fallback: tuple[int, int, int] | None = None  # eligible, but others hold it
+        while self._heap and len(skipped) < HEAP_SCAN:
+            entry = heapq.heappop(self._heap)
+            index = entry[2]
             if self._state[index] != _PENDING:
                 continue
-            if self._eligible(key, src, index):
-                found = index
+            if not self._eligible(key, src, index):
+                skipped.append(entry)
+            elif held is None or entry[1] < 0 or not any(index in h for h in held):
+                found = index  # a retry, or urgent, or nobody else holds it
                 break
-            skipped.append((tier, index))
+            elif fallback is None:
+                fallback = entry
+            else:
+                skipped.append(entry)
+        if found is None and held is not None:
+            found = self._pick_rare(key, src, held)
+        if found is None and fallback is not None:
+            found, fallback = fallback[2], None
+        if fallback is not None:
+            skipped.append(fallback)
         for entry in skipped:
             heapq.heappush(self._heap, entry)
         while found is None:
@@ -621,8 +659,40 @@ class FetchSchedule(Generic[S]):
             if self._eligible(key, src, index):
                 found = index
             else:
-                heapq.heappush(self._heap, (_RETRY, index))
+                heapq.heappush(self._heap, (_RETRY, self._cursor, index))
         return found
+
+    def _held_by_others(self, key: S) -> list[set[int]] | None:
+        """The have-maps of the other usable sources, when all of them are partial
+        holders (a swarm: the others are fetching too); otherwise None."""
+        held: list[set[int]] = []
+        for k, other in self._sources.items():
+            if k != key and other.state == "active":
+                if other.have is None:
+                    return None
+                held.append(other.have)
+        return held or None
+
+    def _pick_rare(self, key: S, src: _Source, held: list[set[int]]) -> int | None:
+        """A chunk none of the others holds, among the next ``RARE_SCAN`` pending ones:
+        what they hold is better fetched from them, which leaves this source (often
+        the one origin) for what only it can give."""
+        for index in itertools.islice(self._upcoming(), RARE_SCAN):
+            if not any(index in h for h in held) and self._eligible(key, src, index):
+                return index
+        return None
+
+    def _upcoming(self) -> Iterator[int]:
+        """Pending chunks from the cursor on, in ``order``, without moving the cursor."""
+        if self._order is None:
+            index = self._state.find(_PENDING, self._cursor)
+            while index >= 0:
+                yield index
+                index = self._state.find(_PENDING, index + 1)
+            return
+        for index in itertools.islice(self._order, self._cursor, None):
+            if self._state[index] == _PENDING:
+                yield index
 
     def _next_pending(self) -> int:
         """The next pending chunk past the cursor, in ``order`` (-1 when none)."""
@@ -648,6 +718,7 @@ class FetchSchedule(Generic[S]):
             len(holders) == 1
             and holders[0] != key
             and index not in src.lacks
+            and (src.have is None or index in src.have)
             and key not in failed
             and self._failures.get(index, 0) < self.config.max_attempts
         )
@@ -752,7 +823,7 @@ class FetchSchedule(Generic[S]):
         self._state[index] = _PENDING
         self._pending += 1
         tier = _URGENT if index in self._urgent else _RETRY
-        heapq.heappush(self._heap, (tier, index))
+        heapq.heappush(self._heap, (tier, -1, index))
         self._events.append(ChunkRetried(index, source, reason, failures))
 
     def _check_sources(self) -> None:

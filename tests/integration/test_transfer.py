@@ -248,6 +248,6 @@ def test_one_origin_four_fetchers_swarm(
     uploaded = sum(int(p["bytes_out"]) for p in origin.peers())  # type: ignore[call-overload]
     copies = uploaded / src.stat().st_size
     # Without swarming every fetcher pulls the whole blob from the origin (3.9 copies
-    # measured); with it, 2.5-3.1 on a loaded 2-core machine.
-    assert copies < 3.5, f"the origin uploaded {copies:.2f} copies"
+    # measured); with it, 2.3-2.4 on an idle 2-core machine.
+    assert copies < 3.2, f"the origin uploaded {copies:.2f} copies"
     print(f"origin uploaded {copies:.2f} copies of the blob to 4 fetchers")

@@ -626,3 +626,51 @@ def test_a_source_that_failed_a_chunk_takes_no_copy_of_it() -> None:
     assert s.take_events() == [], "the original is still out"
     assert s.next_requests(1.001) == []
     assert s.next_deadline(1.001) == 20.0
+
+
+# --- swarms: partial holders and the origin ------------------------------------------------
+
+
+def swarm(order: list[int] | None = None) -> FetchSchedule[str]:
+    s = FetchSchedule(
+        len(order or range(40)), lambda i: SIZE, range(40), random.Random(7), order=order
+    )
+    for key in ("origin", "p1", "p2"):
+        s.add_source(key, 0.0)
+    return s
+
+
+def test_a_partial_holder_is_asked_only_for_chunks_on_its_have_map() -> None:
+    s = swarm()
+    s.source_has("p1", [3, 7])
+    s.source_has("p2", [])
+    asked = s.next_requests(0.0)
+    assert set(indices(asked, "p1")) <= {3, 7} and indices(asked, "p1")
+    assert indices(asked, "p2") == []
+
+
+def test_the_origin_is_asked_first_for_what_no_partial_holder_has() -> None:
+    s = swarm()
+    s.source_has("p1", range(0, 10))
+    s.source_has("p2", range(5, 15))
+    from_origin = indices(s.next_requests(0.0), "origin")
+    assert from_origin and min(from_origin) >= 15, from_origin
+
+
+def test_without_have_maps_every_source_is_taken_to_hold_everything() -> None:
+    s = swarm()
+    asked = s.next_requests(0.0)
+    assert {r.source for r in asked} == {"origin", "p1", "p2"}
+    assert indices(asked) == sorted(indices(asked)) == list(range(len(asked)))
+
+
+def test_chunks_passed_over_keep_their_place_in_the_order() -> None:
+    order = [9, 4, 30, 2, 17, 25, 1, 38] + [
+        i for i in range(40) if i not in (9, 4, 30, 2, 17, 25, 1, 38)
+    ]
+    s = FetchSchedule(40, lambda i: SIZE, range(40), random.Random(7), order=order)
+    s.add_source("p1", 0.0)
+    s.source_has("p1", [17])
+    assert indices(s.next_requests(0.0)) == [17], "p1 holds only 17: 9, 4, 30, 2 are passed over"
+    s.add_source("origin", 0.0)
+    assert indices(s.next_requests(0.0), "origin")[:4] == [9, 4, 30, 2]
