@@ -13,6 +13,7 @@ Peers are anything with the ``call``/``open_call`` of a bus connection (the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -389,7 +390,7 @@ class _ScheduledFetch:
             if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
                 self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
                 return
-            self.to_write.send_nowait((node, index, data))
+            self._store_later(node, index, data)
 
     async def _request_run(self, node: NodeId, indices: list[int], scope: trio.CancelScope) -> None:
         """Ask ``node`` for these chunks in one streamed ``file.read``; each arrival
@@ -419,6 +420,12 @@ class _ScheduledFetch:
         if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
             self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
         else:
+            self._store_later(node, index, data)
+
+    def _store_later(self, node: NodeId, index: int, data: bytes) -> None:
+        """Hand a chunk to the writers; one that lands after the fetch has ended (a
+        duplicate still in flight when the last chunk was stored) is dropped."""
+        with contextlib.suppress(trio.ClosedResourceError):
             self.to_write.send_nowait((node, index, data))
 
     async def _writer(self) -> None:

@@ -379,6 +379,10 @@ class Connection:
     async def _send_item(self, call_id: int, signal: Signal, item: Any) -> None:
         data = encode(Data(call_id, item))  # before spending credit: it may raise
         while not self._session.can_send(call_id):
+            if not self._session.is_live(call_id):
+                # A call the peer cancelled: its handler's scope is cancelled, and this
+                # checkpoint lets that land instead of reporting a protocol error.
+                await trio.lowlevel.checkpoint()
             self._raise_unsendable(call_id)
             await signal.wait()
         self._session.spend_credit(call_id)

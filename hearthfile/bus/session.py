@@ -186,8 +186,11 @@ class Session:
         return End(call_id)
 
     def respond(self, call_id: int, body: Any) -> list[Frame]:
-        """Finish an incoming call: ``end`` if we streamed and had not ended, then ``res``."""
-        call = self._calls.pop(call_id)
+        """Finish an incoming call: ``end`` if we streamed and had not ended, then ``res``.
+        Nothing when the caller cancelled it meanwhile (the handler finished anyway)."""
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return []
         head: list[Frame] = [End(call_id)] if call.sent_data and not call.send_ended else []
         return [*head, Response(call_id, body)]
 

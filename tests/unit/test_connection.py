@@ -308,6 +308,43 @@ async def test_caller_cancellation_frees_the_handler(
             assert await caller.call("bus.describe")  # the connection is still fine
 
 
+async def test_a_handler_sending_after_its_caller_left_is_cancelled_not_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The caller cancels while the handler is busy (shielded here); the handler's next
+    send must end it with Cancelled, not a protocol error logged as internal."""
+    sent_one, go, ended = trio.Event(), trio.Event(), trio.Event()
+    seen: list[type[BaseException]] = []
+
+    async def stream(ctx: CallContext) -> None:
+        await ctx.send(0)
+        sent_one.set()
+        try:
+            with trio.CancelScope(shield=True):
+                await go.wait()
+            await ctx.send(1)
+        except BaseException as exc:
+            seen.append(type(exc))
+            raise
+        finally:
+            ended.set()
+
+    registry = Registry()
+    registry.register(cap("test.stream"), stream)
+    with trio.fail_after(DEADLINE_S):
+        async with connected(registry) as (caller, callee):
+            async with caller.open_call("test.stream") as call:
+                async for _ in call:
+                    break
+                await sent_one.wait()
+            await trio.testing.wait_all_tasks_blocked()  # the cancel has reached the callee
+            go.set()
+            await ended.wait()
+            assert seen == [trio.Cancelled]
+            await trio.testing.wait_all_tasks_blocked()
+            assert callee.stats().handlers_running == 0
+
+
 async def test_caller_timeout_cancels_the_call(autojump_clock: trio.testing.MockClock) -> None:
     hang, _, released = hanging_handler()
     registry = Registry()

@@ -172,3 +172,5 @@ def test_cancel_from_the_caller_drops_the_call() -> None:
     assert callee.receive(Cancel(1)) == CallCancelled(1)
     assert not callee.is_live(1)
     assert callee.receive(Cancel(1)) is None
+    # The handler finished in the same instant: its answer goes nowhere, without error.
+    assert callee.respond(1, {"late": True}) == []
