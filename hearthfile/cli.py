@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, NoReturn, Protocol
 
 import trio
 
@@ -137,7 +137,25 @@ class RemoteNode:
                 async for _ in items:
                     pass
                 return self.last_result
+        if op in ops.PAGED_RESULTS:
+            return await self._paged(op, args)
+        if op == "add":
+            cids: list[str] = []
+            for batch in _batches(args["paths"]):
+                result = await self.conn.call("node.add", {**args, "paths": batch})
+                cids.extend(result["cids"])
+            return {"cids": cids}
         return await self.conn.call(f"node.{op}", args)
+
+    async def _paged(self, op: str, args: dict[str, Any]) -> Any:
+        """A result whose lists arrive as pages: the same shape a local call returns."""
+        lists: dict[str, list[Any]] = {key: [] for key in ops.PAGED_RESULTS[op]}
+        async with self.conn.open_call(f"node.{op}", args) as call:
+            async for page in call:
+                for key, values in page.items():
+                    lists[key].extend(values)
+            result = await call.result()
+        return lists["items"] if op == "ls" else {**result, **lists}
 
     @contextlib.asynccontextmanager
     async def stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:
@@ -158,6 +176,24 @@ class RemoteNode:
             yield items()
 
     last_result: Any = None
+
+
+#: Bytes of paths per ``node.add`` call: a request must fit in one frame.
+ADD_BATCH_BYTES: Final = 128 * 1024
+
+
+def _batches(paths: list[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for path in paths:
+        cost = len(path.encode(errors="surrogateescape")) + 5
+        if batch and size + cost > ADD_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += cost
+    if batch:
+        yield batch
 
 
 @contextlib.asynccontextmanager

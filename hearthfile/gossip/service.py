@@ -53,6 +53,8 @@ EXCHANGE: Final = CapabilityDescriptor(
     response_schema={"t": "records (answer to a digest) | ok"},
 )
 EXCHANGE_TIMEOUT_S: Final = 10.0
+#: CIDs of each kind in one ``file.cid.advertised`` event (about 73 KB at most).
+EVENT_CIDS: Final = 1000
 JITTER: Final = 0.2
 
 
@@ -101,7 +103,7 @@ class GossipService:
         added, removed = list(added), list(removed)
         self._apply(self._gossip.publish(added, removed, self._clock(), addresses))
         if added or removed:
-            self._emit("file.cid.advertised", origin="self", added=added, removed=removed)
+            self._emit_cids("self", added, removed)
 
     def peer_up(self, node: NodeId) -> None:
         self._apply(self._gossip.add_peer(node, self._clock()))
@@ -120,6 +122,21 @@ class GossipService:
             for o in self._gossip.origins()
             if o != self._gossip.me
         ]
+
+    def _emit_cids(
+        self, origin: str, added: list[Cid], removed: list[Cid], full: bool | None = None
+    ) -> None:
+        """``file.cid.advertised``, split into events of at most ``EVENT_CIDS`` CIDs of
+        each kind: one event must fit in one frame of ``hearthfile events``."""
+        extra = {} if full is None else {"full": full}
+        for start in range(0, max(len(added), len(removed)), EVENT_CIDS):
+            self._emit(
+                "file.cid.advertised",
+                origin=origin,
+                added=added[start : start + EVENT_CIDS],
+                removed=removed[start : start + EVENT_CIDS],
+                **extra,
+            )
 
     # -- the capability ---------------------------------------------------------------
 
@@ -170,13 +187,7 @@ class GossipService:
                 self._sources.forget_node(event.origin)
             self._sources.record(event.origin, event.added, now)
             self._sources.withdraw(event.origin, event.removed)
-            self._emit(
-                "file.cid.advertised",
-                origin=str(event.origin),
-                added=list(event.added),
-                removed=list(event.removed),
-                full=event.full,
-            )
+            self._emit_cids(str(event.origin), list(event.added), list(event.removed), event.full)
         elif isinstance(event, OriginRefreshed):
             self._sources.record(event.origin, self._gossip.holdings(event.origin), now)
         elif isinstance(event, OriginExpired):

@@ -28,6 +28,10 @@ from hearthfile.services import ops
 from hearthfile.services.events import EventLog
 
 MAX_ADD_PATHS: Final = 100_000
+#: List results (ls, the blobs a gc removed, what verify found) reach the CLI as stream
+#: items of about this many bytes each: the whole list for a large store would not fit
+#: in one frame. The call's result carries the rest.
+PAGE_BYTES: Final = 64 * 1024
 #: Progress streamed to the CLI at most this often (and once at the end).
 PROGRESS_INTERVAL_S: Final = 0.1
 
@@ -45,6 +49,34 @@ def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> C
         idempotent=False,
         stability="experimental",
     )
+
+
+async def send_pages(ctx: CallContext, key: str, values: list[Any]) -> None:
+    """Stream ``values`` as ``{key: [...]}`` items of about ``PAGE_BYTES`` each."""
+    page: list[Any] = []
+    size = 0
+    for value in values:
+        cost = _size_of(value)
+        if page and size + cost > PAGE_BYTES:
+            await ctx.send({key: page})
+            page, size = [], 0
+        page.append(value)
+        size += cost
+    if page:
+        await ctx.send({key: page})
+
+
+def _size_of(value: Any) -> int:
+    """An upper bound, near enough, of ``value``'s msgpack size."""
+    if isinstance(value, str):
+        return len(value.encode()) + 5
+    if isinstance(value, bytes):
+        return len(value) + 5
+    if isinstance(value, dict):
+        return 5 + sum(_size_of(k) + _size_of(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 5 + sum(_size_of(v) for v in value)
+    return 9
 
 
 class NodeService:
@@ -138,11 +170,14 @@ class NodeService:
         )
         return {"cid": cid, "size": manifest.size, "name": manifest.name}
 
-    async def ls(self, ctx: CallContext) -> list[dict[str, Any]]:
+    async def ls(self, ctx: CallContext) -> dict[str, Any]:
+        """Streams ``{"items": [info, ...]}`` pages; answers ``{"count": n}``."""
         prefix = want_map(ctx.args).get("prefix") or ""
         if not isinstance(prefix, str):
             raise bad("prefix must be text")
-        return await self._run(ops.ls, self._store, prefix)  # type: ignore[no-any-return]
+        infos: list[dict[str, Any]] = await self._run(ops.ls, self._store, prefix)
+        await send_pages(ctx, "items", infos)
+        return {"count": len(infos)}
 
     async def stat(self, ctx: CallContext) -> dict[str, Any]:
         return await self._cid_op(ctx, ops.stat)
@@ -166,9 +201,12 @@ class NodeService:
         return result
 
     async def gc(self, ctx: CallContext) -> dict[str, Any]:
+        """Streams ``{"removed": [CID, ...]}`` pages; answers ``{"bytes_freed": n}``."""
         everything = bool(want_map(ctx.args).get("all"))
         result: dict[str, Any] = await self._run(ops.gc, self._store, everything)
-        self._announce([], result["removed"])
+        removed = result.pop("removed")
+        self._announce([], removed)
+        await send_pages(ctx, "removed", removed)
         return result
 
     async def whohas(self, ctx: CallContext) -> list[dict[str, Any]]:
@@ -187,7 +225,12 @@ class NodeService:
         return {}
 
     async def verify(self, ctx: CallContext) -> dict[str, Any]:
-        return await self._run(ops.verify, self._store)  # type: ignore[no-any-return]
+        """Streams ``{"corrupt": [...]}`` and ``{"missing": [...]}`` pages; answers the
+        counts and the rest of the report."""
+        result: dict[str, Any] = await self._run(ops.verify, self._store)
+        for key in ops.PAGED_RESULTS["verify"]:
+            await send_pages(ctx, key, result.pop(key))
+        return result
 
     async def push(self, ctx: CallContext) -> dict[str, Any]:
         args = want_map(ctx.args)

@@ -32,6 +32,16 @@ class PathError(HearthError):
         self.usage = usage
 
 
+#: The lists of each result that a daemon streams to the CLI in pages, one stream item
+#: ``{key: [...]}`` each (``node.*``): a whole list of a large store would not fit in
+#: one frame. ``ls`` answers its list itself when run locally.
+PAGED_RESULTS: Final[dict[str, tuple[str, ...]]] = {
+    "ls": ("items",),
+    "gc": ("removed",),
+    "verify": ("corrupt", "missing"),
+}
+
+
 def info_dict(info: BlobInfo) -> dict[str, Any]:
     return {
         "cid": info.cid,

@@ -90,6 +90,37 @@ def test_restart_keeps_pins_and_content(make_node: Callable[[str], Daemon], tmp_
     assert a.cli("cat", cid).stdout == src.read_bytes()
 
 
+def test_lists_larger_than_a_frame_reach_the_cli(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    """ls, gc and the paths of one add, for more blobs than one bus frame can list:
+    the daemon pages them and the CLI shows the same as in local mode."""
+    a = make_node("a")
+    files = tmp_path / "many"
+    files.mkdir()
+    paths = []
+    for i in range(2500):  # 2,500 ls entries are about 600 KB: two frames' worth
+        path = files / (f"{i:05d}-" + "n" * 120)  # long names make the add request large
+        path.write_bytes(b"blob %d" % i)
+        paths.append(str(path))
+    local_cids = a.ok("add", *paths).split()
+    local_ls = json.loads(a.ok("--json", "ls"))
+    assert len(local_ls) == 2500
+    a.start()
+    assert json.loads(a.ok("--json", "ls")) == local_ls
+    assert a.ok("add", *paths).split() == local_cids  # in several calls, same order
+    assert "0 corrupt, 0 missing" in a.ok("verify")
+    removed = json.loads(a.ok("--json", "gc", "--all"))["removed"]
+    assert sorted(removed) == sorted(local_cids)
+    assert a.ok("ls") == ""
+    advertised = [
+        e
+        for e in map(json.loads, a.ok("--json", "events").splitlines())
+        if e["event"] == "file.cid.advertised" and e["removed"]
+    ]
+    assert sorted(c for e in advertised for c in e["removed"]) == sorted(local_cids)
+
+
 def test_second_daemon_on_same_home_refused(make_node: Callable[[str], Daemon]) -> None:
     a = make_node("a").start()
     second = a.cli("run", "--listen", "127.0.0.1:0", timeout=30)
