@@ -155,7 +155,9 @@ class RemoteNode:
                 for key, values in page.items():
                     lists[key].extend(values)
             result = await call.result()
-        return lists["items"] if op == "ls" else {**result, **lists}
+        if ops.PAGED_RESULTS[op] == ("items",):
+            return lists["items"]  # the list is the whole result
+        return {**result, **lists}
 
     @contextlib.asynccontextmanager
     async def stream(self, op: str, args: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:

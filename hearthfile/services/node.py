@@ -143,8 +143,11 @@ class NodeService:
     async def status(self, ctx: CallContext) -> dict[str, Any]:
         return self._status()
 
-    async def peers(self, ctx: CallContext) -> list[dict[str, Any]]:
-        return self._peers()
+    async def peers(self, ctx: CallContext) -> dict[str, Any]:
+        """Streams ``{"items": [peer, ...]}`` pages; answers ``{"count": n}``."""
+        rows = self._peers()
+        await send_pages(ctx, "items", rows)
+        return {"count": len(rows)}
 
     async def add(self, ctx: CallContext) -> dict[str, Any]:
         args = want_map(ctx.args)
@@ -209,8 +212,11 @@ class NodeService:
         await send_pages(ctx, "removed", removed)
         return result
 
-    async def whohas(self, ctx: CallContext) -> list[dict[str, Any]]:
-        return self._whohas(want_cid(want_map(ctx.args).get("cid")))
+    async def whohas(self, ctx: CallContext) -> dict[str, Any]:
+        """Streams ``{"items": [holder, ...]}`` pages; answers ``{"count": n}``."""
+        rows = self._whohas(want_cid(want_map(ctx.args).get("cid")))
+        await send_pages(ctx, "items", rows)
+        return {"count": len(rows)}
 
     async def events(self, ctx: CallContext) -> dict[str, Any]:
         """Past events after ``after``; with ``follow``, then new ones until cancelled."""

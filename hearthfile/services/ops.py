@@ -34,9 +34,11 @@ class PathError(HearthError):
 
 #: The lists of each result that a daemon streams to the CLI in pages, one stream item
 #: ``{key: [...]}`` each (``node.*``): a whole list of a large store would not fit in
-#: one frame. ``ls`` answers its list itself when run locally.
+#: one frame. An ``items`` list is the whole result, as ``ls`` answers locally.
 PAGED_RESULTS: Final[dict[str, tuple[str, ...]]] = {
     "ls": ("items",),
+    "peers": ("items",),
+    "whohas": ("items",),
     "gc": ("removed",),
     "verify": ("corrupt", "missing"),
 }
