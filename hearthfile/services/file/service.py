@@ -186,6 +186,8 @@ class FileService:
         still fetching (swarming)."""
         count = self._store.stat(cid).chunk_count
         missing = set(self._store.missing_chunks(cid))
+        if not missing:
+            return [[0, count]] if count else []  # a complete blob, the usual answer
         return to_ranges(i for i in range(count) if i not in missing)[:MAX_RANGES_PER_ITEM]
 
     def _remember(self, manifest: Manifest) -> None:
