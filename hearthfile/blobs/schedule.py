@@ -38,9 +38,9 @@ measured, and a per-source random rank breaks ties so equal sources share evenly
 Swarms. ``source_has`` gives a source's have-map (a holder that is itself fetching):
 such a partial holder is asked only for chunks on its latest map. When every other
 source is a partial holder, the source at hand (typically the one origin) is asked
-first for a chunk none of them holds, among the next ``RARE_SCAN`` in order: what
-the others hold is better fetched from them, and the origin's upload, the scarce
-resource of a distribution, goes to what only it can give.
+first for a chunk none of them holds, within the next ``RARE_SCAN`` places of the
+order: what the others hold is better fetched from them, and the origin's upload, the
+scarce resource of a distribution, goes to what only it can give.
 
 Late requests and the endgame. Each request carries the time it is expected to arrive
 (from the measurements above; ``unmeasured_latency_s`` for a source not measured yet)
@@ -123,8 +123,10 @@ _DONE: Final = 3
 #: Tiers of the retry heap: prioritized chunks first, then chunks back from a retry.
 _URGENT: Final = 0
 _RETRY: Final = 1
-#: Pending chunks looked at when seeking one that only the asked source holds.
-RARE_SCAN: Final = 64
+#: Places of the order, from the cursor on, looked at when seeking a chunk that only
+#: the asked source holds: bounded, so a swarm's picks cost no more than a few dozen
+#: set lookups each.
+RARE_SCAN: Final = 128
 #: Queued chunks a partial holder is offered before the search moves past them: in a
 #: swarm most of the queue is chunks it lacks, and scanning all of it for every
 #: request would cost the square of the chunk count.
@@ -674,23 +676,25 @@ class FetchSchedule(Generic[S]):
         return held or None
 
     def _pick_rare(self, key: S, src: _Source, held: list[set[int]]) -> int | None:
-        """A chunk none of the others holds, among the next ``RARE_SCAN`` pending ones:
-        what they hold is better fetched from them, which leaves this source (often
-        the one origin) for what only it can give."""
-        for index in itertools.islice(self._upcoming(), RARE_SCAN):
+        """A chunk none of the others holds, among the next ``RARE_SCAN`` places of the
+        order: what they hold is better fetched from them, which leaves this source
+        (often the one origin) for what only it can give."""
+        for index in self._upcoming():
             if not any(index in h for h in held) and self._eligible(key, src, index):
                 return index
         return None
 
     def _upcoming(self) -> Iterator[int]:
-        """Pending chunks from the cursor on, in ``order``, without moving the cursor."""
+        """Pending chunks among the next ``RARE_SCAN`` places from the cursor, in
+        ``order``, without moving the cursor."""
+        end = self._cursor + RARE_SCAN
         if self._order is None:
-            index = self._state.find(_PENDING, self._cursor)
+            index = self._state.find(_PENDING, self._cursor, end)
             while index >= 0:
                 yield index
-                index = self._state.find(_PENDING, index + 1)
+                index = self._state.find(_PENDING, index + 1, end)
             return
-        for index in itertools.islice(self._order, self._cursor, None):
+        for index in itertools.islice(self._order, self._cursor, end):
             if self._state[index] == _PENDING:
                 yield index
 
