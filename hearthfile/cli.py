@@ -493,9 +493,12 @@ async def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(infos)
         return EXIT_OK
-    for info in infos:
-        flag = "pinned" if info["pinned"] else "-"
-        print(f"{info['cid']}  {info['size']:>14}  {flag:6}  {info['name'] or ''}")
+    lines = [
+        f"{i['cid']}  {i['size']:>14}  {'pinned' if i['pinned'] else '-':6}  {i['name'] or ''}"
+        for i in infos
+    ]
+    if lines:  # one write: a store may list hundreds of thousands
+        sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
