@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Chunks verified and written per worker-thread hop.
 CHUNKS_PER_HOP: Final = 8
-#: Writer tasks per fetch, each with its own thread hop and write batch: creating
-#: and filling a chunk file is kernel time that releases the GIL, so two overlap.
-WRITE_LANES: Final = 2
 #: A fetch commits what it has verified every this many bytes or seconds, whichever
 #: comes first: what a crash (kill -9) can cost the resume.
 COMMIT_BYTES: Final = 64 * 1024 * 1024
@@ -216,10 +213,10 @@ class _ScheduledFetch:
     """The trio side of one multi-source fetch: ``FetchSchedule`` decides, this moves.
 
     One task per run of requests to a source (a streamed ``file.read`` of the run's
-    chunks, or a unary read of a lone chunk CID), ``WRITE_LANES`` writer tasks that
-    verify and store arrivals a group per thread hop and commit every
-    ``COMMIT_BYTES`` or ``COMMIT_INTERVAL_S``, and this loop feeding outcomes back to
-    the schedule and acting on its requests and events.
+    chunks, or a unary read of a lone chunk CID), one writer task that verifies and
+    stores arrivals a group per thread hop and commits every ``COMMIT_BYTES`` or
+    ``COMMIT_INTERVAL_S``, and this loop feeding outcomes back to the schedule and
+    acting on its requests and events.
     """
 
     def __init__(
@@ -252,8 +249,7 @@ class _ScheduledFetch:
 
     async def run(self, more_sources: MoreSources | None) -> None:
         async with trio.open_nursery() as nursery:
-            for _ in range(WRITE_LANES):
-                nursery.start_soon(self._writer)
+            nursery.start_soon(self._writer)
             if more_sources is not None:
                 nursery.start_soon(self._refresh_sources, more_sources)
             try:
@@ -429,8 +425,7 @@ class _ScheduledFetch:
             self.to_write.send_nowait((node, index, data))
 
     async def _writer(self) -> None:
-        """Verify and store arrivals, a group per thread hop; report each outcome.
-        ``WRITE_LANES`` of these share the arrivals, each with its own batch."""
+        """Verify and store arrivals, a group per thread hop; report each outcome."""
         batch = self.store.batch()
         committed_at = trio.current_time()
         try:
