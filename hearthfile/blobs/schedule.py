@@ -124,8 +124,8 @@ _DONE: Final = 3
 _URGENT: Final = 0
 _RETRY: Final = 1
 #: Places of the order, from the cursor on, looked at when seeking a chunk that only
-#: the asked source holds: bounded, so a swarm's picks cost no more than a few dozen
-#: set lookups each.
+#: the asked source holds: bounded, so a pick in a swarm costs at most this many
+#: lookups per other source, whatever the blob's size.
 RARE_SCAN: Final = 128
 #: Queued chunks a partial holder is offered before the search moves past them: in a
 #: swarm most of the queue is chunks it lacks, and scanning all of it for every
@@ -435,7 +435,8 @@ class FetchSchedule(Generic[S]):
 
     def source_has(self, source: S, indices: Iterable[int]) -> None:
         """``source`` now holds these chunks (a fresh have-map): it may be asked for
-        them again after an earlier not_found (a holder that is itself fetching)."""
+        them again after an earlier not_found (a holder that is itself fetching), and,
+        until it holds every chunk, it is asked for nothing else."""
         src = self._sources.get(source)
         if src is not None:
             held = set(indices)
