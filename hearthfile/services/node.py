@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, Final
 
+import msgpack
 import trio
 
 from hearthfile.blobs import transfer
@@ -67,16 +68,8 @@ async def send_pages(ctx: CallContext, key: str, values: list[Any]) -> None:
 
 
 def _size_of(value: Any) -> int:
-    """An upper bound, near enough, of ``value``'s msgpack size."""
-    if isinstance(value, str):
-        return len(value.encode()) + 5
-    if isinstance(value, bytes):
-        return len(value) + 5
-    if isinstance(value, dict):
-        return 5 + sum(_size_of(k) + _size_of(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return 5 + sum(_size_of(v) for v in value)
-    return 9
+    """``value``'s msgpack size (packing is faster than estimating it in Python)."""
+    return len(msgpack.packb(value, use_bin_type=True))
 
 
 class NodeService:
