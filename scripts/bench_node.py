@@ -74,6 +74,7 @@ from benchbase import (
     create_cost_us,
     filesystem_of,
     load_average,
+    run_checked,
     run_file_client,
     run_file_server,
     scratch,
@@ -130,19 +131,12 @@ class Bench:
         cli = ["-m", "hearthfile"]
         if concurrency is not None:
             cli = [os.path.abspath(__file__), "_cli", str(concurrency)]
-        proc = subprocess.run(
+        return run_checked(
             [sys.executable, *cli, "--home", str(home), *args],
-            capture_output=True,
-            timeout=600,
             env=self.env,
-            check=False,
+            timeout=600,
+            label=f"hearthfile {' '.join(args)}",
         )
-        if proc.returncode != 0:
-            raise SystemExit(
-                f"hearthfile {' '.join(args)[:200]} exited {proc.returncode}: "
-                f"{proc.stderr.decode(errors='replace').strip()}"
-            )
-        return proc.stdout.decode()
 
     def long_lived_cpu(self) -> float:
         """CPU seconds so far of the long-lived processes: daemons, baseline server."""

@@ -91,6 +91,7 @@ from benchbase import (
     create_cost_us,
     filesystem_of,
     load_average,
+    run_checked,
     run_file_client,
     run_file_server,
     scratch,
@@ -334,19 +335,12 @@ class Bench:
 
     def hf(self, node: Node, *args: str, timeout: float = STEP_TIMEOUT_S) -> str:
         """Run one CLI command to completion; its stdout, or exit with its stderr."""
-        proc = subprocess.run(
+        return run_checked(
             [*HF, "--home", str(node.home), *args],
-            capture_output=True,
-            timeout=timeout,
             env=self.env,
-            check=False,
+            timeout=timeout,
+            label=f"hearthfile --home {node.name} {' '.join(args)}",
         )
-        if proc.returncode != 0:
-            raise SystemExit(
-                f"hearthfile --home {node.name} {' '.join(args)[:200]} exited "
-                f"{proc.returncode}: {proc.stderr.decode(errors='replace').strip()}"
-            )
-        return proc.stdout.decode()
 
     def hf_json(self, node: Node, *args: str) -> Any:
         return json.loads(self.hf(node, "--json", *args))

@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -191,3 +192,14 @@ def create_cost_us(parent: Path, count: int = 200) -> float:
     finally:
         shutil.rmtree(where, ignore_errors=True)
     return statistics.median(times) * 1e6
+
+
+def run_checked(argv: list[str], *, env: dict[str, str], timeout: float, label: str) -> str:
+    """Run a command to completion; its stdout, or exit naming ``label`` with its stderr."""
+    proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"{label[:200]} exited {proc.returncode}: "
+            f"{proc.stderr.decode(errors='replace').strip()}"
+        )
+    return proc.stdout.decode()
