@@ -141,7 +141,7 @@ class RemoteNode:
             return await self._paged(op, args)
         if op == "add":
             cids: list[str] = []
-            for batch in _batches(args["paths"]):
+            for batch in ops.pages(args["paths"], ADD_BATCH_BYTES, _path_bytes):
                 result = await self.conn.call("node.add", {**args, "paths": batch})
                 cids.extend(result["cids"])
             return {"cids": cids}
@@ -184,18 +184,8 @@ class RemoteNode:
 ADD_BATCH_BYTES: Final = 128 * 1024
 
 
-def _batches(paths: list[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
-    for path in paths:
-        cost = len(path.encode(errors="surrogateescape")) + 5
-        if batch and size + cost > ADD_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(path)
-        size += cost
-    if batch:
-        yield batch
+def _path_bytes(path: str) -> int:
+    return len(path.encode(errors="surrogateescape")) + 5
 
 
 @contextlib.asynccontextmanager

@@ -433,14 +433,15 @@ class Bench:
         return Fetch(wall, fetch, cpu, source_cpu, rss.peak_kib, shares)
 
 
-def _terminate(proc: subprocess.Popen[Any]) -> None:
+def _terminate(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Ask ``proc`` to stop with ``sig``; kill it if it has not after ``timeout`` s."""
     if proc.poll() is None:
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()  # the baseline server stops on it
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -628,12 +629,7 @@ def spying(bench: Bench, targets: list[tuple[Node, str]], outdir: Path) -> Itera
         yield result
     finally:
         for spy, path, name in spies:
-            spy.send_signal(signal.SIGINT)
-            try:
-                spy.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
+            _terminate(spy, signal.SIGINT, 60)  # py-spy writes its file on SIGINT
             bench.procs.remove(spy)
             if path.exists():
                 result["files"][name] = str(path)

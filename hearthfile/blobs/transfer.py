@@ -419,7 +419,7 @@ class _ScheduledFetch:
             self._store_later(node, index, data)
 
     def _store_later(self, node: NodeId, index: int, data: bytes) -> None:
-        """Hand a chunk to the writers; one that lands after the fetch has ended (a
+        """Hand a chunk to the writer; one that lands after the fetch has ended (a
         duplicate still in flight when the last chunk was stored) is dropped."""
         with contextlib.suppress(trio.ClosedResourceError):
             self.to_write.send_nowait((node, index, data))

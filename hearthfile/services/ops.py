@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeVar
 
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobInfo, BlobStore
@@ -22,6 +22,8 @@ from hearthfile.errors import HearthError
 #: Files added in one call share a flush; this bounds what a crash can lose.
 ADD_BATCH_BYTES: Final = 256 * 1024 * 1024
 ADD_BATCH_FILES: Final = 2000
+
+T = TypeVar("T")
 
 
 class PathError(HearthError):
@@ -42,6 +44,23 @@ PAGED_RESULTS: Final[dict[str, tuple[str, ...]]] = {
     "gc": ("removed",),
     "verify": ("corrupt", "missing"),
 }
+
+
+def pages(values: Iterable[T], budget: int, size: Callable[[T], int]) -> Iterator[list[T]]:
+    """``values`` in order, in runs whose ``size`` adds up to at most ``budget`` (a
+    single larger value gets a run of its own): the pieces of a list too big for one
+    bus frame."""
+    page: list[T] = []
+    used = 0
+    for value in values:
+        cost = size(value)
+        if page and used + cost > budget:
+            yield page
+            page, used = [], 0
+        page.append(value)
+        used += cost
+    if page:
+        yield page
 
 
 def info_dict(info: BlobInfo) -> dict[str, Any]:
