@@ -152,6 +152,8 @@ class FileConfig:
     gc_target: float = 0.7
     #: file.put refuses (capacity_exceeded) rather than leave less than this free.
     min_free_bytes: int = 1 * GiB
+    #: Whole chunks bypass the page cache (O_DIRECT) where the filesystem allows.
+    direct_io: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,6 +617,7 @@ def _file(sec: _Section) -> FileConfig:
         gc_threshold=threshold,
         gc_target=target,
         min_free_bytes=_size(sec, "min_free_bytes", d.min_free_bytes, 0),
+        direct_io=_bool(sec, "direct_io", d.direct_io),
     )
 
 

@@ -135,6 +135,7 @@ async def serve_node(
             config.node.data_dir or home / "data",
             gc_threshold=config.file.gc_threshold,
             gc_target=config.file.gc_target,
+            direct_io=config.file.direct_io,
         )
         try:
             await _run(home, config, key, me, store, limits, task_status)

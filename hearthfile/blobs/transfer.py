@@ -579,7 +579,7 @@ async def push_blob(
         state = Progress(cid, _bytes_of(manifest, missing), 0, len(missing), 0, 1)
         for start in range(0, len(missing), CHUNKS_PER_HOP):
             group = missing[start : start + CHUNKS_PER_HOP]
-            chunks = await trio.to_thread.run_sync(_read_chunks, store, manifest, group)
+            chunks = await trio.to_thread.run_sync(store.read_chunks, manifest, group)
             for index, data in zip(group, chunks, strict=True):
                 await call.send({"i": index, "data": data})
                 state.chunks_done += 1
@@ -591,10 +591,6 @@ async def push_blob(
     return PushResult(
         cid, want_int(result.get("stored"), "stored"), want_int(result.get("skipped"), "skipped")
     )
-
-
-def _read_chunks(store: BlobStore, manifest: Manifest, indices: list[int]) -> list[bytes]:
-    return [store.read_chunk(manifest.chunks[i]) for i in indices]
 
 
 # -- running fetches ------------------------------------------------------------------

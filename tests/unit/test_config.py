@@ -136,7 +136,7 @@ trust:
   {BOB}: trusted
   {ALICE}: member
 open_membership: yes
-file: {{gc_threshold: 0.9, gc_target: 0.5, min_free_bytes: 512MiB}}
+file: {{gc_threshold: 0.9, gc_target: 0.5, min_free_bytes: 512MiB, direct_io: false}}
 limits: {{max_message_bytes: 1048576, idle_timeout_s: 2.5, max_concurrent_fetches: 2}}
 gossip: {{interval_s: 1, fanout: 5, record_ttl_s: 30, max_clock_skew_s: 0, max_origins: 100,
   max_exchange_bytes: 128KiB, origin_records_per_round: 2}}
@@ -151,7 +151,7 @@ gossip: {{interval_s: 1, fanout: 5, record_ttl_s: 30, max_clock_skew_s: 0, max_o
     )
     assert config.trust == ((ALICE, "member"), (BOB, "trusted"))
     assert config.open_membership is True
-    assert config.file == FileConfig(0.9, 0.5, 512 * 1024**2)
+    assert config.file == FileConfig(0.9, 0.5, 512 * 1024**2, direct_io=False)
     assert config.limits == LimitsConfig(
         max_message_bytes=1 << 20, idle_timeout_s=2.5, max_concurrent_fetches=2
     )
@@ -245,6 +245,7 @@ def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
         ("limits: {max_message_bytes: 1GiB}\n", "max_message_bytes: expected a size of at most"),
         ("file: {min_free_bytes: lots}\n", "file.min_free_bytes: expected a size in bytes"),
         ("file: {min_free_bytes: -1}\n", "file.min_free_bytes: expected a size in bytes >= 0"),
+        ("file: {direct_io: maybe}\n", "file.direct_io: expected true or false, got 'maybe'"),
         ("file: [1, 2]\n", "config.yaml: file: expected a mapping, got a list"),
         ("- node\n", "config.yaml: expected a mapping of sections at the top, got a list"),
         ("bootstrap: 1.2.3.4:5\n", "bootstrap: expected a list of host:port"),

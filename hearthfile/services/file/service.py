@@ -175,7 +175,7 @@ class FileService:
             await ctx.send(item)
         for start in range(0, len(wanted), CHUNKS_PER_HOP):
             group = wanted[start : start + CHUNKS_PER_HOP]
-            chunks = await self._run(self._read_group, manifest, group)
+            chunks = await self._run(self._store.read_chunks, manifest, group)
             for index, data in zip(group, chunks, strict=True):
                 await ctx.send({"i": index, "data": data})
         return {"chunks": len(wanted), "have": await self._run(self._have, cid)}
@@ -184,10 +184,11 @@ class FileService:
         """The chunks held, as ranges, from the index alone (asked often: no manifest
         read, no access-time write). Lets a fetcher draw on a holder that is itself
         still fetching (swarming)."""
-        count = self._store.stat(cid).chunk_count
+        info = self._store.stat(cid)
+        count = info.chunk_count
+        if info.complete:  # the usual answer, without a pass over the blob's chunks
+            return [[0, count]] if count else []
         missing = set(self._store.missing_chunks(cid))
-        if not missing:
-            return [[0, count]] if count else []  # a complete blob, the usual answer
         return to_ranges(i for i in range(count) if i not in missing)[:MAX_RANGES_PER_ITEM]
 
     def _remember(self, manifest: Manifest) -> None:
@@ -201,9 +202,6 @@ class FileService:
     def _chunk_or_none(self, cid: Cid) -> bytes | None:
         """The chunk's bytes, or None when ``cid`` is not a chunk held here."""
         return self._store.read_chunk(cid) if self._store.has_chunk(cid) else None
-
-    def _read_group(self, manifest: Manifest, indices: list[int]) -> list[bytes]:
-        return [self._store.read_chunk(manifest.chunks[i]) for i in indices]
 
     # -- file.list / file.advertise -------------------------------------------
 
