@@ -428,6 +428,8 @@ class BlobStore:
         except OSError as exc:
             raise BlobError("io_error", f"{cid}: {exc.strerror}") from None
         if len(data) != size or cid_of(data) != cid:
+            if not self.has_chunk(cid):  # removed while being read: its file is reused
+                raise BlobError("not_found", f"{cid}: removed")
             where = self._drop_chunk(cid, name, "corrupt")
             raise BlobError("hash_mismatch", f"{cid}: corrupt on disk, moved to {where}")
         return data

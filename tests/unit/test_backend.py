@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hearthfile.blobs import backend as backend_module
 from hearthfile.blobs.backend import DIRECT_ALIGN, LocalBackend, _direct_io_works
 
 SIZES = [0, 1, 1000, DIRECT_ALIGN, 3 * DIRECT_ALIGN + 17, 256 * 1024]
@@ -101,3 +102,39 @@ def test_a_filesystem_without_direct_io_falls_back(
     data = os.urandom(256 * 1024)
     backend.add("bb" + "4" * 62, data, "t")
     assert bytes(backend.load("bb" + "4" * 62, len(data) + 1)) == data
+
+
+def test_a_removed_file_is_emptied_and_its_inode_reused(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path)
+    old, new = "ab" + "5" * 62, "cd" + "6" * 62
+    backend.add(old, os.urandom(256 * 1024), "t")
+    inode = backend.path(old).stat().st_ino
+    backend.remove(old)
+    assert not backend.path(old).exists()
+    [spare] = backend.spare.iterdir()
+    assert spare.stat().st_size == 0  # the space is freed at once
+    assert old not in set(backend.names())
+    data = os.urandom(3000)
+    backend.add(new, data, "t")
+    assert backend.path(new).stat().st_ino == inode
+    assert bytes(backend.load(new, len(data) + 1)) == data
+    assert not list(backend.spare.iterdir()) and not list(backend.tmp.iterdir())
+
+
+def test_spares_survive_a_restart_and_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "MAX_SPARES", 2)
+    backend = LocalBackend(tmp_path)
+    names = [f"{i:02x}" + "7" * 62 for i in range(3)]
+    for name in names:
+        backend.add(name, b"x" * 10, "t")
+    for name in names:
+        backend.remove(name)
+    assert len(list(backend.spare.iterdir())) == 2  # the third was unlinked
+    backend.remove(names[0])  # already gone: fine
+    again = LocalBackend(tmp_path)
+    inodes = {p.stat().st_ino for p in again.spare.iterdir()}
+    for name in names[:2]:
+        again.add(name, b"y" * 10, "t")
+    assert {again.path(n).stat().st_ino for n in names[:2]} == inodes

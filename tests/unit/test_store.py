@@ -234,3 +234,17 @@ def test_gc_group_frees_chunks_shared_only_among_victims(store: BlobStore) -> No
     assert store.total_bytes() == CS + len(kept.encode()), "shared chunks went with their users"
     assert not any(store.has_chunk(c) for c in one.chunks + two.chunks)
     assert store.verify().clean
+
+
+def test_a_chunk_removed_while_being_read_is_not_found_not_corrupt(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A removed chunk's file is reused for the next write, so a read that opened it
+    # just before can see other bytes; that must read as gone, not as corruption.
+    manifest = store.add_bytes(payload(2 * CS, seed=4))
+    store.remove(manifest.cid)
+    monkeypatch.setattr(store.backend, "load", lambda name, limit: memoryview(b"\0" * CS))
+    with pytest.raises(BlobError) as caught:
+        store.read_chunks(manifest, [0])
+    assert caught.value.code == "not_found"
+    assert not list((store.data_dir / "blobs" / ".corrupt").iterdir())
