@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, NoReturn, Protocol
 import trio
 
 from hearthfile import home as node_home
+from hearthfile.blobs.backend import SequentialWriter
 from hearthfile.blobs.chunker import BlobError
 from hearthfile.blobs.store import BlobStore, PinnedError, StoreLocked
 from hearthfile.cids import Cid, CidError, parse_cid
@@ -322,7 +323,7 @@ async def cmd_cat(args: argparse.Namespace) -> int:
             if isinstance(node, RemoteNode):
                 await _stream_while_fetching(node, cid, out)
             else:
-                await _copy_blob(node, cid, out, None)
+                await _copy_blob(node, cid, out.write, None)
             out.flush()
         except BrokenPipeError:
             with contextlib.suppress(OSError):
@@ -370,9 +371,10 @@ def _parse_span(text: str | None) -> tuple[int, int] | None:
 async def cmd_get(args: argparse.Namespace) -> int:
     cids = [cid_arg(c) for c in args.cids]
     span = _parse_span(args.range)
+    direct = load_config(home_dir(args)).file.direct_io
     if len(cids) == 1:
         async with open_node(args) as node:
-            await _get_one(node, cids[0], args.output, Path("."), span, many=False)
+            await _get_one(node, cids[0], args.output, Path("."), span, many=False, direct=direct)
         return EXIT_OK
     out_dir = Path(args.output or ".")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -383,7 +385,7 @@ async def cmd_get(args: argparse.Namespace) -> int:
         async def one(cid: Cid) -> None:
             async with limiter:
                 try:
-                    await _get_one(node, cid, None, out_dir, span, many=True)
+                    await _get_one(node, cid, None, out_dir, span, many=True, direct=direct)
                 except (ServiceError, BlobError, CliError) as exc:
                     failures.append(f"{cid}: {_describe(exc)}")
 
@@ -403,10 +405,11 @@ async def _get_one(
     span: tuple[int, int] | None,
     *,
     many: bool,
+    direct: bool,
 ) -> None:
     info = await _fetch(node, cid, span, show=not many)
     dest = _destination(output, out_dir, info, many)
-    await _save(node, cid, dest, span)
+    await _save(node, cid, dest, span, direct=direct)
     if dest is not None:
         print(dest, flush=True)
 
@@ -443,26 +446,35 @@ def _name(info: dict[str, Any]) -> str:
 
 
 async def _save(
-    node: NodeApi, cid: Cid, dest: Path | None, span: tuple[int, int] | None = None
+    node: NodeApi,
+    cid: Cid,
+    dest: Path | None,
+    span: tuple[int, int] | None = None,
+    *,
+    direct: bool = True,
 ) -> None:
     """Write a blob to ``dest`` without ever leaving a half-written regular file.
 
     A regular file (or a new path) is filled under a temporary name beside it and
-    renamed into place. Anything else that exists (``/dev/null``, a FIFO, a
+    renamed into place, whole chunks past the page cache when ``direct`` (config
+    ``file.direct_io``, as for the store). Anything else that exists (``/dev/null``, a FIFO, a
     terminal) is written in place: renaming over it would replace the device.
     """
     if dest is None:
-        await _copy_blob(node, cid, sys.stdout.buffer, span)
+        await _copy_blob(node, cid, sys.stdout.buffer.write, span)
         sys.stdout.buffer.flush()
         return
     if dest.is_char_device() or dest.is_fifo() or dest.is_socket():
         with open(dest, "wb") as out:
-            await _copy_blob(node, cid, out, span)
+            await _copy_blob(node, cid, out.write, span)
         return
     tmp = dest.with_name(f".{dest.name}.hearthfile-tmp")
     try:
-        with open(tmp, "wb") as out:
-            await _copy_blob(node, cid, out, span)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            await _copy_blob(node, cid, SequentialWriter(fd, direct=direct).write, span)
+        finally:
+            os.close(fd)
         os.replace(tmp, dest)
     except OSError as exc:
         raise CliError(f"cannot write {dest}: {exc.strerror}") from None
@@ -470,11 +482,13 @@ async def _save(
         tmp.unlink(missing_ok=True)
 
 
-async def _copy_blob(node: NodeApi, cid: Cid, out: BinaryIO, span: tuple[int, int] | None) -> None:
+async def _copy_blob(
+    node: NodeApi, cid: Cid, write: Callable[[Any], object], span: tuple[int, int] | None
+) -> None:
     args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
     async with node.stream("cat", args) as items:
         async for item in items:
-            out.write(item["data"])
+            write(item["data"])
 
 
 async def cmd_ls(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ pages, BENCHMARKS.md) that copy was half of a fetching node's CPU, and a store
 that takes in gigabytes should not push a machine's working set out of its
 cache anyway. Lengths that are not a multiple of ``DIRECT_ALIGN`` (the last
 chunk of a blob, small blobs, manifests) use ordinary buffered I/O. A
-filesystem that refuses ``O_DIRECT`` (tmpfs) falls back to buffered I/O
+filesystem that refuses ``O_DIRECT`` (tmpfs before Linux 6.6) falls back to buffered I/O
 everywhere, and ``direct_io=False`` (config ``file.direct_io``) asks for that.
 
 Spare files: a removed file is renamed into ``<root>/.spare`` and truncated to
@@ -38,6 +38,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import itertools
 import mmap
 import os
@@ -64,7 +65,8 @@ class ChunkBackend(Protocol):
 
     def load(self, name: str, limit: int) -> memoryview:
         """Up to ``limit`` bytes of ``name``; FileNotFoundError when absent. The view
-        may share a buffer with the next ``load`` on the same thread: copy to keep."""
+        may share a buffer with the next ``load`` or ``add`` on the same thread:
+        copy to keep."""
         ...
 
     def open_stream(self, name: str) -> BinaryIO:
@@ -239,7 +241,7 @@ class LocalBackend:
 
 
 def _direct_io_works(directory: str) -> bool:
-    """Whether files in ``directory`` take ``O_DIRECT`` (tmpfs, for one, does not)."""
+    """Whether files in ``directory`` take ``O_DIRECT`` (some filesystems refuse it)."""
     if not hasattr(os, "O_DIRECT"):
         return False
     probe = f"{directory}/direct-probe.{os.getpid()}.{threading.get_ident()}"
@@ -258,3 +260,45 @@ def _direct_io_works(directory: str) -> bool:
     finally:
         os.close(fd)
         os.unlink(probe)
+
+
+class SequentialWriter:
+    """Writes one file front to back, past the page cache where it can: pieces
+    that are whole multiples of ``DIRECT_ALIGN`` go through an aligned buffer
+    with ``O_DIRECT``; from the first piece that is not (a blob's tail, a
+    range's ends), the file is written buffered. For ``get -o FILE``."""
+
+    def __init__(self, fd: int, *, direct: bool) -> None:
+        self._fd = fd
+        self._direct = direct and hasattr(os, "O_DIRECT")
+        self._buf: mmap.mmap | None = None
+        if self._direct:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+            except OSError:
+                self._direct = False
+
+    def write(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        if self._direct and view.nbytes % DIRECT_ALIGN:
+            fcntl.fcntl(
+                self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT
+            )
+            self._direct = False
+        if self._direct:
+            if self._buf is None or len(self._buf) < view.nbytes:
+                self._buf = mmap.mmap(-1, view.nbytes)
+            aligned = memoryview(self._buf)[: view.nbytes]
+            aligned[:] = view
+            view = aligned
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            if not (self._direct and exc.errno == errno.EINVAL):
+                raise
+            self._direct = False  # the filesystem took the flag but not the write
+            fcntl.fcntl(
+                self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT
+            )
+            self.write(view)

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from hearthfile.blobs import backend as backend_module
-from hearthfile.blobs.backend import DIRECT_ALIGN, LocalBackend, _direct_io_works
+from hearthfile.blobs.backend import (
+    DIRECT_ALIGN,
+    LocalBackend,
+    SequentialWriter,
+    _direct_io_works,
+)
 
 SIZES = [0, 1, 1000, DIRECT_ALIGN, 3 * DIRECT_ALIGN + 17, 256 * 1024]
 
@@ -138,3 +143,31 @@ def test_spares_survive_a_restart_and_are_bounded(
     for name in names[:2]:
         again.add(name, b"y" * 10, "t")
     assert {again.path(n).stat().st_ino for n in names[:2]} == inodes
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_sequential_writer_keeps_every_byte_in_order(tmp_path: Path, direct: bool) -> None:
+    pieces = [os.urandom(256 * 1024), os.urandom(DIRECT_ALIGN), os.urandom(1000), b"", b"z"]
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        writer = SequentialWriter(fd, direct=direct)
+        for piece in pieces:
+            writer.write(piece)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(pieces)
+
+
+def test_sequential_writer_passes_whole_chunks_past_the_page_cache(tmp_path: Path) -> None:
+    if not _direct_io_works(str(tmp_path)):
+        pytest.skip(f"{tmp_path} does not take O_DIRECT")
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        writer = SequentialWriter(fd, direct=True)
+        writer.write(os.urandom(256 * 1024))
+        writer.write(os.urandom(100))  # a tail: buffered from here on
+    finally:
+        os.close(fd)
+    assert _resident_pages(path) <= 1  # at most the tail's page
