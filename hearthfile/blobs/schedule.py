@@ -16,7 +16,7 @@ arrival gives a delivery-rate sample (bytes the source delivered between the mom
 the request was sent, or the previous delivery if the source was already busy, and its
 arrival, divided by that interval), the window keeps the largest of the last few
 samples, and the smallest request-to-arrival time seen is the round trip. The window
-is ``window_gain`` (2) times rate x round trip, in chunks, clamped to [1,
+is ``window_gain`` (8, see its comment) times rate x round trip, in chunks, clamped to [1,
 ``max_window``]. A source that delivers slower than the window assumed yields smaller
 samples and its window shrinks; a source held back by its window yields samples near
 what it delivered and the gain doubles the window each round trip, like a slow start.
@@ -142,8 +142,13 @@ class ScheduleConfig:
     #: Half of file.read's max_concurrent (64 calls per connection): two fetches from
     #: one holder at full window still never draw ``busy``.
     max_window: int = 32
-    #: Window = gain x bandwidth-delay product; 2 keeps a source busy through jitter.
-    window_gain: float = 2.0
+    #: Window = gain x bandwidth-delay product. The round trip measured is a lone
+    #: chunk's; a run of them, read by the holder a hop at a time and stored by the
+    #: writer in groups, holds its slots several times that long. With 2, a single
+    #: holder on loopback sat idle between runs (gaps of 5-25 ms between arrivals
+    #: took half the fetch); 8 keeps it busy. Slow sources still get windows in
+    #: proportion to their rate.
+    window_gain: float = 8.0
     #: A source with requests outstanding gets more only once this share of its
     #: window is free: requests then go out in runs, one call per run.
     refill_fraction: float = 0.5

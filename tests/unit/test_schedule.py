@@ -119,7 +119,7 @@ def test_a_busy_source_is_topped_up_in_runs_once_half_its_window_is_free() -> No
 
 
 def test_a_small_refill_fraction_gives_each_free_slot_at_once() -> None:
-    s = make(10, config=ScheduleConfig(initial_window=4, refill_fraction=0.25))
+    s = make(10, config=ScheduleConfig(initial_window=4, refill_fraction=0.25, window_gain=2.0))
     s.add_source("a", 0.0)
     s.next_requests(0.0)
     s.chunk_arrived("a", 0, SIZE, 0.01)

@@ -73,8 +73,9 @@ def test_windows_follow_the_bandwidth_delay_product() -> None:
     far = SimSource("far", bandwidth_bps=100 * MB, rtt_s=0.05)
     result = run_sim([near, far], N)
     stats = result.schedule.stats()
-    assert stats["near"].window <= 4
-    # 50 ms at 100 MB/s is about 19 chunks in flight; twice that, capped at 32.
+    # 1 ms plus a chunk's transmission at 100 MB/s is about 1.5 chunks in flight...
+    assert stats["near"].window <= 1.5 * ScheduleConfig().window_gain
+    # ...and 50 ms about 19: the gain times that, capped at 32.
     assert stats["far"].window == 32
     assert result.first_by["far"] > N / 3, "a long fat link is kept busy too"
 
@@ -108,7 +109,7 @@ def test_a_holder_that_goes_silent_is_dropped_and_never_stalls_the_stream() -> N
     assert result.finished_at < ideal_s(2000, 200 * MB) * 1.05
     ready = [result.stream_done_at[i] for i in range(2000)]
     gap = max(b - a for a, b in itertools.pairwise(ready))
-    assert gap < 0.1, "in-order output never waits for a request timeout (2 s floor)"
+    assert gap < 0.25, "in-order output never waits for a request timeout (2 s floor)"
 
 
 def test_a_holder_silent_from_the_start_costs_one_hedge_not_a_timeout() -> None:
