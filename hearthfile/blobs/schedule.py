@@ -149,6 +149,10 @@ class ScheduleConfig:
     #: took half the fetch); 8 keeps it busy. Slow sources still get windows in
     #: proportion to their rate.
     window_gain: float = 8.0
+    #: Requests outstanding across all sources at once. Arrivals wait for the
+    #: writer, so this bounds a fetch's chunks in memory (64 x 256 KiB = 16 MiB)
+    #: however many sources it has.
+    max_in_flight: int = 64
     #: A source with requests outstanding gets more only once this share of its
     #: window is free: requests then go out in runs, one call per run.
     refill_fraction: float = 0.5
@@ -171,8 +175,8 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.stall_timeouts < 1 or self.rate_samples < 1:
             raise ValueError("max_attempts, stall_timeouts and rate_samples must be >= 1")
-        if not 1 <= self.initial_window <= self.max_window:
-            raise ValueError("need 1 <= initial_window <= max_window")
+        if not 1 <= self.initial_window <= self.max_window <= self.max_in_flight:
+            raise ValueError("need 1 <= initial_window <= max_window <= max_in_flight")
         if not self.window_gain >= 1.0 or not self.timeout_factor >= 1.0:
             raise ValueError("window_gain and timeout_factor must be >= 1")
         if not 0 < self.timeout_floor_s <= self.timeout_ceiling_s:
@@ -486,7 +490,11 @@ class FetchSchedule(Generic[S]):
             return requests
         full: set[S] = set()
         topping: set[S] = set()  # sources given requests in this call: fill their windows
-        while (key := self._best_source(full, topping)) is not None:
+        in_flight = sum(len(src.out) for src in self._sources.values())
+        while (
+            in_flight < self.config.max_in_flight
+            and (key := self._best_source(full, topping)) is not None
+        ):
             src = self._sources[key]
             # Copying a late head chunk keeps in-order output flowing; with another
             # order nothing waits on the head, and a copy only costs its holder.
@@ -500,6 +508,7 @@ class FetchSchedule(Generic[S]):
                 full.add(key)
                 continue
             self._send(key, src, index, now)
+            in_flight += 1
             topping.add(key)
             requests.append(Request(key, index, duplicate))
         return requests

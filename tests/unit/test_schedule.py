@@ -102,6 +102,29 @@ def test_single_source_fetches_everything_in_order() -> None:
     assert stats.throughput_bps > 0 and stats.rtt_s is not None
 
 
+def test_requests_in_flight_across_all_sources_stay_under_the_cap() -> None:
+    config = ScheduleConfig(initial_window=8, max_window=8, max_in_flight=20)
+    s = make(200, config=config)
+    for name in "abc":
+        s.add_source(name, 0.0)
+    first = s.next_requests(0.0)
+    assert len(first) == 20, "three windows of 8 would be 24"
+    assert {r.source for r in first} == set("abc")
+    now, outstanding = 0.0, list(first)
+    while s.outcome == "running":
+        now += 0.01
+        done = outstanding.pop(0)
+        s.chunk_arrived(done.source, done.index, SIZE, now)
+        outstanding += s.next_requests(now)
+        assert len(outstanding) <= 20
+    assert s.outcome == "complete"
+
+
+def test_a_window_larger_than_the_cap_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        ScheduleConfig(max_window=32, max_in_flight=16)
+
+
 def test_a_busy_source_is_topped_up_in_runs_once_half_its_window_is_free() -> None:
     s = make(40, config=ScheduleConfig(initial_window=8, max_window=8))
     s.add_source("a", 0.0)
