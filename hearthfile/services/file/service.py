@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 MANIFEST_CACHE: Final = 32
 #: Chunks read or written per worker-thread hop.
 CHUNKS_PER_HOP: Final = 8
+#: Groups of chunks one peer's reads may hold in memory at once: a peer that opens
+#: many file.read calls and never reads the answers pins 8 MiB here, not 64 calls'
+#: worth. Honest fetchers keep two or three calls to a holder going.
+GROUPS_PER_PEER: Final = 4
 
 READ = CapabilityDescriptor(
     name="file.read",
@@ -133,6 +137,7 @@ class FileService:
         self._on_stored = on_stored
         self._min_free_bytes = min_free_bytes
         self._manifests: dict[Cid, Manifest] = {}  # insertion order is recency
+        self._held: dict[NodeId, trio.CapacityLimiter] = {}
 
     def register(self, registry: Registry) -> None:
         registry.register(READ, self.handle_read)
@@ -175,10 +180,19 @@ class FileService:
             await ctx.send(item)
         for start in range(0, len(wanted), CHUNKS_PER_HOP):
             group = wanted[start : start + CHUNKS_PER_HOP]
-            chunks = await self._run(self._store.read_chunks, manifest, group)
-            for index, data in zip(group, chunks, strict=True):
-                await ctx.send({"i": index, "data": data})
+            async with self._holding(ctx.peer):
+                chunks = await self._run(self._store.read_chunks, manifest, group)
+                for index, data in zip(group, chunks, strict=True):
+                    await ctx.send({"i": index, "data": data})
         return {"chunks": len(wanted), "have": await self._run(self._have, cid)}
+
+    def _holding(self, peer: NodeId) -> trio.CapacityLimiter:
+        """The peer's ``GROUPS_PER_PEER`` places for chunks read and not yet sent
+        (kept per member: only members may read)."""
+        limiter = self._held.get(peer)
+        if limiter is None:
+            limiter = self._held[peer] = trio.CapacityLimiter(GROUPS_PER_PEER)
+        return limiter
 
     def _have(self, cid: Cid) -> list[list[int]]:
         """The chunks held, as ranges, from the index alone (asked often: no manifest
