@@ -128,15 +128,6 @@ class LocalBackend:
         self._root_s, self._tmp_s, self._spare_s = str(root), str(self.tmp), str(self.spare)
         self._spares = [f"{self._spare_s}/{n}" for n in os.listdir(self.spare)]
         self.direct_io = direct_io and _direct_io_works(self._tmp_s)
-        self._local = threading.local()  # each thread's aligned buffer
-
-    def _aligned(self, size: int) -> memoryview:
-        """This thread's page-aligned buffer, at least ``size`` bytes (kept for reuse)."""
-        buf: mmap.mmap | None = getattr(self._local, "buf", None)
-        if buf is None or len(buf) < size:
-            buf = mmap.mmap(-1, -(-size // DIRECT_ALIGN) * DIRECT_ALIGN)
-            self._local.buf = buf
-        return memoryview(buf)
 
     def path(self, name: str) -> Path:
         return Path(self._file(name))
@@ -156,9 +147,7 @@ class LocalBackend:
         view = memoryview(data).cast("B")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         if self.direct_io and view.nbytes and not view.nbytes % DIRECT_ALIGN:
-            aligned = self._aligned(view.nbytes)[: view.nbytes]
-            aligned[:] = view
-            view, flags = aligned, flags | os.O_DIRECT
+            view, flags = _aligned_copy(view), flags | os.O_DIRECT
         fd = os.open(tmp, flags, 0o644)
         try:
             while view:
@@ -176,7 +165,7 @@ class LocalBackend:
 
     def load(self, name: str, limit: int) -> memoryview:
         size = -(-limit // DIRECT_ALIGN) * DIRECT_ALIGN
-        buf = self._aligned(size)
+        buf = _thread_buffer(size)
         flags = os.O_RDONLY | (os.O_DIRECT if self.direct_io else 0)
         fd = os.open(self._file(name), flags)
         got = 0
@@ -270,35 +259,50 @@ class SequentialWriter:
 
     def __init__(self, fd: int, *, direct: bool) -> None:
         self._fd = fd
-        self._direct = direct and hasattr(os, "O_DIRECT")
-        self._buf: mmap.mmap | None = None
-        if self._direct:
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
-            except OSError:
-                self._direct = False
+        self._direct = direct and _set_direct(fd, True)
 
     def write(self, data: Buffer) -> None:
         view = memoryview(data).cast("B")
         if self._direct and view.nbytes % DIRECT_ALIGN:
-            fcntl.fcntl(
-                self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT
-            )
-            self._direct = False
+            self._direct = _set_direct(self._fd, False)
         if self._direct:
-            if self._buf is None or len(self._buf) < view.nbytes:
-                self._buf = mmap.mmap(-1, view.nbytes)
-            aligned = memoryview(self._buf)[: view.nbytes]
-            aligned[:] = view
-            view = aligned
+            view = _aligned_copy(view)
         try:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             if not (self._direct and exc.errno == errno.EINVAL):
                 raise
-            self._direct = False  # the filesystem took the flag but not the write
-            fcntl.fcntl(
-                self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT
-            )
+            # The filesystem took the flag but not the write: go on buffered.
+            self._direct = _set_direct(self._fd, False)
             self.write(view)
+
+
+_local = threading.local()
+
+
+def _thread_buffer(size: int) -> memoryview:
+    """This thread's page-aligned buffer, at least ``size`` bytes, kept for reuse: a
+    view of it is valid until the thread's next direct load, add or write."""
+    buf: mmap.mmap | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _local.buf = mmap.mmap(-1, -(-size // DIRECT_ALIGN) * DIRECT_ALIGN)
+    return memoryview(buf)
+
+
+def _aligned_copy(view: memoryview) -> memoryview:
+    aligned = _thread_buffer(view.nbytes)[: view.nbytes]
+    aligned[:] = view
+    return aligned
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for an open file; returns whether it is on."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+    except OSError:
+        return False
+    return on
