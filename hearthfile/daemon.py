@@ -249,6 +249,7 @@ async def _run(
     async def fetch_now(
         cid: Cid, span: tuple[int, int] | None, sequential: bool, progress: transfer.ProgressFn
     ) -> Manifest:
+        started = trio.current_time()
         found = await find_sources(cid)
         await advertise_partial(cid)
         try:
@@ -265,7 +266,14 @@ async def _run(
         except ServiceError as exc:
             events.emit("transfer.failed", cid=cid, code=exc.code, detail=exc.detail)
             raise
-        log.info("fetched cid=%s size=%d sources=%d span=%s", cid, manifest.size, len(found), span)
+        log.info(
+            "fetched cid=%s size=%d sources=%d span=%s seconds=%.3f",
+            cid,
+            manifest.size,
+            len(found),
+            span,
+            trio.current_time() - started,
+        )
         events.emit("transfer.done", cid=cid, size=manifest.size, sources=len(found))
         if span is None:
             announce([cid], [])

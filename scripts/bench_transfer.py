@@ -97,6 +97,7 @@ from benchbase import (
     scratch,
     write_random,
 )
+from benchfloor import run_floor_client, run_floor_server
 
 SCRIPT = os.path.abspath(__file__)
 HF = [sys.executable, "-m", "hearthfile"]
@@ -556,6 +557,9 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
         lt_make_torrent(s.blob, torrent)
     ws_server = bench.spawn_helper("_ws-server", str(s.blob), stdin=True)
     ws_port = int(_read_line(ws_server, "PORT ").split()[1])
+    source_data = str(s.s1.home / "data")
+    floor_server = bench.spawn_helper("_floor-server", source_data, s.cid, stdin=True)
+    floor_port = int(_read_line(floor_server, "PORT ").split()[1])
 
     def hf(key: str, fetcher: Node, sources: list[Node]) -> Callable[[], None]:
         def step() -> None:
@@ -581,6 +585,23 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
         told["server_cpu"] = cpu_seconds(ws_server.pid) - server_cpu
         r["ws"].append(told)
 
+    def floor() -> None:
+        os.sync()
+        server_cpu = cpu_seconds(floor_server.pid)
+        out_dir = str(bench.root / "floor-store")
+        argv = [
+            sys.executable,
+            SCRIPT,
+            "_floor-client",
+            str(floor_port),
+            source_data,
+            s.cid,
+            out_dir,
+        ]
+        told = bench.run_helper(argv)
+        told["server_cpu"] = cpu_seconds(floor_server.pid) - server_cpu
+        r["floor"].append(told)
+
     def lt(seeders: int) -> Callable[[], None]:
         def step() -> None:
             dl = bench.root / "lt-dl"
@@ -599,7 +620,7 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
 
         return step
 
-    steps = [ws, hf("hf1", s.f1, [s.s1]), hf("hf3", s.f3, s.holders)]
+    steps = [ws, floor, hf("hf1", s.f1, [s.s1]), hf("hf3", s.f3, s.holders)]
     if lt_mode is not None:
         steps += [lt(1), lt(3)]
     idle = {n.name: status_kib(n.pid, "VmRSS") for n in (s.f1, s.f3)}
@@ -607,6 +628,7 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
         rotate(i, steps)
         print(f"  round {i + 1}/{rounds} done", file=sys.stderr, flush=True)
     hwm = {n.name: status_kib(n.pid, "VmHWM") for n in (s.f1, s.f3)}
+    _terminate(floor_server)  # it holds S1's store open, read-only
     return {"steps": r, "idle_rss_kib": idle, "hwm_kib": hwm}
 
 
@@ -846,14 +868,19 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
         rate[key] = rates
         table.append((label, f"{med(rates):,.0f}", f"({spread(rates)})", cpu, rss))
 
-    ws = steps["ws"]
-    row(
-        "bare trio-websocket S->C, plain",
-        "ws",
-        [mbps(t["seconds"]) for t in ws],
-        f"{med([t['cpu'] for t in ws]) / gb:.2f} | {med([t['server_cpu'] for t in ws]) / gb:.2f}",
-        f"{med([t['rss_kib'] for t in ws]) / 1000:.0f} MB",
-    )
+    for key, label in (
+        ("ws", "bare trio-websocket S->C, plain"),
+        ("floor", "floor: wire + store, no protocol"),
+    ):
+        runs = steps[key]
+        row(
+            label,
+            key,
+            [mbps(t["seconds"]) for t in runs],
+            f"{med([t['cpu'] for t in runs]) / gb:.2f} | "
+            f"{med([t['server_cpu'] for t in runs]) / gb:.2f}",
+            f"{med([t['rss_kib'] for t in runs]) / 1000:.0f} MB",
+        )
     for key, label in (("hf1", "1 source"), ("hf3", "3 sources")):
         got: list[Fetch] = steps[key]
         cpu = f"{med([f.cpu for f in got]) / gb:.2f} | {med([f.source_cpu for f in got]) / gb:.2f}"
@@ -896,12 +923,15 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
             f">= {GOAL_VS_LT}x (stretch {STRETCH_VS_LT}x)",
             at_least(GOAL_VS_LT),
         )
+        ratio("floor / lt 1 seeder", "floor", "lt1", f"(hf's goal: >= {GOAL_VS_LT}x)")
         ratio("hf get -o FILE 1 src / lt 1 seeder", "hf1_get", "lt1")
         ratio("hf fetch 3 src / lt 3 seeders", "hf3", "lt3")
         ratio("lt 3 seeders / lt 1 seeder", "lt3", "lt1")
     ratio("hf fetch 3 src / 1 src", "hf3", "hf1", f">= {GOAL_3_VS_1}x", at_least(GOAL_3_VS_1))
     ratio("hf get 3 src / 1 src", "hf3_get", "hf1_get")
     ratio("hf fetch 1 src / bare websocket", "hf1", "ws", "~0.35-0.45x (notes)")
+    ratio("hf fetch 1 src / floor", "hf1", "floor")
+    ratio("floor / bare websocket", "floor", "ws")
     cpu1 = med([f.cpu for f in steps["hf1"]]) / gb
     cpu3 = med([f.cpu for f in steps["hf3"]]) / gb
     checks.append(("fetcher CPU s/GB, 3 src vs 1 src", f"{cpu3:.2f} vs {cpu1:.2f}", "", "", ""))
@@ -1055,6 +1085,10 @@ def orchestrate(args: argparse.Namespace) -> None:
 MODES: dict[str, Callable[..., None]] = {
     "_ws-server": lambda path: trio.run(run_file_server, path),
     "_ws-client": lambda port, way, path: trio.run(run_file_client, int(port), way, path),
+    "_floor-server": lambda data_dir, cid: trio.run(run_floor_server, data_dir, cid),
+    "_floor-client": lambda port, source, cid, out: trio.run(
+        run_floor_client, int(port), source, cid, out
+    ),
     "_lt-seed": lt_seed,
     "_lt-leech": lt_leech,
 }
