@@ -80,6 +80,7 @@ from benchbase import (
     scratch,
     write_random,
 )
+from benchfloor import run_floor_client, run_floor_server
 
 SMALL_BYTES = 4 * 1024
 START_TIMEOUT_S = 30.0
@@ -187,9 +188,10 @@ class Bench:
         cpu = lived + self.children_cpu() - children
         return Timing(wall, cpu, float(told["seconds"]), lived + float(told["cpu"]))
 
-    def spawn_ws_server(self, path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    def spawn_server(self, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+        """A helper server (``_ws-server PATH``, ``_floor-server DATA CID``) and its port."""
         proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "_ws-server", str(path)],
+            [sys.executable, os.path.abspath(__file__), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=self.env,
@@ -301,8 +303,9 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         home_b,
     )
     cid = bench.hf(home_a, "add", str(blob)).strip().splitlines()[-1]
-    _, ws_port = bench.spawn_ws_server(blob)
-    nodes = Nodes(home_a, home_b, id_a, cid, str(ws_port), blob)
+    _, ws_port = bench.spawn_server("_ws-server", str(blob))
+    _, floor_port = bench.spawn_server("_floor-server", str(home_a / "data"), cid)
+    nodes = Nodes(home_a, home_b, id_a, cid, str(ws_port), str(floor_port), blob)
     get_steps, sink = measure_get(bench, nodes, args.rounds)
     results: dict[str, Any] = {"bulk": {**get_steps, **measure_push(bench, nodes, args.rounds)}}
     results["get_output"] = sink
@@ -317,6 +320,7 @@ class Nodes:
     id_a: str
     cid: str  #: the bulk blob, held by A
     ws_port: str  #: the baseline server's
+    floor_port: str  #: the floor's sender's (benchfloor.py)
     blob: Path  #: the bulk blob's bytes
 
 
@@ -345,6 +349,10 @@ def measure_get(bench: Bench, n: Nodes, rounds: int) -> tuple[Steps, str]:
         r["fetch"].append(bench.timed_helper("_node-call", str(n.home_b), "fetch", n.cid))
         bench.hf(n.home_b, "rm", n.cid)
 
+    def floor() -> None:
+        args = (n.floor_port, str(n.home_a / "data"), n.cid, str(bench.root / "floor-store"))
+        r["floor"].append(bench.timed_helper("_floor-client", *args))
+
     def disk() -> None:
         """The disk's own pace for the same bytes: copy the blob, one fsync."""
         os.sync()
@@ -357,7 +365,7 @@ def measure_get(bench: Bench, n: Nodes, rounds: int) -> tuple[Steps, str]:
         out.unlink()
 
     for i in range(rounds):
-        alternate(i, ws_down, get, fetch, disk)
+        alternate(i, ws_down, get, fetch, floor, disk)
     return r, sink
 
 
@@ -495,6 +503,8 @@ def report(args: argparse.Namespace, root: Path, results: dict[str, Any], load: 
     bulk("  its request..last byte", "ws_down", None, inner=True)
     bulk(f"get -o {results['get_output']}, whole CLI process", "get", "ws_down")
     bulk("  node.fetch call alone (into B's store)", "fetch", "ws_down", inner=True)
+    bulk("floor: wire + store, no protocol (benchfloor)", "floor", "ws_down", inner=True)
+    bulk("  node.fetch call alone / floor", "fetch", "floor", inner=True)
     disk = [size / t.wall / 1e6 for t in bulk_steps["disk"]]
     rows.append(
         ("disk: same bytes copied, one fsync", f"{med(disk):,.0f}", "", "", _spread(disk, 0))
@@ -603,6 +613,10 @@ MODES: dict[str, Callable[..., Any]] = {
     "_cli": run_cli_limited,
     "_ws-server": lambda path: trio.run(run_file_server, path),
     "_ws-client": lambda port, way, path: trio.run(run_file_client, int(port), way, path),
+    "_floor-server": lambda data_dir, cid: trio.run(run_floor_server, data_dir, cid),
+    "_floor-client": lambda port, source, cid, out: trio.run(
+        run_floor_client, int(port), source, cid, out
+    ),
     "_node-call": lambda home, op, cid, target=None: trio.run(run_node_call, home, op, cid, target),
 }
 
