@@ -205,6 +205,9 @@ class BlobStore:
             data_dir / "index.sqlite3", check_same_thread=False, isolation_level=None
         )
         self._mutex = threading.RLock()
+        #: Counts this process's committed index changes: a value read before a
+        #: query still equal afterwards means the answer is still current.
+        self.generation = 0
         self._writing: Counter[str] = Counter()
         self._batch_ids = itertools.count()
         if readonly:
@@ -226,6 +229,7 @@ class BlobStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self.generation += 1
 
     def close(self) -> None:
         with self._mutex:

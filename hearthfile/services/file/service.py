@@ -137,6 +137,8 @@ class FileService:
         self._on_stored = on_stored
         self._min_free_bytes = min_free_bytes
         self._manifests: dict[Cid, Manifest] = {}  # insertion order is recency
+        #: Have-maps of partial blobs, with the store generation they were read at.
+        self._partial_haves: dict[Cid, tuple[int, list[list[int]]]] = {}
         self._held: dict[NodeId, trio.CapacityLimiter] = {}
 
     def register(self, registry: Registry) -> None:
@@ -202,8 +204,18 @@ class FileService:
         count = info.chunk_count
         if info.complete:  # the usual answer, without a pass over the blob's chunks
             return [[0, count]] if count else []
-        missing = set(self._store.missing_chunks(cid))
-        return to_ranges(i for i in range(count) if i not in missing)[:MAX_RANGES_PER_ITEM]
+        # A swarm asks for a partial blob's have-map many times a second, and it
+        # changes only when the store commits: one pass over its chunks per commit.
+        generation = self._store.generation
+        cached = self._partial_haves.pop(cid, None)
+        if cached is None or cached[0] != generation:
+            missing = set(self._store.missing_chunks(cid))
+            held = to_ranges(i for i in range(count) if i not in missing)
+            cached = (generation, held[:MAX_RANGES_PER_ITEM])
+        self._partial_haves[cid] = cached
+        while len(self._partial_haves) > MANIFEST_CACHE:
+            del self._partial_haves[next(iter(self._partial_haves))]
+        return cached[1]
 
     def _remember(self, manifest: Manifest) -> None:
         """Keep recently read manifests: fetchers ask for runs of chunks of the same
