@@ -47,7 +47,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -285,6 +285,18 @@ class BlobStore:
                 self._db.execute("SELECT 1 FROM chunks WHERE cid = ?", (cid,)).fetchone()
                 is not None
             )
+
+    def present_chunks(self, cids: Iterable[Cid]) -> set[Cid]:
+        """Which of ``cids`` the index holds, in one query."""
+        wanted = list(cids)
+        found: set[Cid] = set()
+        with self._mutex:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(f"SELECT cid FROM chunks WHERE cid IN ({marks})", part)
+                found.update(Cid(row[0]) for row in rows)
+        return found
 
     def has_blob(self, cid: Cid) -> bool:
         """True only when the manifest and every chunk are committed."""
@@ -802,15 +814,26 @@ class WriteBatch:
 
     def write_verified_chunk(self, cid: Cid, data: Buffer) -> None:
         """Store a chunk whose CID the caller has just computed from ``data``."""
-        if cid in self._chunks:
+        self.write_verified_chunks([(cid, data)])
+
+    def write_verified_chunks(self, chunks: Sequence[tuple[Cid, Buffer]]) -> None:
+        """Store chunks whose CIDs the caller has just computed from their bytes, with
+        one index lookup and one journal write for them all."""
+        fresh: dict[Cid, Buffer] = {}
+        for cid, data in chunks:
+            if cid not in self._chunks:
+                self._chunks[cid] = len(data)
+                fresh[cid] = data
+        if not fresh:
             return
         store = self._store
         with store._mutex:
-            store._writing[cid] += 1
-        self._chunks[cid] = len(data)
-        if store.has_chunk(cid):
-            return
-        self._write_file(hex_of(cid), data)
+            store._writing.update(fresh.keys())
+        present = store.present_chunks(fresh)
+        names = [(hex_of(cid), data) for cid, data in fresh.items() if cid not in present]
+        self._journal.note_all(name for name, _ in names)
+        for name, data in names:
+            self._write_noted(name, data)
 
     def write_manifest(self, manifest: Manifest, *, pin: bool) -> None:
         encoded = manifest.encode()
@@ -819,6 +842,9 @@ class WriteBatch:
 
     def _write_file(self, name: str, data: Buffer) -> None:
         self._journal.note_all([name])
+        self._write_noted(name, data)
+
+    def _write_noted(self, name: str, data: Buffer) -> None:
         self._written.append(name)
         self.bytes_written += len(data)
         try:

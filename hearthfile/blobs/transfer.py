@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.chunker import BlobError, Manifest, verify_chunk
 from hearthfile.blobs.fileproto import (
     ManifestReceiver,
     bad,
@@ -455,13 +455,11 @@ class _ScheduledFetch:
                 await trio.to_thread.run_sync(batch.commit)
 
     def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
-        good = []
-        for _node, index, data in group:
-            cid = self.manifest.chunks[index]
-            ok = cid_of(data) == cid
-            if ok:
-                batch.write_verified_chunk(cid, data)
-            good.append(ok)
+        chunks = self.manifest.chunks
+        good = [cid_of(data) == chunks[index] for _node, index, data in group]
+        batch.write_verified_chunks(
+            [(chunks[index], data) for (_n, index, data), ok in zip(group, good, strict=True) if ok]
+        )
         return good
 
 
@@ -540,15 +538,19 @@ class ChunkSink:
             self._on_stored(group)
 
     def _write(self, group: list[tuple[int, bytes]]) -> None:
+        verified = []
         for index, data in group:
             try:
-                self._batch.write_chunk(self._manifest.chunks[index], data)
+                verify_chunk(data, self._manifest.chunks[index])
             except BlobError as exc:
-                if exc.code == "hash_mismatch":
-                    raise ServiceError("bad_request", f"chunk {index}: {exc.detail}") from None
-                if exc.code == "disk_full":
-                    raise ServiceError("capacity_exceeded", "disk full") from None
-                raise
+                raise ServiceError("bad_request", f"chunk {index}: {exc.detail}") from None
+            verified.append((self._manifest.chunks[index], data))
+        try:
+            self._batch.write_verified_chunks(verified)
+        except BlobError as exc:
+            if exc.code == "disk_full":
+                raise ServiceError("capacity_exceeded", "disk full") from None
+            raise
 
 
 # -- push --------------------------------------------------------------------------

@@ -191,6 +191,20 @@ def test_partial_blob_resume(store: BlobStore) -> None:
     assert store.complete_blob(m.cid) and store.has_blob(m.cid)
 
 
+def test_a_group_of_chunks_writes_each_missing_one_once(store: BlobStore) -> None:
+    m, chunks = chunk_blob(payload(3 * CS, 6))
+    store.begin_blob(m)
+    store.write_chunk(m.chunks[0], chunks[0])
+    held = chunk_path(store, m.chunks[0]).stat().st_ino
+    group = [(m.chunks[i], chunks[i]) for i in (0, 1, 2, 1)]  # one held, one twice
+    with store.batch() as batch:
+        batch.write_verified_chunks(group)
+        assert batch.bytes_written == 2 * CS
+    assert chunk_path(store, m.chunks[0]).stat().st_ino == held  # not rewritten
+    assert store.present_chunks(m.chunks) == set(m.chunks)
+    assert store.complete_blob(m.cid) and read_all(store, m.cid) == b"".join(chunks)
+
+
 def test_one_writer_process(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "d")
     with pytest.raises(StoreLocked) as err:
