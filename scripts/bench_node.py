@@ -22,7 +22,10 @@ level ``trusted``. Everything is driven through the real CLI, as separate proces
    isolates the fetch: a small driver process makes the same ``node.fetch`` call the CLI
    makes and times that call alone. Between steps the blob is removed from B
    (``hearthfile rm``) so it is fetched again. A third step times the disk alone: the
-   same bytes copied to a file on the scratch disk with one fsync.
+   same bytes copied to a file on the scratch disk with one fsync. A fourth, the floor
+   (``benchfloor.py``), moves the blob from A's store into a bare store backend with the
+   same cipher framing, checks and chunk files but no protocol: what any fetch of this
+   design in Python must pay, timed inside its receiver.
    Baseline: a bare, unencrypted trio-websocket server process sending the same file as
    256 KiB binary messages to a client process (1 MiB receive buffer) that discards them;
    timed from spawn to exit of the client, and inside it from request to last byte.

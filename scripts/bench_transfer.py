@@ -31,6 +31,13 @@ Phase 1, interleaved round by round (the order of the steps rotates every round,
 - ``ws``: a bare, unencrypted trio-websocket server process sends the same file as
   256 KiB binary messages to a client process (1 MiB receive buffer) that discards
   them, server -> client as in a fetch; timed inside the client, request to last byte.
+- ``floor``: the floor of this design in Python (``benchfloor.py``): a sender process
+  reads the blob's chunks from S1's store as a source daemon does and sends each as one
+  msgpack map, encrypted as the secure channel does, as one websocket message; a
+  receiver process decrypts, unpacks, checks each chunk against its CID and writes it
+  with the store's backend, then flushes once. No requests, credit, schedule or index:
+  only what any fetch of this wire format into this store layout must pay. Timed inside
+  the receiver, request to flush.
 - ``lt 1 seed`` / ``lt 3 seed``: libtorrent (PyPI ``libtorrent``) moves the same file
   from 1 or 3 seeder processes to a leecher process: a v1 torrent with 256 KiB pieces,
   no trackers, DHT/LSD/UPnP/NAT-PMP/uTP off, seeders in seed mode, the leecher
