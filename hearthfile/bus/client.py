@@ -41,6 +41,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from hearthfile.bus import wsmask
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.handshake import (
     Handshake,
@@ -51,6 +52,8 @@ from hearthfile.bus.handshake import (
 from hearthfile.config import Address
 from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError
 from hearthfile.identity import NodeId, NodeKey
+
+wsmask.install()  # bulk data a client sends is masked in numpy, not in Python
 
 logger = logging.getLogger(__name__)
 

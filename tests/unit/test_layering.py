@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[2] / "hearthfile"
 PURE = [
     "cids.py", "identity.py", "blobs/chunker.py", "blobs/fileproto.py", "blobs/schedule.py",
     "bus/frames.py", "bus/noise.py", "bus/handshake.py", "bus/capability.py", "bus/channel.py",
-    "bus/session.py", "gossip/records.py", "gossip/protocol.py", "gossip/index.py",
+    "bus/session.py", "bus/wsmask.py", "gossip/records.py", "gossip/protocol.py", "gossip/index.py",
     "gossip/sim.py", "gossip/messages.py", "gossip/origins.py", "gossip/publisher.py",
     "gossip/sim_hostile.py", "gossip/sim_scenarios.py",
 ]
