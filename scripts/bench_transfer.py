@@ -584,30 +584,22 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
 
         return step
 
-    def ws() -> None:
-        os.sync()
-        server_cpu = cpu_seconds(ws_server.pid)
-        argv = [sys.executable, SCRIPT, "_ws-client", str(ws_port), "down", str(s.blob)]
-        told = bench.run_helper(argv)
-        told["server_cpu"] = cpu_seconds(ws_server.pid) - server_cpu
-        r["ws"].append(told)
+    def baseline(key: str, server: subprocess.Popen[str], *args: str) -> Callable[[], None]:
+        """A step timing one client helper against a running baseline server."""
 
-    def floor() -> None:
-        os.sync()
-        server_cpu = cpu_seconds(floor_server.pid)
-        out_dir = str(bench.root / "floor-store")
-        argv = [
-            sys.executable,
-            SCRIPT,
-            "_floor-client",
-            str(floor_port),
-            source_data,
-            s.cid,
-            out_dir,
-        ]
-        told = bench.run_helper(argv)
-        told["server_cpu"] = cpu_seconds(floor_server.pid) - server_cpu
-        r["floor"].append(told)
+        def step() -> None:
+            os.sync()
+            server_cpu = cpu_seconds(server.pid)
+            told = bench.run_helper([sys.executable, SCRIPT, *args])
+            told["server_cpu"] = cpu_seconds(server.pid) - server_cpu
+            r[key].append(told)
+
+        return step
+
+    ws = baseline("ws", ws_server, "_ws-client", str(ws_port), "down", str(s.blob))
+    floor_dir = str(bench.root / "floor-store")
+    floor_args = ("_floor-client", str(floor_port), source_data, s.cid, floor_dir)
+    floor = baseline("floor", floor_server, *floor_args)
 
     def lt(seeders: int) -> Callable[[], None]:
         def step() -> None:

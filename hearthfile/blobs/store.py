@@ -280,11 +280,7 @@ class BlobStore:
         return row is not None
 
     def has_chunk(self, cid: Cid) -> bool:
-        with self._mutex:
-            return (
-                self._db.execute("SELECT 1 FROM chunks WHERE cid = ?", (cid,)).fetchone()
-                is not None
-            )
+        return bool(self.present_chunks([cid]))
 
     def present_chunks(self, cids: Iterable[Cid]) -> set[Cid]:
         """Which of ``cids`` the index holds, in one query."""

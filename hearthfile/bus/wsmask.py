@@ -42,7 +42,7 @@ class Masker:
     def process(self, data: bytes | bytearray) -> bytearray:
         size = len(data)
         if size < BULK_BYTES:
-            out = _WSPROTO_MASKER(self._key).process(bytearray(data))
+            out = _WSPROTO_MASKER(self._key).process(data)  # type: ignore[arg-type]
         else:
             out = bytearray(data)
             np = _numpy()

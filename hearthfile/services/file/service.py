@@ -207,23 +207,18 @@ class FileService:
         # A swarm asks for a partial blob's have-map many times a second, and it
         # changes only when the store commits: one pass over its chunks per commit.
         generation = self._store.generation
-        cached = self._partial_haves.pop(cid, None)
+        cached = self._partial_haves.get(cid)
         if cached is None or cached[0] != generation:
             missing = set(self._store.missing_chunks(cid))
             held = to_ranges(i for i in range(count) if i not in missing)
             cached = (generation, held[:MAX_RANGES_PER_ITEM])
-        self._partial_haves[cid] = cached
-        while len(self._partial_haves) > MANIFEST_CACHE:
-            del self._partial_haves[next(iter(self._partial_haves))]
+        _keep_recent(self._partial_haves, cid, cached)
         return cached[1]
 
     def _remember(self, manifest: Manifest) -> None:
         """Keep recently read manifests: fetchers ask for runs of chunks of the same
         blob many times, and a large manifest costs milliseconds to read and check."""
-        self._manifests.pop(manifest.cid, None)
-        self._manifests[manifest.cid] = manifest
-        while len(self._manifests) > MANIFEST_CACHE:
-            del self._manifests[next(iter(self._manifests))]
+        _keep_recent(self._manifests, manifest.cid, manifest)
 
     def _chunk_or_none(self, cid: Cid) -> bytes | None:
         """The chunk's bytes, or None when ``cid`` is not a chunk held here."""
@@ -314,3 +309,12 @@ class FileService:
                 f"storing {incoming} bytes would leave less than {self._min_free_bytes} free",
             )
         return missing
+
+
+def _keep_recent(cache: dict[Cid, Any], key: Cid, value: Any) -> None:
+    """Put ``key`` last in ``cache`` (insertion order is recency); drop the oldest
+    entries beyond ``MANIFEST_CACHE``."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > MANIFEST_CACHE:
+        del cache[next(iter(cache))]
