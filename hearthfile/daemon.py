@@ -29,6 +29,7 @@ import trio
 from hearthfile import __version__
 from hearthfile.blobs import transfer
 from hearthfile.blobs.chunker import Manifest
+from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
 from hearthfile.bus.capability import Registry, TrustLevel
 from hearthfile.bus.channel import ChannelLimits
@@ -348,7 +349,7 @@ async def _run(
         return rows
 
     FileService(
-        store,
+        AsyncStore(store),
         record_sources=lambda node, cids: sources.record(node, cids, time.time()),
         on_stored=lambda cid: announce([cid], []),
         min_free_bytes=config.file.min_free_bytes,

@@ -20,6 +20,7 @@ import trio
 
 from hearthfile.blobs import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.facade import service_error
 from hearthfile.blobs.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
@@ -114,10 +115,9 @@ class NodeService:
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
-        except BlobError as exc:
-            code = "not_found" if exc.code == "not_found" else "internal"
-            raise ServiceError(code, exc.detail if code == "not_found" else str(exc)) from None
-        except (PinnedError, ops.PathError) as exc:
+        except (BlobError, PinnedError) as exc:
+            raise service_error(exc) from None
+        except ops.PathError as exc:
             raise ServiceError("bad_request", str(exc)) from None
 
     async def status(self, ctx: CallContext) -> dict[str, Any]:

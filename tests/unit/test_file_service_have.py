@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, chunk_blob
+from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
 from hearthfile.bus.capability import TrustLevel
 from hearthfile.identity import NodeKey
@@ -36,7 +37,7 @@ async def test_partial_have_map_is_read_once_per_commit_and_follows_changes(
         return real_missing(cid)
 
     store.missing_chunks = counting_missing  # type: ignore[method-assign]
-    service = FileService(store, record_sources=lambda node, cids: None)
+    service = FileService(AsyncStore(store), record_sources=lambda node, cids: None)
 
     async def have() -> Any:
         return (await service.handle_read(Caller({"cid": manifest.cid, "have": True})))["have"]

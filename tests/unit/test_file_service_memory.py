@@ -10,6 +10,7 @@ from typing import Any
 import trio
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest
+from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
 from hearthfile.bus.capability import TrustLevel
 from hearthfile.identity import NodeId, NodeKey
@@ -46,7 +47,7 @@ async def test_a_peer_that_never_reads_pins_a_bounded_number_of_groups(tmp_path:
         return real_read(m, indices)
 
     store.read_chunks = counting_read  # type: ignore[method-assign]
-    service = FileService(store, record_sources=lambda node, cids: None)
+    service = FileService(AsyncStore(store), record_sources=lambda node, cids: None)
     hostile, other = NodeKey.generate().node_id, NodeKey.generate().node_id
     calls = 3 * GROUPS_PER_PEER
     args = {"cid": manifest.cid, "manifest": False}

@@ -22,7 +22,8 @@ from typing import Any, Final
 
 import trio
 
-from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.chunker import Manifest
+from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.fileproto import (
     MAX_ADVERTISE_CIDS,
     MAX_LIST_LIMIT,
@@ -38,7 +39,6 @@ from hearthfile.blobs.fileproto import (
     want_int,
     want_map,
 )
-from hearthfile.blobs.store import BlobStore
 from hearthfile.blobs.transfer import ChunkSink
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.cids import Cid
@@ -126,7 +126,7 @@ BLOB_ONLY_KEYS: Final = frozenset({"chunks", "range", "manifest", "have"})
 class FileService:
     def __init__(
         self,
-        store: BlobStore,
+        store: AsyncStore,
         *,
         record_sources: Callable[[NodeId, list[Cid]], None],
         on_stored: Callable[[Cid], None] = lambda cid: None,
@@ -147,19 +147,6 @@ class FileService:
         registry.register(ADVERTISE, self.handle_advertise)
         registry.register(PUT, self.handle_put)
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Blocking store work in a worker thread; store errors mapped to wire codes."""
-        try:
-            return await trio.to_thread.run_sync(fn, *args)
-        except BlobError as exc:
-            if exc.code in ("not_found", "hash_mismatch"):
-                raise ServiceError("not_found", exc.detail) from None
-            if exc.code == "disk_full":
-                raise ServiceError("capacity_exceeded", "disk full") from None
-            if exc.code == "manifest_invalid":
-                raise bad(exc.detail) from None
-            raise ServiceError("internal", "storage error") from exc
-
     # -- file.read -------------------------------------------------------------
 
     async def handle_read(self, ctx: CallContext) -> dict[str, Any]:
@@ -167,12 +154,12 @@ class FileService:
         cid = want_cid(args.get("cid"))
         # A blob-only key makes it a blob read: no chunk lookup, no thread hop for it.
         if not BLOB_ONLY_KEYS & args.keys():
-            data = await self._run(self._chunk_or_none, cid)  # one hop per chunk read
+            data = await self._store.run(self._chunk_or_none, cid)  # one hop per chunk read
             if data is not None:
                 return {"data": data}
         if args.get("have") is True:
-            return {"have": await self._run(self._have, cid)}
-        manifest = self._manifests.get(cid) or await self._run(self._store.read_manifest, cid)
+            return {"have": await self._store.run(self._have, cid)}
+        manifest = self._manifests.get(cid) or await self._store.read_manifest(cid)
         self._remember(manifest)
         wanted = read_selection(args, manifest)
         encoded = manifest.encode() if args.get("manifest", True) is not False else b""
@@ -183,10 +170,10 @@ class FileService:
         for start in range(0, len(wanted), CHUNKS_PER_HOP):
             group = wanted[start : start + CHUNKS_PER_HOP]
             async with self._holding(ctx.peer):
-                chunks = await self._run(self._store.read_chunks, manifest, group)
+                chunks = await self._store.read_chunks(manifest, group)
                 for index, data in zip(group, chunks, strict=True):
                     await ctx.send({"i": index, "data": data})
-        return {"chunks": len(wanted), "have": await self._run(self._have, cid)}
+        return {"chunks": len(wanted), "have": await self._store.run(self._have, cid)}
 
     def _holding(self, peer: NodeId) -> trio.CapacityLimiter:
         """The peer's ``GROUPS_PER_PEER`` places for chunks read and not yet sent
@@ -200,16 +187,17 @@ class FileService:
         """The chunks held, as ranges, from the index alone (asked often: no manifest
         read, no access-time write). Lets a fetcher draw on a holder that is itself
         still fetching (swarming)."""
-        info = self._store.stat(cid)
+        store = self._store.sync
+        info = store.stat(cid)
         count = info.chunk_count
         if info.complete:  # the usual answer, without a pass over the blob's chunks
             return [[0, count]] if count else []
         # A swarm asks for a partial blob's have-map many times a second, and it
         # changes only when the store commits: one pass over its chunks per commit.
-        generation = self._store.generation
+        generation = store.generation
         cached = self._partial_haves.get(cid)
         if cached is None or cached[0] != generation:
-            missing = set(self._store.missing_chunks(cid))
+            missing = set(store.missing_chunks(cid))
             held = to_ranges(i for i in range(count) if i not in missing)
             cached = (generation, held[:MAX_RANGES_PER_ITEM])
         _keep_recent(self._partial_haves, cid, cached)
@@ -222,7 +210,8 @@ class FileService:
 
     def _chunk_or_none(self, cid: Cid) -> bytes | None:
         """The chunk's bytes, or None when ``cid`` is not a chunk held here."""
-        return self._store.read_chunk(cid) if self._store.has_chunk(cid) else None
+        store = self._store.sync
+        return store.read_chunk(cid) if store.has_chunk(cid) else None
 
     # -- file.list / file.advertise -------------------------------------------
 
@@ -234,10 +223,8 @@ class FileService:
             raise bad("prefix and after are text (at most a CID long)")
         limit = want_int(args.get("limit", MAX_LIST_LIMIT), "limit", 1, MAX_LIST_LIMIT)
         partial = args.get("partial", False) is True
-        infos = await self._run(
-            lambda: self._store.list_cids(
-                prefix, after=after[:71], limit=limit + 1, complete_only=not partial
-            )
+        infos = await self._store.list_cids(
+            prefix, after=after[:71], limit=limit + 1, complete_only=not partial
         )
         more = len(infos) > limit
         items = [
@@ -275,15 +262,15 @@ class FileService:
         manifest = Manifest(
             manifest.size, manifest.chunk_size, manifest.chunks, manifest.content, name, mime
         )
-        missing = await self._run(self._prepare_put, manifest)
+        missing = await self._store.run(self._prepare_put, manifest)
         for item in range_items(to_ranges(missing), "missing"):
             await ctx.send(item)
         await ctx.send_end()
-        async with ChunkSink(self._store, manifest, set(missing)) as sink:
+        async with ChunkSink(self._store.sync, manifest, set(missing)) as sink:
             async for item in incoming:
                 await sink.accept(item)
         stored = sink.stored
-        if not await self._run(self._store.complete_blob, cid):
+        if not await self._store.complete_blob(cid):
             raise bad("stream ended before every missing chunk was sent")
         log.info(
             "put stored blob %s from %s (%d chunks sent, %d skipped)",
@@ -297,7 +284,7 @@ class FileService:
 
     def _prepare_put(self, manifest: Manifest) -> list[int]:
         """Record the manifest as a partial blob; refuse if the disk would run low."""
-        store = self._store
+        store = self._store.sync
         if not store.has_blob(manifest.cid):
             store.begin_blob(manifest)
         missing = store.missing_chunks(manifest.cid)
