@@ -4,14 +4,20 @@ Fed by file.advertise calls and by gossip; read by the transfer path to pick
 sources. Entries expire: a node that stops refreshing what it holds ages out.
 Memory is bounded twice over, because every entry comes from a peer: at most
 ``max_cids_per_source`` CIDs per source node and ``max_entries`` in all; past
-either bound the stalest entries of that source (or of all) are dropped. An
-entry costs about 250 bytes (a 71-character CID string shared between the two
-maps, a NodeId, two floats and dict overhead), so the default 1,000,000-entry
-cap keeps the index near 250 MB in the worst case and far less in practice.
+either bound the stalest entries of that source (or of all) are dropped.
+
+Every operation costs O(1) per CID it touches, whatever the index holds: the
+entries are kept in two age orders (one per source, one overall) as ordered
+dicts, so the stalest entry is found and dropped in constant time. (A plain dict
+is no good here: dropping its first key again and again makes ``next(iter(d))``
+walk the dead slots, O(n) per call.) An entry costs at most
+``ENTRY_BYTES_BOUND`` bytes (measured by tests/unit/test_source_index.py), so
+the default cap keeps the index under ``MAX_ENTRIES * ENTRY_BYTES_BOUND``.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -21,7 +27,11 @@ from hearthfile.identity import NodeId
 
 DEFAULT_TTL_S: Final = 600.0
 DEFAULT_MAX_CIDS_PER_SOURCE: Final = 100_000
-DEFAULT_MAX_ENTRIES: Final = 1_000_000
+#: Upper bound of one entry's memory (its own CID string included), checked by a
+#: test (about 460 bytes measured on CPython 3.12).
+ENTRY_BYTES_BOUND: Final = 512
+#: At most 256 MiB of index whatever peers send.
+DEFAULT_MAX_ENTRIES: Final = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +53,33 @@ class SourceIndex:
         self.max_cids_per_source = max_cids_per_source
         self.max_entries = max_entries
         self._by_cid: dict[Cid, dict[NodeId, Source]] = {}
-        self._by_node: dict[NodeId, dict[Cid, float]] = {}
-        self._entries = 0
+        self._by_node: dict[NodeId, OrderedDict[Cid, None]] = {}
+        # Every (node, cid) entry, stalest first; also the expiry order (one TTL).
+        self._age: OrderedDict[tuple[NodeId, Cid], Source] = OrderedDict()
 
     def __len__(self) -> int:
-        return self._entries
+        return len(self._age)
 
     def record(self, node: NodeId, cids: Iterable[Cid], now: float) -> None:
         """``node`` holds ``cids`` as of ``now``."""
-        held = self._by_node.setdefault(node, {})
+        self.expire(now)
         source = Source(node, now, now + self.ttl_s)
+        held = self._by_node.get(node)
         for cid in cids:
-            holders = self._by_cid.setdefault(cid, {})
-            if node not in holders:
-                self._entries += 1
-            holders[node] = source
-            held.pop(cid, None)
-            held[cid] = now  # re-insert: dict order is age order
-        self._trim(node)
+            if held is None:
+                held = self._by_node[node] = OrderedDict()
+            self._by_cid.setdefault(cid, {})[node] = source
+            held[cid] = None
+            held.move_to_end(cid)
+            key = (node, cid)
+            self._age[key] = source
+            self._age.move_to_end(key)
+            if len(held) > self.max_cids_per_source:
+                self._drop(node, next(iter(held)))
+            if len(self._age) > self.max_entries:
+                self._drop(*next(iter(self._age)))
+            if node not in self._by_node:  # the cap dropped this source's last entry
+                held = None
 
     def withdraw(self, node: NodeId, cids: Iterable[Cid]) -> None:
         for cid in cids:
@@ -78,33 +97,23 @@ class SourceIndex:
 
     def expire(self, now: float) -> int:
         """Drop every entry past its expiry; returns how many."""
-        dead = [
-            (s.node, cid)
-            for cid, holders in self._by_cid.items()
-            for s in holders.values()
-            if s.expires_at <= now
-        ]
-        for node, cid in dead:
-            self._drop(node, cid)
-        return len(dead)
-
-    def _trim(self, node: NodeId) -> None:
-        held = self._by_node[node]
-        while len(held) > self.max_cids_per_source:
-            self._drop(node, next(iter(held)))
-        while self._entries > self.max_entries:
-            oldest_node = min(self._by_node, key=lambda n: next(iter(self._by_node[n].values())))
-            self._drop(oldest_node, next(iter(self._by_node[oldest_node])))
+        dropped = 0
+        while self._age:
+            key, source = next(iter(self._age.items()))
+            if source.expires_at > now:
+                break
+            self._drop(*key)
+            dropped += 1
+        return dropped
 
     def _drop(self, node: NodeId, cid: Cid) -> None:
-        holders = self._by_cid.get(cid)
-        if holders is None or holders.pop(node, None) is None:
+        if self._age.pop((node, cid), None) is None:
             return
-        self._entries -= 1
+        holders = self._by_cid[cid]
+        del holders[node]
         if not holders:
             del self._by_cid[cid]
-        held = self._by_node.get(node)
-        if held is not None:
-            held.pop(cid, None)
-            if not held:
-                del self._by_node[node]
+        held = self._by_node[node]
+        del held[cid]
+        if not held:
+            del self._by_node[node]
