@@ -30,7 +30,7 @@ from hearthfile.blobs.backend import SequentialWriter
 from hearthfile.blobs.chunker import BlobError
 from hearthfile.blobs.store import BlobStore, PinnedError, StoreLocked
 from hearthfile.cids import Cid, CidError, parse_cid
-from hearthfile.config import ConfigError, load_config, save_trust, with_overrides
+from hearthfile.config import ConfigError, load_config, with_overrides
 from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError, ServiceError
 from hearthfile.identity import IdentityError, NodeId, NodeKey
 from hearthfile.services import ops
@@ -614,12 +614,24 @@ async def cmd_trust(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     home = home_dir(args)
     if node_home.daemon_info(home) is None:
-        save_trust(home, args.node_id, args.level)
+        _grant_offline(home, args.node_id, args.level)
     else:
         async with open_node(args) as node:
             await node.call("trust", {"node_id": args.node_id, "level": args.level})
     print(f"trust {args.node_id} {args.level}")
     return EXIT_OK
+
+
+def _grant_offline(home: Path, node_text: str, level: str) -> None:
+    from hearthfile.trust.book import TrustError
+    from hearthfile.trust.levels import TrustLevel
+    from hearthfile.trust.storage import open_book
+
+    try:
+        book = open_book(home, _load_key(home).node_id)
+        book.grant(NodeId.parse(node_text), TrustLevel.parse_grantable(level), now=time.time())
+    except TrustError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def cmd_transfers(args: argparse.Namespace) -> int:

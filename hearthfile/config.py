@@ -11,11 +11,10 @@ Where the settings come from, later wins:
 2. ``<home>/config.yaml``, or the file given with ``--config``;
 3. ``hearthfile run`` flags (``--listen``, ``--peer``), via ``with_overrides``.
 
-Trust decisions made on the command line (``hearthfile trust NODEID --level``)
-are kept apart, in ``<home>/trust.yaml``: the operator's commented config.yaml
-is never rewritten by a program. ``effective_trust`` merges the two, and an
-entry in trust.yaml wins over the same NodeID in config.yaml, because it is the
-more recent, explicit decision.
+Trust granted while the node runs (``hearthfile trust``, invites) is kept by
+hearthfile/trust/ in ``<home>/trust.json``: the operator's commented config.yaml
+is never rewritten by a program. ``load_trust`` reads the ``trust.yaml`` an older
+version kept, so trust/ can take its entries over.
 
 Validation is strict because a typo in a config file should stop the node
 before it runs with a setting the operator did not mean: unknown keys are
@@ -30,9 +29,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
@@ -57,13 +54,10 @@ __all__ = [
     "LimitsConfig",
     "NodeConfig",
     "PeerSpec",
-    "TrustLevel",
-    "effective_trust",
     "load_config",
     "load_trust",
     "parse_address",
     "parse_size",
-    "save_trust",
     "with_overrides",
 ]
 
@@ -97,9 +91,9 @@ CONFIG_FILENAME: Final = "config.yaml"
 TRUST_FILENAME: Final = "trust.yaml"
 DEFAULT_PORT: Final = 7700
 
-#: Levels an operator can grant. ``self`` is implied by the node's own key and
-#: ``stranger`` is the absence of an entry, so neither can be written down.
-TrustLevel = Literal["member", "trusted"]
+#: Levels an operator can write down (hearthfile/trust/levels.py owns the order):
+#: ``self`` is implied by the node's own key, ``stranger`` is the absence of an entry.
+_Granted = Literal["member", "trusted"]
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -215,7 +209,7 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     bootstrap: tuple[PeerSpec, ...] = ()
     #: (NodeID text, level) pairs sorted by NodeID; see ``effective_trust``.
-    trust: tuple[tuple[str, TrustLevel], ...] = ()
+    trust: tuple[tuple[str, _Granted], ...] = ()
     #: Treat every authenticated stranger as a member. Off: a node serves only
     #: the peers its operator named.
     open_membership: bool = False
@@ -265,7 +259,7 @@ def with_overrides(
     return replace(config, node=node, bootstrap=bootstrap)
 
 
-def load_trust(home: Path) -> dict[str, TrustLevel]:
+def load_trust(home: Path) -> dict[str, _Granted]:
     """Trust levels granted with ``hearthfile trust`` (``<home>/trust.yaml``); {} if none."""
     path = home / TRUST_FILENAME
     if not path.exists():
@@ -274,32 +268,6 @@ def load_trust(home: Path) -> dict[str, TrustLevel]:
     if data is None:
         return {}
     return dict(_parse_trust(data, str(path), ""))
-
-
-def save_trust(home: Path, node_id_text: str, level: str) -> None:
-    """Record ``level`` for a NodeID in ``<home>/trust.yaml``, atomically.
-
-    The file is rewritten whole (temp file, fsync, rename), so a crash leaves
-    the old or the new version, never half of one. Raises ``ConfigError`` for a
-    malformed NodeID or level and ``OSError`` if the file cannot be written.
-    """
-    if not _NODE_ID_RE.fullmatch(node_id_text):
-        raise ConfigError(f"node id: expected {_NODE_ID_EXPECTED}, got {_show(node_id_text)}")
-    checked = _as_level(level)
-    if checked is None:
-        raise ConfigError(f"trust level: expected 'member' or 'trusted', got {_show(level)}")
-    levels = load_trust(home)
-    levels[node_id_text] = checked
-    home.mkdir(parents=True, exist_ok=True)
-    text = _TRUST_HEADER + yaml.safe_dump(dict(sorted(levels.items())), default_flow_style=False)
-    _write_atomic(home / TRUST_FILENAME, text)
-
-
-def effective_trust(config: Config, home: Path) -> dict[str, TrustLevel]:
-    """config.yaml's ``trust`` merged with trust.yaml; trust.yaml wins on conflict."""
-    merged = dict(config.trust)
-    merged.update(load_trust(home))
-    return merged
 
 
 def parse_size(text: str) -> int:
@@ -331,13 +299,6 @@ _SIZE_UNITS: Final[Mapping[str, int]] = {
     "gib": GiB,
     "tib": 1024 * GiB,
 }
-
-_TRUST_HEADER: Final = (
-    "# Trust levels granted with `hearthfile trust NODEID --level member|trusted`.\n"
-    "# Rewritten whole by that command (comments here are not kept). An entry here\n"
-    "# wins over the same node id in config.yaml's `trust` section.\n"
-)
-
 
 # --- reading files ----------------------------------------------------------
 
@@ -393,26 +354,6 @@ def _check_duplicate_keys(root: yaml.Node | None) -> None:
 
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 _BARE_IPV6_RE: Final = re.compile(r"""(^|[\s,{]|:\s)\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]""")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        # Gone after a successful rename; left only if something above failed.
-        Path(tmp_name).unlink(missing_ok=True)
-    if os.name == "posix":
-        # The rename itself is durable only once the directory is flushed.
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # --- validation -------------------------------------------------------------
@@ -570,7 +511,7 @@ def _bootstrap(top: _Section) -> tuple[PeerSpec, ...]:
     return tuple(peers)
 
 
-def _parse_trust(raw: object, source: str, prefix: str) -> tuple[tuple[str, TrustLevel], ...]:
+def _parse_trust(raw: object, source: str, prefix: str) -> tuple[tuple[str, _Granted], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
@@ -579,7 +520,7 @@ def _parse_trust(raw: object, source: str, prefix: str) -> tuple[tuple[str, Trus
             f"{source}: {where}expected a mapping of node id -> member|trusted, got {_show(raw)}"
         )
     sec = _Section(source, prefix, _string_keys(raw, source, prefix))
-    pairs: list[tuple[str, TrustLevel]] = []
+    pairs: list[tuple[str, _Granted]] = []
     for node_id, value in sec.data.items():
         if not _NODE_ID_RE.fullmatch(node_id):
             raise ConfigError(
@@ -592,7 +533,7 @@ def _parse_trust(raw: object, source: str, prefix: str) -> tuple[tuple[str, Trus
     return tuple(sorted(pairs))
 
 
-def _as_level(value: object) -> TrustLevel | None:
+def _as_level(value: object) -> _Granted | None:
     if value == "member":
         return "member"
     if value == "trusted":

@@ -37,7 +37,7 @@ from hearthfile.bus.connection import Connection
 from hearthfile.bus.pool import PeerConnected, PeerEvent, PeerPool
 from hearthfile.bus.server import serve_secure
 from hearthfile.cids import Cid
-from hearthfile.config import Address, Config, effective_trust, parse_address, save_trust
+from hearthfile.config import Address, Config, parse_address
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.gossip.protocol import Gossip
@@ -47,6 +47,8 @@ from hearthfile.identity import NodeId, NodeKey
 from hearthfile.services.events import EventLog
 from hearthfile.services.file.service import FileService
 from hearthfile.services.node import NodeService
+from hearthfile.trust.book import TrustBook, TrustError
+from hearthfile.trust.storage import open_book
 
 log = logging.getLogger("hearthfile.daemon")
 
@@ -56,31 +58,12 @@ SOURCE_QUERY_TIMEOUT_S: Final = 5.0
 MAX_SOURCES: Final = 8
 
 
-class TrustBook:
-    """Trust levels by NodeID: config and trust.yaml, changeable while running."""
-
-    def __init__(self, config: Config, home: Path, me: NodeId) -> None:
-        self._config = config
-        self._home = home
-        self._me = me
-        self._levels: dict[str, str] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        self._levels = dict(effective_trust(self._config, self._home))
-
-    def level(self, node: NodeId) -> TrustLevel:
-        if node == self._me:
-            return TrustLevel.SELF
-        text = self._levels.get(str(node))
-        if text is not None:
-            return TrustLevel.parse(text)
-        return TrustLevel.MEMBER if self._config.open_membership else TrustLevel.STRANGER
-
-    def set(self, node_text: str, level: str) -> None:
-        NodeId.parse(node_text)  # ValueError with the reason when malformed
-        save_trust(self._home, node_text, level)
-        self.reload()
+def grant_trust(book: TrustBook, node_text: str, level_text: str) -> None:
+    """``node.trust``: ValueError with the reason for a bad id, level or own id."""
+    try:
+        book.grant(NodeId.parse(node_text), TrustLevel.parse_grantable(level_text), now=time.time())
+    except TrustError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def peer_rows(pool: PeerPool, trust: TrustBook) -> list[dict[str, Any]]:
@@ -154,7 +137,7 @@ async def _run(
     task_status: trio.TaskStatus[int],
 ) -> None:
     started = time.time()
-    trust = TrustBook(config, home, me)
+    trust = open_book(home, me, config.trust, open_membership=config.open_membership)
     sources = SourceIndex(ttl_s=config.gossip.record_ttl_s)
     registry = Registry()
     transfers = transfer.Transfers()
@@ -361,7 +344,7 @@ async def _run(
         push=push,
         status=status,
         peers=peers,
-        set_trust=trust.set,
+        set_trust=functools.partial(grant_trust, trust),
         transfers=transfers,
         whohas=whohas,
         events=events,

@@ -1,8 +1,8 @@
 """Capabilities: what a node offers on the bus, who may call it, and admission (pure).
 
-This module owns the ``CapabilityDescriptor`` (DESIGN.md section 4), the ``TrustLevel``
-order, the ``Registry`` of handlers a node serves, and the admission rule that decides,
-for one incoming ``req``, whether a handler runs or which wire error answers instead.
+This module owns the ``CapabilityDescriptor`` (DESIGN.md section 4), the ``Registry``
+of handlers a node serves, and the admission rule that decides, for one incoming
+``req``, whether a handler runs or which wire error answers instead.
 It does no I/O and imports no trio: handlers are plain async callables, and the
 ``CallContext`` they receive is described here as a Protocol and implemented by
 ``hearthfile.bus.connection``.
@@ -15,8 +15,9 @@ Admission checks run in this order, the first failure answering the request:
    a handler may look at ``ctx.version`` to adapt)
 4. calls already running on this connection >= ``max_concurrent`` -> ``busy``
 
-The trust level is asked of the trust store at each request, so a changed level applies
-to the next call without reconnecting.
+``TrustLevel`` itself lives in hearthfile/trust/levels.py (re-exported here for the
+bus's users). The level is asked of the node's ``TrustOf`` lookup at each request, so
+a changed level applies to the next call without reconnecting.
 """
 
 from __future__ import annotations
@@ -24,11 +25,25 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, Final, Protocol
 
 from hearthfile.bus.frames import MAX_CAP_BYTES, MAX_VERSION_PART
 from hearthfile.identity import NodeId
+from hearthfile.trust.levels import TrustLevel
+
+__all__ = [
+    "DESCRIBE_CAP",
+    "DESCRIBE_DESCRIPTOR",
+    "CallContext",
+    "CapabilityDescriptor",
+    "Handler",
+    "Registration",
+    "Registry",
+    "Rejection",
+    "TrustLevel",
+    "TrustOf",
+    "admit",
+]
 
 #: The capability every connection answers, even for strangers (DESIGN.md section 4).
 DESCRIBE_CAP: Final = "bus.describe"
@@ -39,27 +54,9 @@ _CAP_NAME: Final = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 STABILITIES: Final = frozenset({"experimental", "stable", "deprecated"})
 
 
-class TrustLevel(IntEnum):
-    """How much a node trusts a peer; comparisons follow the order of the levels."""
-
-    STRANGER = 0
-    MEMBER = 1
-    TRUSTED = 2
-    SELF = 3
-
-    @classmethod
-    def parse(cls, text: str) -> TrustLevel:
-        """``"member"`` -> ``MEMBER``; raises ValueError naming the accepted words."""
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            words = ", ".join(level.label for level in cls)
-            raise ValueError(f"trust level must be one of {words}, not {text!r}") from None
-
-    @property
-    def label(self) -> str:
-        """The lowercase word used in config files and on the wire."""
-        return self.name.lower()
+#: The bus's trust lookup: asked at every request, so a changed level applies to the
+#: next call (hearthfile/trust/ supplies it; the bus only compares levels).
+TrustOf = Callable[[NodeId], TrustLevel]
 
 
 class CallContext(Protocol):

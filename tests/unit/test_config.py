@@ -17,11 +17,9 @@ from hearthfile.config import (
     LimitsConfig,
     NodeConfig,
     PeerSpec,
-    effective_trust,
     load_config,
     load_trust,
     parse_size,
-    save_trust,
     with_overrides,
 )
 
@@ -451,42 +449,6 @@ def test_bad_override(listen: str | None, peers: list[str] | None, expected: str
 
 
 # --- trust.yaml ----------------------------------------------------------------------
-
-
-def test_trust_file_round_trip(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    assert load_trust(home) == {}
-    save_trust(home, ALICE, "member")
-    save_trust(home, BOB, "trusted")
-    save_trust(home, ALICE, "trusted")  # a later decision replaces the earlier one
-    assert load_trust(home) == {ALICE: "trusted", BOB: "trusted"}
-    assert sorted(p.name for p in home.iterdir()) == ["trust.yaml"]  # no temp files left
-    assert (home / "trust.yaml").read_text().startswith("# ")
-
-
-def test_effective_trust_merges_and_trust_file_wins(tmp_path: Path) -> None:
-    carol = "hf" + "c" * 52
-    path = write_config(tmp_path, f"trust:\n  {ALICE}: trusted\n  {BOB}: member\n")
-    config = load_config(tmp_path, path)
-    save_trust(tmp_path, ALICE, "member")
-    save_trust(tmp_path, carol, "trusted")
-    assert effective_trust(config, tmp_path) == {ALICE: "member", BOB: "member", carol: "trusted"}
-    assert config.trust == ((ALICE, "trusted"), (BOB, "member"))  # config.yaml untouched
-    assert "trusted" in path.read_text()
-
-
-def test_save_trust_leaves_config_yaml_alone(tmp_path: Path) -> None:
-    text = "# my notes\ntrust: {}  # nobody yet\n"
-    path = write_config(tmp_path, text)
-    save_trust(tmp_path, ALICE, "trusted")
-    assert path.read_text() == text
-
-
-@pytest.mark.parametrize(("node_id", "level"), [("hfshort", "member"), (ALICE, "admin")])
-def test_save_trust_rejects_bad_input(tmp_path: Path, node_id: str, level: str) -> None:
-    with pytest.raises(ConfigError):
-        save_trust(tmp_path, node_id, level)
-    assert not (tmp_path / "trust.yaml").exists()
 
 
 def test_bad_trust_file_names_the_file(tmp_path: Path) -> None:

@@ -11,11 +11,13 @@ PURE = [
     "bus/frames.py", "bus/noise.py", "bus/handshake.py", "bus/capability.py", "bus/channel.py",
     "bus/session.py", "bus/wsmask.py", "gossip/records.py", "gossip/protocol.py", "gossip/index.py",
     "gossip/sim.py", "gossip/messages.py", "gossip/origins.py", "gossip/publisher.py",
+    "trust/levels.py", "trust/book.py",
     "gossip/sim_hostile.py", "gossip/sim_scenarios.py",
 ]
 IO_MODULES = {"trio", "trio_websocket", "socket", "asyncio", "time", "select", "selectors"}
 #: Lower layers may not import upper ones (imports point downward only).
-LAYER = {"cids": 0, "identity": 0, "config": 0, "errors": 0, "blobs": 1, "bus": 1, "gossip": 2,
+LAYER = {"cids": 0, "identity": 0, "config": 0, "errors": 0, "blobs": 1, "bus": 1, "trust": 1,
+         "gossip": 2,
          "services": 3, "daemon": 4, "cli": 5}
 
 
