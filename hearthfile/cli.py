@@ -690,7 +690,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
-        from hearthfile import daemon
+        from hearthfile import node as daemon
 
         await daemon.run_until_signalled(home, config)
     except node_home.DaemonRunning as exc:

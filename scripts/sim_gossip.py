@@ -6,11 +6,11 @@ Run from the repository (after scripts/test has built the virtual environment):
     .venv/bin/python scripts/sim_gossip.py [--seeds 5] [--sizes 10,100,1000] [--jobs 2]
 
 Everything runs in this process's children, in simulated time
-(hearthfile/gossip/sim.py): every node is a real ``Gossip`` core with real
+(hearthfile/testing/gossip_sim.py): every node is a real ``Gossip`` core with real
 Ed25519 keys and signatures, messages are dropped, delayed and partitioned by
 a seeded random generator, so the same seeds print the same table on any
 machine. Only the wall-clock column varies. The scenarios
-(hearthfile/gossip/sim_scenarios.py):
+(hearthfile/testing/gossip_scenarios.py):
 
 - spread: the network converges from cold, then one node publishes a new CID;
   rounds until 99% and 100% of the honest nodes hold it, and bytes sent per
@@ -20,7 +20,7 @@ machine. Only the wall-clock column varies. The scenarios
 - partition: the nodes split in halves for 20 rounds while a tenth of them
   publish, then heal; rounds until every node holds everything;
 - hostile: a tenth of the nodes forge, tamper, replay and flood (see
-  hearthfile/gossip/sim_hostile.py); the audit counts forged or replayed
+  hearthfile/testing/gossip_hostile.py); the audit counts forged or replayed
   records accepted and checks every node's state against the memory bound.
 
 Output is Markdown, ready for BENCHMARKS-gossip.md. A round is one
@@ -41,8 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hearthfile.config import GossipConfig
-from hearthfile.gossip import sim_scenarios
-from hearthfile.gossip.sim import MemoryBound, SimConfig
+from hearthfile.testing import gossip_scenarios as sim_scenarios
+from hearthfile.testing.gossip_sim import MemoryBound, SimConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,7 @@ their bootstrap list. An origin whose newest node record is older than
 
 Time and randomness are arguments (``now`` in seconds, a ``random.Random``),
 so a run is reproducible and a thousand nodes run in one process
-(gossip/sim.py).
+(testing/gossip_sim.py).
 """
 
 from __future__ import annotations

@@ -18,16 +18,16 @@ from typing import Any, Final
 import msgpack
 import trio
 
-from hearthfile.blobs import transfer
+from hearthfile import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.facade import service_error
-from hearthfile.blobs.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.services import ops
 from hearthfile.services.events import EventLog
+from hearthfile.transfer.fileproto import bad, want_cid, want_int, want_map
 
 MAX_ADD_PATHS: Final = 100_000
 #: List results (ls, the blobs a gc removed, what verify found) reach the CLI as stream

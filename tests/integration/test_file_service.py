@@ -11,7 +11,6 @@ import pytest
 import trio
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, chunk_blob
-from hearthfile.blobs.fileproto import manifest_items
 from hearthfile.bus.capability import Registry, TrustLevel
 from hearthfile.bus.client import open_secure_channel
 from hearthfile.bus.connection import Connection
@@ -20,6 +19,7 @@ from hearthfile.cids import canonical_encode, cid_of, hex_of
 from hearthfile.config import Address
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeKey
+from hearthfile.transfer.fileproto import manifest_items
 from tests.integration.nodes import Daemon
 from tests.unit.test_chunker import payload
 

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from hearthfile.blobs.schedule import (
+from hearthfile.transfer.schedule import (
     Cancel,
     Event,
     FetchSchedule,

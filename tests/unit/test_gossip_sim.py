@@ -1,4 +1,4 @@
-"""Gossip in simulation (hearthfile/gossip/sim.py): the goals of the dissemination design,
+"""Gossip in simulation (hearthfile/testing/gossip_sim.py): the goals of the dissemination design,
 at up to 300 nodes (scripts/sim_gossip.py runs 1,000).
 
 Round counts are deterministic for a seed, so these assert on them; they are
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from hearthfile.gossip import sim_scenarios
-from hearthfile.gossip.sim import MemoryBound, Network, SimConfig
+from hearthfile.testing import gossip_scenarios as sim_scenarios
+from hearthfile.testing.gossip_sim import MemoryBound, Network, SimConfig
 
 #: The design goal for a thousand nodes; smaller networks must do at least as well.
 GOAL_ROUNDS = 15

@@ -1,24 +1,39 @@
-"""The layering rules of DESIGN.md section 1, checked on the source."""
+"""The layering rules of DESIGN.md section 1, checked on the source.
+
+Every module of the package must have a layer here: a new package or module
+that is not listed fails the test instead of being skipped, and every module
+named pure must exist, so a rename cannot silently drop it from the check.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parents[2] / "hearthfile"
 PURE = [
-    "cids.py", "identity.py", "blobs/chunker.py", "blobs/fileproto.py", "blobs/schedule.py",
+    "cids.py", "identity.py", "errors.py", "blobs/chunker.py",
+    "transfer/fileproto.py", "transfer/schedule.py",
     "bus/frames.py", "bus/noise.py", "bus/handshake.py", "bus/capability.py", "bus/channel.py",
     "bus/session.py", "bus/wsmask.py", "gossip/records.py", "gossip/protocol.py", "gossip/index.py",
-    "gossip/sim.py", "gossip/messages.py", "gossip/origins.py", "gossip/publisher.py",
+    "gossip/messages.py", "gossip/origins.py", "gossip/publisher.py",
     "trust/levels.py", "trust/book.py",
-    "gossip/sim_hostile.py", "gossip/sim_scenarios.py",
+    "testing/gossip_sim.py", "testing/gossip_hostile.py", "testing/gossip_scenarios.py",
 ]
 IO_MODULES = {"trio", "trio_websocket", "socket", "asyncio", "time", "select", "selectors"}
-#: Lower layers may not import upper ones (imports point downward only).
-LAYER = {"cids": 0, "identity": 0, "config": 0, "errors": 0, "blobs": 1, "bus": 1, "trust": 1,
-         "gossip": 2,
-         "services": 3, "daemon": 4, "cli": 5}
+#: Lower layers may not import upper ones (imports point downward only). Keys are the
+#: first part of a module's path under hearthfile/ (a package or a top-level module).
+LAYER = {
+    "__init__": 0, "cids": 0, "identity": 0, "config": 0, "errors": 0, "limits": 0,
+    "home": 1, "events": 1, "blobs": 1, "bus": 1, "trust": 1,
+    "gossip": 2, "transfer": 2,
+    "services": 3, "node": 4, "daemon": 4, "cli": 5, "__main__": 6,
+    # The simulation harness and fakes sit beside the tests: they may import anything,
+    # and nothing in the package may import them.
+    "testing": 7,
+}
 
 
 def imports(path: Path) -> set[str]:
@@ -31,27 +46,36 @@ def imports(path: Path) -> set[str]:
     return found
 
 
+def layer_of(rel: Path) -> int:
+    key = rel.parts[0].removesuffix(".py")
+    assert key in LAYER, f"hearthfile/{rel} is in no layer: add {key!r} to LAYER"
+    return LAYER[key]
+
+
 def test_pure_modules_do_no_io() -> None:
     for rel in PURE:
         path = PKG / rel
-        if not path.exists():
-            continue
+        assert path.exists(), f"pure module {rel} is gone: update PURE"
         bad = {m for m in imports(path) if m.split(".")[0] in IO_MODULES}
         assert not bad, f"{rel} is pure but imports {sorted(bad)}"
 
 
 def test_imports_point_downward() -> None:
+    checked = 0
     for path in PKG.rglob("*.py"):
         rel = path.relative_to(PKG)
-        layer = LAYER.get(rel.parts[0].removesuffix(".py"))
-        if layer is None:
-            continue
+        layer = layer_of(rel)
         for module in imports(path):
             parts = module.split(".")
             if parts[0] != "hearthfile" or len(parts) < 2:
                 continue
             target = LAYER.get(parts[1])
-            assert target is None or target <= layer, f"{rel} imports upward: {module}"
+            assert target is not None, f"{rel} imports {module}, which is in no layer"
+            assert target <= layer, f"{rel} imports upward: {module}"
+            if layer < LAYER["testing"]:
+                assert parts[1] != "testing", f"{rel} imports the test harness: {module}"
+            checked += 1
+    assert checked > 100, "the walker found almost no imports: is PKG right?"
 
 
 def test_only_config_imports_yaml() -> None:
@@ -64,3 +88,8 @@ def test_the_walker_sees_both_import_forms(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("import trio.lowlevel\nfrom time import monotonic\nfrom . import x\n")
     assert imports(source) == {"trio.lowlevel", "time"}
+
+
+def test_an_unlisted_package_fails() -> None:
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of(Path("newpart/x.py"))

@@ -1,4 +1,4 @@
-"""The multi-source fetch schedule (hearthfile/blobs/schedule.py), driven by hand.
+"""The multi-source fetch schedule (hearthfile/transfer/schedule.py), driven by hand.
 
 Time is a float the tests move; sources are strings. The simulated fetches with
 bandwidths and latencies are in test_schedule_sim.py.
@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note_outcome
 from hypothesis import strategies as st
 
-from hearthfile.blobs import schedule as schedule_module
-from hearthfile.blobs.schedule import (
+from hearthfile.errors import LocalProtocolError
+from hearthfile.transfer import schedule as schedule_module
+from hearthfile.transfer.schedule import (
     Cancel,
     ChunkRetried,
     Event,
@@ -30,7 +31,6 @@ from hearthfile.blobs.schedule import (
     SourceQuarantined,
     SourceStalled,
 )
-from hearthfile.errors import LocalProtocolError
 
 SIZE = 1000
 E = TypeVar("E")

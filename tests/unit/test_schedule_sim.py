@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hearthfile.blobs.schedule import (
+from hearthfile.transfer.schedule import (
     Cancel,
     ChunkRetried,
     FetchComplete,

@@ -1,4 +1,4 @@
-"""The trio shell of a multi-source fetch (hearthfile/blobs/transfer.py), driven by
+"""The trio shell of a multi-source fetch (hearthfile/transfer/fetch.py), driven by
 fake sources in-process, for orderings a real network makes rare."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Any
 import trio
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest, chunk_blob
-from hearthfile.blobs.fileproto import from_ranges
 from hearthfile.blobs.store import BlobStore
-from hearthfile.blobs.transfer import Progress, fetch_blob
 from hearthfile.identity import NodeId, NodeKey
+from hearthfile.transfer.fetch import fetch_blob
+from hearthfile.transfer.fileproto import from_ranges
+from hearthfile.transfer.peer import Progress
 from tests.unit.test_chunker import payload
 
 

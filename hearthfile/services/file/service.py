@@ -1,6 +1,6 @@
 """FileService: file.read, file.list, file.advertise, file.put (trio shell).
 
-The handlers validate what the peer sent (``blobs.fileproto``), move the
+The handlers validate what the peer sent (``transfer.fileproto``), move the
 blocking store work to worker threads a group of chunks at a time (a thread hop
 costs about as much as hashing a chunk, PERF-NOTES.md), and answer in the
 shapes of docs/PROTOCOL.md "File service".
@@ -24,7 +24,11 @@ import trio
 
 from hearthfile.blobs.chunker import Manifest
 from hearthfile.blobs.facade import AsyncStore
-from hearthfile.blobs.fileproto import (
+from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
+from hearthfile.cids import Cid
+from hearthfile.errors import ServiceError
+from hearthfile.identity import NodeId
+from hearthfile.transfer.fileproto import (
     MAX_ADVERTISE_CIDS,
     MAX_LIST_LIMIT,
     MAX_RANGES_PER_ITEM,
@@ -39,11 +43,7 @@ from hearthfile.blobs.fileproto import (
     want_int,
     want_map,
 )
-from hearthfile.blobs.transfer import ChunkSink
-from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
-from hearthfile.cids import Cid
-from hearthfile.errors import ServiceError
-from hearthfile.identity import NodeId
+from hearthfile.transfer.sink import ChunkSink
 
 log = logging.getLogger(__name__)
 

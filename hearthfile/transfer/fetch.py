@@ -1,14 +1,11 @@
-"""Fetching blobs from peers and pushing them to peers (trio shell).
+"""Fetching a blob from several peers at once (trio shell).
 
 ``fetch_blob`` gets a verified manifest, records it as a partial blob, then
-pulls the missing chunks from a source with ``file.read`` and stores each one
-after checking it against the manifest; it commits every few tens of MiB so a
-fetch interrupted at any point resumes where its last commit left off and
-never trusts anything it did not verify. ``push_blob`` is the caller's side of
-the two-phase ``file.put``.
-
-Peers are anything with the ``call``/``open_call`` of a bus connection (the
-``Peer`` protocol), so this module needs no pool, no gossip and no daemon.
+pulls the missing chunks from its sources with ``file.read`` and stores each
+one after checking it against the manifest; it commits every few tens of MiB
+so a fetch interrupted at any point resumes where its last commit left off and
+never trusts anything it did not verify. Which chunk comes from which source,
+and when, is decided by the pure ``FetchSchedule`` (transfer/schedule.py).
 """
 
 from __future__ import annotations
@@ -17,24 +14,25 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
 
 import trio
 
-from hearthfile.blobs.chunker import BlobError, Manifest, verify_chunk
-from hearthfile.blobs.fileproto import (
+from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.store import BlobStore, WriteBatch
+from hearthfile.cids import Cid, cid_of
+from hearthfile.errors import PeerUnavailable, ServiceError
+from hearthfile.identity import NodeId
+from hearthfile.transfer.fileproto import (
     ManifestReceiver,
     bad,
     from_ranges,
-    manifest_items,
     to_ranges,
-    want_int,
     want_map,
 )
-from hearthfile.blobs.schedule import (
+from hearthfile.transfer.peer import Peer, Progress, ProgressFn, bytes_of
+from hearthfile.transfer.schedule import (
     Cancel,
     FailReason,
     FetchFailed,
@@ -42,61 +40,15 @@ from hearthfile.blobs.schedule import (
     SourceQuarantined,
     SourceStalled,
 )
-from hearthfile.blobs.store import BlobStore, WriteBatch
-from hearthfile.cids import Cid, cid_of
-from hearthfile.errors import PeerUnavailable, ServiceError
-from hearthfile.identity import NodeId
+from hearthfile.transfer.sink import CHUNKS_PER_HOP, COMMIT_BYTES
 
 log = logging.getLogger(__name__)
 
-#: Chunks verified and written per worker-thread hop.
-CHUNKS_PER_HOP: Final = 8
-#: A fetch commits what it has verified every this many bytes or seconds, whichever
-#: comes first: what a crash (kill -9) can cost the resume.
-COMMIT_BYTES: Final = 64 * 1024 * 1024
+#: A fetch commits what it has verified every ``COMMIT_BYTES`` or this many seconds,
+#: whichever comes first: what a crash (kill -9) can cost the resume.
 COMMIT_INTERVAL_S: Final = 1.0
 #: How often a running fetch looks for more sources (swarming: other fetchers).
 SOURCE_REFRESH_S: Final = 0.25
-
-
-class OutgoingCall(Protocol):
-    async def send(self, item: Any) -> None: ...
-    async def send_end(self) -> None: ...
-    def __aiter__(self) -> AsyncIterator[Any]: ...
-    async def result(self) -> Any: ...
-
-
-class Peer(Protocol):
-    @property
-    def peer(self) -> NodeId: ...
-
-    async def call(
-        self,
-        cap: str,
-        args: Any = None,
-        *,
-        version: tuple[int, int] = (1, 0),
-        timeout_s: float | None = None,
-    ) -> Any: ...
-
-    def open_call(
-        self, cap: str, args: Any = None, *, version: tuple[int, int] = (1, 0)
-    ) -> AbstractAsyncContextManager[OutgoingCall]: ...
-
-
-@dataclass(slots=True)
-class Progress:
-    """What a transfer has done so far; handed to the progress callback."""
-
-    cid: Cid
-    total_bytes: int = 0
-    done_bytes: int = 0
-    chunks_total: int = 0
-    chunks_done: int = 0
-    sources: int = 0
-
-
-ProgressFn = Callable[[Progress], None]
 
 
 async def fetch_blob(
@@ -132,7 +84,7 @@ async def fetch_blob(
     state = Progress(
         cid,
         manifest.size,
-        manifest.size - _bytes_of(manifest, missing),
+        manifest.size - bytes_of(manifest, missing),
         wanted,
         wanted - len(missing),
         len(sources),
@@ -148,10 +100,6 @@ async def fetch_blob(
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
     return manifest
-
-
-def _bytes_of(manifest: Manifest, indices: Sequence[int]) -> int:
-    return sum(manifest.chunk_length(i) for i in indices)
 
 
 async def _known_manifest(store: BlobStore, cid: Cid) -> Manifest | None:
@@ -469,207 +417,3 @@ _Result = tuple[str, NodeId, int, Any]
 Emit = Callable[..., None]
 
 
-class ChunkSink:
-    """Verifies and stores the chunks of one blob as ``{i, data}`` items arrive.
-
-    Chunks are verified, then written a group per worker-thread hop and
-    committed every ``COMMIT_BYTES`` and when the block is left, so an
-    interrupted transfer resumes from what it received and nothing unverified
-    is ever stored. Only indices in ``wanted`` are accepted, each once. A chunk
-    that does not match the manifest is ``bad_request`` and rolls back the
-    uncommitted group it arrived in.
-    """
-
-    def __init__(
-        self,
-        store: BlobStore,
-        manifest: Manifest,
-        wanted: set[int],
-        on_stored: Callable[[list[tuple[int, bytes]]], None] = lambda group: None,
-    ) -> None:
-        self.wanted = wanted
-        self.stored = 0
-        self._store = store
-        self._manifest = manifest
-        self._on_stored = on_stored
-        self._group: list[tuple[int, bytes]] = []
-        self._batch = store.batch()
-
-    async def __aenter__(self) -> ChunkSink:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        # Verified chunks are kept even when the transfer is interrupted (peer gone,
-        # cancelled), so the next attempt sends only the rest; bad data rolls the
-        # uncommitted group back.
-        interrupted = exc_type is not None
-        bad_data = interrupted and issubclass(exc_type, ServiceError)  # type: ignore[arg-type]
-        with trio.CancelScope(shield=interrupted):
-            try:
-                if not bad_data:
-                    await self._flush()
-            except ServiceError:
-                await trio.to_thread.run_sync(self._batch.abort)
-                if not interrupted:
-                    raise
-                return
-            finish = self._batch.abort if bad_data else self._batch.commit
-            await trio.to_thread.run_sync(finish)
-
-    async def accept(self, item: object) -> None:
-        entry = want_map(item, "stream item")
-        index = want_int(entry.get("i"), "i", 0, len(self._manifest.chunks) - 1)
-        data = entry.get("data")
-        if index not in self.wanted or not isinstance(data, bytes):
-            raise bad(f"chunk {index} was not asked for, came twice, or has no data")
-        self.wanted.discard(index)
-        self._group.append((index, data))
-        if len(self._group) >= CHUNKS_PER_HOP:
-            await self._flush()
-            if self._batch.bytes_written >= COMMIT_BYTES:
-                await trio.to_thread.run_sync(self._batch.commit)
-                self._batch = self._store.batch()
-
-    async def _flush(self) -> None:
-        group, self._group = self._group, []
-        if group:
-            await trio.to_thread.run_sync(self._write, group)
-            self.stored += len(group)
-            self._on_stored(group)
-
-    def _write(self, group: list[tuple[int, bytes]]) -> None:
-        verified = []
-        for index, data in group:
-            try:
-                verify_chunk(data, self._manifest.chunks[index])
-            except BlobError as exc:
-                raise ServiceError("bad_request", f"chunk {index}: {exc.detail}") from None
-            verified.append((self._manifest.chunks[index], data))
-        try:
-            self._batch.write_verified_chunks(verified)
-        except BlobError as exc:
-            if exc.code == "disk_full":
-                raise ServiceError("capacity_exceeded", "disk full") from None
-            raise
-
-
-# -- push --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PushResult:
-    cid: Cid
-    sent: int
-    skipped: int
-
-
-async def push_blob(
-    store: BlobStore, cid: Cid, target: Peer, *, progress: ProgressFn | None = None
-) -> PushResult:
-    """Offer ``cid`` to ``target`` with file.put; send only the chunks it lacks."""
-    manifest: Manifest = await trio.to_thread.run_sync(store.read_manifest, cid)
-    if not await trio.to_thread.run_sync(store.has_blob, cid):
-        raise ServiceError("not_found", f"{cid} is not complete here")
-    encoded = manifest.encode()
-    args = {"cid": cid, "manifest_size": len(encoded), "name": manifest.name, "mime": manifest.mime}
-    async with target.open_call("file.put", args) as call:
-        for item in manifest_items(encoded):
-            await call.send(item)
-        missing: list[int] = []
-        async for item in call:
-            missing.extend(from_ranges(want_map(item).get("missing"), len(manifest.chunks)))
-        state = Progress(cid, _bytes_of(manifest, missing), 0, len(missing), 0, 1)
-        for start in range(0, len(missing), CHUNKS_PER_HOP):
-            group = missing[start : start + CHUNKS_PER_HOP]
-            chunks = await trio.to_thread.run_sync(store.read_chunks, manifest, group)
-            for index, data in zip(group, chunks, strict=True):
-                await call.send({"i": index, "data": data})
-                state.chunks_done += 1
-                state.done_bytes += len(data)
-            if progress is not None:
-                progress(state)
-        await call.send_end()
-        result = want_map(await call.result(), "result")
-    return PushResult(
-        cid, want_int(result.get("stored"), "stored"), want_int(result.get("skipped"), "skipped")
-    )
-
-
-# -- running fetches ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Running:
-    progress: Progress
-    scope: trio.CancelScope
-    done: trio.Event
-    outcome: Manifest | BaseException | None = None
-    watchers: list[ProgressFn] = field(default_factory=list)
-
-
-Span = tuple[int, int] | None
-
-
-class Transfers:
-    """The fetches under way: listed by ``hearthfile transfers``, cancellable, and
-    shared: a second request for the same blob (and byte span) waits for the first."""
-
-    def __init__(self) -> None:
-        self._running: dict[tuple[Cid, Span], _Running] = {}
-
-    def snapshot(self) -> list[Progress]:
-        return [r.progress for r in self._running.values()]
-
-    def cancel(self, cid: Cid) -> bool:
-        """Cancel every fetch of ``cid``; False when none runs."""
-        hits = [r for (c, _), r in self._running.items() if c == cid]
-        for running in hits:
-            running.scope.cancel()
-        return bool(hits)
-
-    async def run(
-        self,
-        cid: Cid,
-        span: Span,
-        job: Callable[[ProgressFn], Awaitable[Manifest]],
-        progress: ProgressFn | None = None,
-    ) -> Manifest:
-        running = self._running.get((cid, span))
-        if running is None:
-            return await self._lead((cid, span), job, progress)
-        if progress is not None:
-            running.watchers.append(progress)
-        await running.done.wait()
-        if isinstance(running.outcome, BaseException):
-            raise ServiceError("unavailable", f"{cid}: the fetch this joined failed")
-        assert running.outcome is not None
-        return running.outcome
-
-    async def _lead(
-        self,
-        key: tuple[Cid, Span],
-        job: Callable[[ProgressFn], Awaitable[Manifest]],
-        progress: ProgressFn | None,
-    ) -> Manifest:
-        cid = key[0]
-        running = _Running(Progress(cid), trio.CancelScope(), trio.Event())
-        if progress is not None:
-            running.watchers.append(progress)
-
-        def report(p: Progress) -> None:
-            running.progress = p
-            for watcher in running.watchers:
-                watcher(p)
-
-        self._running[key] = running
-        try:
-            with running.scope:
-                running.outcome = await job(report)
-                return running.outcome
-            raise ServiceError("unavailable", f"{cid}: fetch cancelled")
-        except BaseException as exc:
-            running.outcome = exc
-            raise
-        finally:
-            del self._running[key]
-            running.done.set()

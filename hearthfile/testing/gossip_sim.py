@@ -17,7 +17,7 @@ spread over a heartbeat period, as in a network that was not switched on at
 once. Everything random comes from one ``random.Random(seed)``: a run is
 reproducible, so round counts can be asserted on.
 
-Hostile nodes (gossip/sim_hostile.py) are admitted members that attack
+Hostile nodes (testing/gossip_hostile.py) are admitted members that attack
 instead of relaying.
 
 Audit
@@ -63,8 +63,8 @@ from hearthfile.gossip.records import (
     Record,
     Sign,
 )
-from hearthfile.gossip.sim_hostile import Hostile
 from hearthfile.identity import NodeId, NodeKey
+from hearthfile.testing.gossip_hostile import Hostile
 
 #: Simulated wall clock at round 0 (seconds); any fixed value works.
 EPOCH_S: Final = 1_700_000_000.0

@@ -26,8 +26,7 @@ from typing import Any, Final
 
 import trio
 
-from hearthfile import __version__
-from hearthfile.blobs import transfer
+from hearthfile import __version__, transfer
 from hearthfile.blobs.chunker import Manifest
 from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
@@ -50,7 +49,7 @@ from hearthfile.services.node import NodeService
 from hearthfile.trust.book import TrustBook, TrustError
 from hearthfile.trust.storage import open_book
 
-log = logging.getLogger("hearthfile.daemon")
+log = logging.getLogger("hearthfile.node")
 
 GC_INTERVAL_S: Final = 60.0
 SOURCE_QUERY_TIMEOUT_S: Final = 5.0

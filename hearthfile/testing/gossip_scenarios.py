@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from hearthfile.cids import cid_of
-from hearthfile.gossip.sim import MemoryBound, Network, SimConfig
 from hearthfile.identity import NodeId
+from hearthfile.testing.gossip_sim import MemoryBound, Network, SimConfig
 
 #: Rounds a scenario waits for convergence before giving up (None in results).
 MAX_ROUNDS = 60

@@ -1,6 +1,6 @@
 """Hostile members for the gossip simulator (pure).
 
-Owns the attacks gossip/sim.py runs against honest nodes. A hostile node is an
+Owns the attacks testing/gossip_sim.py runs against honest nodes. A hostile node is an
 admitted member with a valid key; it relays nothing honest and, every round,
 sends each of a few peers:
 
