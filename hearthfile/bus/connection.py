@@ -44,6 +44,7 @@ from hearthfile.bus.capability import (
     CallContext,
     Registration,
     Registry,
+    Rejection,
     TrustLevel,
     admit,
 )
@@ -53,6 +54,7 @@ from hearthfile.bus.frames import decode as decode_frame
 from hearthfile.bus.outbox import Outbox, Signal
 from hearthfile.bus.session import (
     CallCancelled,
+    CallOverflowed,
     CallProgressed,
     CallRequested,
     Event,
@@ -70,6 +72,10 @@ CLOSE_TIMEOUT_S: Final = 5.0
 INTERNAL_MESSAGE: Final = "internal error"
 
 
+#: The answer to a request that would pass what we hold for the peer (session.py).
+HELD_REJECTION: Final = Rejection("busy", "too much of your data held already; retry later")
+
+
 def _clip(text: str, limit: int = MAX_ERROR_MSG_BYTES) -> str:
     """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
     return text.encode()[:limit].decode(errors="ignore")
@@ -85,6 +91,8 @@ class ConnectionStats:
     bytes_out: int
     handlers_running: int
     calls_open: int
+    #: Bytes of the peer's requests and unread items held (at most MAX_HELD_BYTES).
+    held_bytes: int
 
 
 class Connection:
@@ -132,6 +140,7 @@ class Connection:
             bytes_out=bytes_out,
             handlers_running=len(self._handler_scopes),
             calls_open=len(self._signals) - len(self._handler_scopes),
+            held_bytes=self._session.held_bytes,
         )
 
     # --- lifetime ---
@@ -206,20 +215,27 @@ class Connection:
             frame = decode_frame(message)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s call %d", self._short, frame.TAG, frame.call_id)
-            event = self._session.receive(frame)
+            event = self._session.receive(frame, len(message))
             if event is not None:
-                self._dispatch(event)
+                self._dispatch(event, len(message))
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: Event, size: int) -> None:
         match event:
             case CallRequested(request):
-                self._on_request(request)
+                self._on_request(request, size)
             case CallProgressed(call_id):
                 self._wake(call_id)
             case CallCancelled(call_id):
-                scope = self._handler_scopes.get(call_id)
-                if scope is not None:
-                    scope.cancel()
+                self._stop_handler(call_id)
+            case CallOverflowed(error):
+                log.debug("call %d from %s holds too much: busy", error.call_id, self._short)
+                self._stop_handler(error.call_id)
+                self._post(error)
+
+    def _stop_handler(self, call_id: int) -> None:
+        scope = self._handler_scopes.get(call_id)
+        if scope is not None:
+            scope.cancel()
 
     def _wake(self, call_id: int) -> None:
         signal = self._signals.get(call_id)
@@ -242,7 +258,7 @@ class Connection:
 
     # --- incoming calls ---
 
-    def _on_request(self, request: Request) -> None:
+    def _on_request(self, request: Request, size: int) -> None:
         registration = self._registry.lookup(request.cap)
         trust = self._trust_of(self._peer)
         rejection = admit(
@@ -252,13 +268,15 @@ class Connection:
             trust,
             self._running.get(request.cap, 0),
         )
+        if rejection is None and not self._session.can_hold(size):
+            rejection = HELD_REJECTION
         if rejection is not None:
             log.debug("refused %s from %s: %s", request.cap, self._short, rejection.code)
             self._post(self._session.refuse(request, rejection.code, _clip(rejection.message)))
             return
         # admit() refuses unknown capabilities, and requests are read only while serving.
         assert registration is not None and self._nursery is not None
-        self._session.accept(request)
+        self._session.accept(request, size)
         self._running[request.cap] = self._running.get(request.cap, 0) + 1
         scope = self._handler_scopes[request.call_id] = trio.CancelScope()
         signal = self._signals[request.call_id] = Signal()

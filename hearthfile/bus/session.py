@@ -29,6 +29,14 @@ as its application consumes items (in batches of ``CREDIT_BATCH``), so at most
 ``INITIAL_WINDOW`` items of a call ever wait in our memory, and a reader that stops
 reading stalls only its own stream. Data beyond the granted credit is a violation.
 
+Memory held for the peer. The bytes of the peer's calls to us -- each running call's
+``req`` and every ``data`` item it sent that its handler has not yet taken -- count
+against ``MAX_HELD_BYTES`` per connection, whatever the peer does. A ``req`` that would
+pass it is refused ``busy``; a ``data`` frame that would pass it ends its call with
+``err`` ``busy`` (the items it held are dropped, the handler stopped). A caller within
+its credit is never a violation for this: it only sees ``busy`` and may retry. Our own
+calls' answers are not counted: how many we open is ours to bound.
+
 Late frames. After we cancel, answer or refuse a call, frames for it may still be in
 flight; a frame whose id we issued or saw before but no longer track is dropped
 silently. A frame naming an id that was never opened is a violation.
@@ -61,6 +69,9 @@ from hearthfile.errors import LocalProtocolError, RemoteProtocolError
 INITIAL_WINDOW: Final = 16
 #: Consumed items are acknowledged with one ``credit`` per this many, not one each.
 CREDIT_BATCH: Final = INITIAL_WINDOW // 2
+#: Bytes of the peer's requests and unconsumed stream items one connection holds at
+#: most (see "Memory held for the peer"): three full windows of 256 KiB chunks.
+MAX_HELD_BYTES: Final = 16 * 1024 * 1024
 
 
 class Marker(Enum):
@@ -77,7 +88,8 @@ class _Call:
     sent_data: bool = False
     send_ended: bool = False
     recv_allowance: int = INITIAL_WINDOW  # data frames the peer may still send
-    recv_items: deque[Any] = field(default_factory=deque)
+    recv_items: deque[tuple[Any, int]] = field(default_factory=deque)  # (item, bytes)
+    held: int = 0  # bytes counted in Session.held_bytes for this call
     received_data: bool = False
     recv_ended: bool = False
     consumed: int = 0  # items taken since our last grant
@@ -108,14 +120,24 @@ class CallCancelled:
     call_id: int
 
 
-Event = CallRequested | CallProgressed | CallCancelled
+@dataclass(frozen=True, slots=True)
+class CallOverflowed:
+    """The peer's items would pass ``MAX_HELD_BYTES``: the call is dropped; stop its
+    handler and send the ``err`` given."""
+
+    error: ErrorResponse
+
+
+Event = CallRequested | CallProgressed | CallCancelled | CallOverflowed
 
 
 class Session:
     """All calls of one connection, in both directions."""
 
-    def __init__(self, *, initiator: bool) -> None:
+    def __init__(self, *, initiator: bool, max_held_bytes: int = MAX_HELD_BYTES) -> None:
         self._mine_odd = initiator
+        self.max_held_bytes = max_held_bytes
+        self.held_bytes = 0  # see "Memory held for the peer"
         self._next_id = 1 if initiator else 2
         self._peer_highest = 0  # highest id the peer has opened
         self._calls: dict[int, _Call] = {}
@@ -147,9 +169,21 @@ class Session:
         self._calls[call_id] = _Call(outgoing=True)
         return Request(call_id, cap, version, args)
 
-    def accept(self, request: Request) -> None:
-        """Admit an incoming call: its streams start with the initial windows."""
-        self._calls[request.call_id] = _Call(outgoing=False)
+    def can_hold(self, size: int) -> bool:
+        """Whether a request of ``size`` bytes fits in what we hold for the peer."""
+        return self.held_bytes + size <= self.max_held_bytes
+
+    def accept(self, request: Request, size: int = 0) -> None:
+        """Admit an incoming call of ``size`` bytes (held until it finishes): its
+        streams start with the initial windows."""
+        self._calls[request.call_id] = _Call(outgoing=False, held=size)
+        self.held_bytes += size
+
+    def _pop(self, call_id: int) -> _Call | None:
+        call = self._calls.pop(call_id, None)
+        if call is not None:
+            self.held_bytes -= call.held
+        return call
 
     def refuse(self, request: Request, code: str, msg: str) -> ErrorResponse:
         """Answer an incoming call without admitting it."""
@@ -188,7 +222,7 @@ class Session:
     def respond(self, call_id: int, body: Any) -> list[Frame]:
         """Finish an incoming call: ``end`` if we streamed and had not ended, then ``res``.
         Nothing when the caller cancelled it meanwhile (the handler finished anyway)."""
-        call = self._calls.pop(call_id, None)
+        call = self._pop(call_id)
         if call is None:
             return []
         head: list[Frame] = [End(call_id)] if call.sent_data and not call.send_ended else []
@@ -196,12 +230,12 @@ class Session:
 
     def fail(self, call_id: int, code: str, msg: str) -> ErrorResponse:
         """Finish an incoming call with an error."""
-        self._calls.pop(call_id, None)
+        self._pop(call_id)
         return ErrorResponse(call_id, code, msg)
 
     def close_call(self, call_id: int) -> Cancel | None:
         """Forget a call we are done with; ``cancel`` to send if it had not finished."""
-        call = self._calls.pop(call_id, None)
+        call = self._pop(call_id)
         if call is None or not call.outgoing or call.outcome is not None:
             return None
         return Cancel(call_id)
@@ -214,7 +248,9 @@ class Session:
             return Marker.END, None
         if not call.recv_items:
             return (Marker.END if call.recv_ended else Marker.EMPTY), None
-        item = call.recv_items.popleft()
+        item, size = call.recv_items.popleft()
+        call.held -= size
+        self.held_bytes -= size
         call.consumed += 1
         if call.consumed < CREDIT_BATCH or call.recv_ended:
             return item, None
@@ -234,15 +270,16 @@ class Session:
 
     # --- the peer's side ---
 
-    def receive(self, frame: Frame) -> Event | None:
-        """Apply one frame from the peer; None when it was a late frame, dropped."""
+    def receive(self, frame: Frame, size: int = 0) -> Event | None:
+        """Apply one frame of ``size`` bytes from the peer; None when it was a late
+        frame, dropped."""
         match frame:
             case Request():
                 return self._on_request(frame)
             case Response() | ErrorResponse():
                 return self._on_outcome(frame)
             case Data():
-                return self._on_data(frame)
+                return self._on_data(frame, size)
             case End():
                 return self._on_end(frame)
             case Credit():
@@ -279,7 +316,7 @@ class Session:
             raise RemoteProtocolError(f"{frame.TAG} after the outcome of call {frame.call_id}")
         return call
 
-    def _on_data(self, frame: Data) -> Event | None:
+    def _on_data(self, frame: Data, size: int) -> Event | None:
         call = self._live_stream(frame)
         if call is None:
             return None
@@ -289,7 +326,15 @@ class Session:
             raise RemoteProtocolError(f"data beyond granted credit on call {frame.call_id}")
         call.recv_allowance -= 1
         call.received_data = True
-        call.recv_items.append(frame.body)
+        if not call.outgoing:
+            if not self.can_hold(size):
+                self._pop(frame.call_id)
+                return CallOverflowed(
+                    ErrorResponse(frame.call_id, "busy", "too much unread data held for you")
+                )
+            call.held += size
+            self.held_bytes += size
+        call.recv_items.append((frame.body, size))
         return CallProgressed(frame.call_id)
 
     def _on_end(self, frame: End) -> Event | None:
@@ -316,5 +361,5 @@ class Session:
         call = self._known(frame.call_id)
         if call is None:
             return None
-        del self._calls[frame.call_id]
+        self._pop(frame.call_id)
         return CallCancelled(frame.call_id)

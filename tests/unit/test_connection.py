@@ -28,7 +28,7 @@ from hearthfile.bus.frames import (
     decode,
     encode,
 )
-from hearthfile.bus.session import INITIAL_WINDOW
+from hearthfile.bus.session import INITIAL_WINDOW, MAX_HELD_BYTES
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.identity import NodeId
 from tests.unit.fake_channel import MemoryChannel, channel_pair
@@ -535,3 +535,45 @@ async def test_error_frame_codes_stay_in_the_wire_set(
             await send_frame(peer, Request(2, "nope.nope", (1, 0), None))
             reply = await receive_frame(peer)
     assert isinstance(reply, ErrorResponse) and reply.code == "not_found"
+
+
+async def test_a_peer_filling_every_window_holds_at_most_the_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that opens many streaming calls and fills each window while the handlers
+    never read: we hold at most MAX_HELD_BYTES of it, the excess calls end ``busy``, and
+    everything held is released when the calls end."""
+    registry = Registry()
+    holding = trio.Event()
+
+    async def sink(ctx: CallContext) -> None:
+        await holding.wait()
+
+    registry.register(cap("test.sink", max_concurrent=100), sink)
+    chunk = b"x" * (256 * 1024)
+    calls = MAX_HELD_BYTES // (INITIAL_WINDOW * len(chunk)) + 3
+    peak = 0
+    received: list[Frame] = []
+    with trio.fail_after(DEADLINE_S):
+        async with raw_peer(registry) as (conn, peer):
+
+            async def read() -> None:
+                while True:
+                    received.append(await receive_frame(peer))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                for n in range(calls):
+                    await send_frame(peer, Request(2 + 2 * n, "test.sink", (1, 0), None))
+                    for _ in range(INITIAL_WINDOW):
+                        await send_frame(peer, Data(2 + 2 * n, chunk))
+                        peak = max(peak, conn.stats().held_bytes)
+                await trio.sleep(1)  # mock time: everything sent is processed
+                busy = [f for f in received if isinstance(f, ErrorResponse)]
+                assert busy and all(f.code == "busy" for f in busy)
+                holding.set()
+                await trio.sleep(1)
+                nursery.cancel_scope.cancel()
+            assert conn.stats().held_bytes == 0
+    assert 0 < peak <= MAX_HELD_BYTES
+    assert len({f.call_id for f in received if isinstance(f, Response)}) + len(busy) == calls
