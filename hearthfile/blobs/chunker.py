@@ -110,17 +110,46 @@ def decode_manifest(data: bytes, expected_cid: Cid | None = None) -> Manifest:
     size, chunk_size, chunks = raw["size"], raw["chunk_size"], raw["chunks"]
     if raw["v"] != MANIFEST_VERSION:
         raise BlobError("manifest_invalid", f"unsupported manifest version {raw['v']!r}")
-    if type(chunk_size) is not int or not 1024 <= chunk_size <= CHUNK_SIZE:
-        raise BlobError(
-            "manifest_invalid", f"chunk_size must be 1 KiB..256 KiB, got {chunk_size!r}"
-        )
     if type(size) is not int or size < 0:
         raise BlobError("manifest_invalid", f"size must be a non-negative integer, got {size!r}")
-    if not isinstance(chunks, list) or len(chunks) != expected_chunk_count(size, chunk_size):
-        raise BlobError("manifest_invalid", "chunk count does not match size / chunk_size")
+    if not isinstance(chunks, list):
+        raise BlobError("manifest_invalid", "chunks must be a list of CIDs")
     if not all(is_cid(c) for c in chunks) or not is_cid(raw["content"]):
         raise BlobError("manifest_invalid", "chunks and content must be CIDs")
-    return Manifest(size, chunk_size, tuple(chunks), raw["content"])
+    manifest = Manifest(size, chunk_size, tuple(chunks), raw["content"])
+    check_manifest(manifest)
+    return manifest
+
+
+def check_manifest(manifest: Manifest) -> None:
+    """The checks of DESIGN.md section 5 that need no chunk bytes: the one chunk
+    size of version 1, and as many chunks as the size needs. (That every chunk
+    but the last holds ``chunk_size`` bytes and the last 1..chunk_size is then a
+    check on each chunk's bytes, ``check_chunk``; ``content`` is checked over the
+    whole bytes before the blob is visible.)"""
+    if type(manifest.chunk_size) is not int or manifest.chunk_size != CHUNK_SIZE:
+        raise BlobError(
+            "manifest_invalid", f"chunk_size must be {CHUNK_SIZE}, got {manifest.chunk_size!r}"
+        )
+    if len(manifest.chunks) != expected_chunk_count(manifest.size, manifest.chunk_size):
+        raise BlobError("manifest_invalid", "chunk count does not match size / chunk_size")
+    if len(manifest.chunks) > MAX_CHUNKS:
+        raise BlobError("manifest_invalid", f"more than {MAX_CHUNKS} chunks")
+
+
+def check_chunk(manifest: Manifest, index: int, data: bytes | bytearray | memoryview) -> Cid:
+    """Check chunk ``index`` of ``manifest`` against its CID and then its length;
+    returns the CID. A chunk that hashes right but is not the length the manifest
+    gives it proves the manifest false (``manifest_invalid``), not the bytes."""
+    expected = manifest.chunks[index]
+    verify_chunk(data, expected)
+    if len(data) != manifest.chunk_length(index):
+        raise BlobError(
+            "manifest_invalid",
+            f"chunk {index} holds {len(data)} bytes, the manifest gives it "
+            f"{manifest.chunk_length(index)}",
+        )
+    return expected
 
 
 def verify_chunk(data: bytes | bytearray | memoryview, expected_cid: Cid) -> None:
@@ -205,6 +234,8 @@ __all__ = [
     "CidError",
     "Manifest",
     "ManifestBuilder",
+    "check_chunk",
+    "check_manifest",
     "chunk_blob",
     "decode_manifest",
     "iter_chunks",

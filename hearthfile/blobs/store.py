@@ -55,16 +55,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Final
 
+import blake3
+
 from hearthfile.blobs.backend import Buffer, ChunkBackend, LocalBackend
 from hearthfile.blobs.chunker import (
     BlobError,
     Manifest,
     ManifestBuilder,
+    check_chunk,
+    check_manifest,
     decode_manifest,
     iter_chunks,
     verify_chunk,
 )
-from hearthfile.cids import Cid, cid_of, hex_of
+from hearthfile.cids import Cid, cid_from_digest, cid_of, hex_of
 from hearthfile.errors import HearthError
 
 GC_THRESHOLD: Final = 0.8
@@ -453,11 +457,30 @@ class BlobStore:
         except OSError as exc:
             raise BlobError("io_error", f"{cid}: {exc.strerror}") from None
         if len(data) != size or cid_of(data) != cid:
-            if not self.has_chunk(cid):  # removed while being read: its file is reused
+            held = self._chunk_size(cid)
+            if held is None:  # removed while being read: its file is reused
                 raise BlobError("not_found", f"{cid}: removed")
+            if held != size and self._matches_own_cid(cid, name, held):
+                # The caller's length came from a manifest that lies about this
+                # chunk: the manifest is false, the chunk is good (issue 13 item 1).
+                raise BlobError(
+                    "manifest_invalid", f"{cid}: holds {held} bytes, the manifest says {size}"
+                )
             where = self._drop_chunk(cid, name, "corrupt")
             raise BlobError("hash_mismatch", f"{cid}: corrupt on disk, moved to {where}")
         return data
+
+    def _chunk_size(self, cid: Cid) -> int | None:
+        with self._mutex:
+            row = self._db.execute("SELECT size FROM chunks WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _matches_own_cid(self, cid: Cid, name: str, size: int) -> bool:
+        try:
+            data = self.backend.load(name, size + 1)
+        except OSError:
+            return False
+        return len(data) == size and cid_of(data) == cid
 
     def _drop_chunk(self, cid: Cid, name: str, reason: str) -> str:
         if self.readonly:
@@ -516,12 +539,21 @@ class BlobStore:
 
     def write_blob(self, manifest: Manifest, chunks: Iterable[Buffer], *, pin: bool = False) -> Cid:
         """Store a blob from its manifest and chunks in order (each verified)."""
+        check_manifest(manifest)
+        content = blake3.blake3()
         with self.batch() as batch:
+            count = 0
             for index, data in enumerate(chunks):
                 if index >= len(manifest.chunks):
                     raise BlobError("manifest_invalid", "more chunks than the manifest lists")
-                batch.write_chunk(manifest.chunks[index], data)
-            batch.write_manifest(manifest, pin=pin)
+                batch.write_verified_chunk(check_chunk(manifest, index, data), data)
+                content.update(data)
+                count += 1
+            if count != len(manifest.chunks):
+                raise BlobError("manifest_invalid", "fewer chunks than the manifest lists")
+            if cid_from_digest(content.digest()) != manifest.content:
+                raise BlobError("manifest_invalid", "content is not the BLAKE3 of the chunks")
+            batch.write_manifest(manifest, pin=pin, proven=True)
         return manifest.cid
 
     def add_stream(
@@ -550,7 +582,7 @@ class BlobStore:
             if progress is not None:
                 progress(len(view))
         manifest = builder.finish(name, mime)
-        batch.write_manifest(manifest, pin=pin)
+        batch.write_manifest(manifest, pin=pin, proven=True)
         return manifest
 
     def add_bytes(self, data: bytes, *, name: str | None = None, pin: bool = False) -> Manifest:
@@ -559,17 +591,82 @@ class BlobStore:
         return self.add_stream(io.BytesIO(data), name=name, pin=pin)
 
     def begin_blob(self, manifest: Manifest) -> None:
-        """Record a manifest whose chunks will arrive later (a fetch); resumable."""
+        """Record a manifest whose chunks will arrive later (a fetch, a put); resumable.
+
+        Refused (``manifest_invalid``, nothing recorded) when the manifest breaks
+        DESIGN.md section 5 in a way visible now: a wrong chunk size or count, or
+        a chunk held here whose length is not the one the manifest gives it.
+        """
+        check_manifest(manifest)
+        held = self._held_sizes(manifest.chunks)
+        for index, chunk in enumerate(manifest.chunks):
+            size = held.get(chunk)
+            if size is not None and size != manifest.chunk_length(index):
+                raise BlobError(
+                    "manifest_invalid",
+                    f"chunk {index} holds {size} bytes, the manifest gives it "
+                    f"{manifest.chunk_length(index)}",
+                )
         with self.batch() as batch:
             batch.write_manifest(manifest, pin=False)
 
-    def complete_blob(self, cid: Cid) -> bool:
-        """Mark a blob complete if every chunk is now stored; returns whether it is."""
+    def _held_sizes(self, cids: Iterable[Cid]) -> dict[Cid, int]:
+        wanted = list(dict.fromkeys(cids))
+        found: dict[Cid, int] = {}
         with self._mutex:
-            if self.missing_chunks(cid):
-                return False
-            self._db.execute("UPDATE blobs SET complete = 1 WHERE cid = ?", (cid,))
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(
+                    f"SELECT cid, size FROM chunks WHERE cid IN ({marks})", part
+                )
+                found.update((Cid(c), int(n)) for c, n in rows)
+        return found
+
+    def complete_blob(self, cid: Cid) -> bool:
+        """Make a blob complete if every chunk is stored and its manifest holds;
+        returns whether it is complete.
+
+        Before the blob becomes visible, its ``content`` is checked against the
+        BLAKE3 of the whole bytes (DESIGN.md section 5): the blob CID proves only
+        the manifest's bytes, not that they describe these chunks. A manifest that
+        fails is ``manifest_invalid`` and nothing of it is kept (its chunks stay
+        only where another blob uses them).
+        """
+        if self.has_blob(cid):
+            return True
+        if self.missing_chunks(cid):
+            return False
+        manifest = self.read_manifest(cid)
+        try:
+            check_manifest(manifest)
+            self._check_content(manifest)
+        except BlobError as exc:
+            if exc.code != "manifest_invalid":
+                raise
+            self._delete_blobs([cid])
+            raise
+        with self._tx() as db:
+            db.execute("UPDATE blobs SET complete = 1 WHERE cid = ?", (cid,))
         return True
+
+    def _check_content(self, manifest: Manifest) -> None:
+        """Hash the blob's bytes as stored (each chunk verified, lengths from the
+        manifest) and compare with its ``content``."""
+        content = blake3.blake3()
+        for view in self._stream(manifest, 0, manifest.size):
+            content.update(view)
+        if cid_from_digest(content.digest()) != manifest.content:
+            raise BlobError(
+                "manifest_invalid", f"{manifest.cid}: content is not the BLAKE3 of its bytes"
+            )
+
+    def discard_partial(self, cid: Cid) -> None:
+        """Forget a blob that is not complete (a put whose manifest proved false)."""
+        with self._mutex:
+            row = self._db.execute("SELECT complete FROM blobs WHERE cid = ?", (cid,)).fetchone()
+        if row is not None and row[0] == 0:
+            self._delete_blobs([cid])
 
     # -- pins, removal, GC -----------------------------------------------------
 
@@ -786,8 +883,11 @@ class WriteBatch:
         self.bytes_written = 0
         self._id = batch_id
         self._journal = _Journal(store.data_dir, batch_id)
+        #: Chunks written (or found held) by this batch, indexed at commit.
         self._chunks: dict[Cid, int] = {}
-        self._manifests: list[tuple[Manifest, bool, int]] = []
+        #: Chunks this batch counts in the store's ``_writing`` until it ends.
+        self._claimed: set[Cid] = set()
+        self._manifests: list[tuple[Manifest, bool, int, bool]] = []
         self._written: list[str] = []
 
     def __enter__(self) -> WriteBatch:
@@ -817,8 +917,8 @@ class WriteBatch:
         one index lookup and one journal write for them all."""
         fresh: dict[Cid, Buffer] = {}
         for cid, data in chunks:
-            if cid not in self._chunks:
-                self._chunks[cid] = len(data)
+            if cid not in self._claimed:
+                self._claimed.add(cid)
                 fresh[cid] = data
         if not fresh:
             return
@@ -826,15 +926,22 @@ class WriteBatch:
         with store._mutex:
             store._writing.update(fresh.keys())
         present = store.present_chunks(fresh)
-        names = [(hex_of(cid), data) for cid, data in fresh.items() if cid not in present]
-        self._journal.note_all(name for name, _ in names)
-        for name, data in names:
-            self._write_noted(name, data)
+        todo = [(cid, data) for cid, data in fresh.items() if cid not in present]
+        self._chunks.update((cid, len(fresh[cid])) for cid in present)
+        self._journal.note_all(hex_of(cid) for cid, _ in todo)
+        for cid, data in todo:
+            self._write_noted(hex_of(cid), data)
+            # Indexed at commit only once written: a write that fails (a full disk)
+            # leaves no index row naming a file that is not there (issue 13 item 8).
+            self._chunks[cid] = len(data)
 
-    def write_manifest(self, manifest: Manifest, *, pin: bool) -> None:
+    def write_manifest(self, manifest: Manifest, *, pin: bool, proven: bool = False) -> None:
+        """Record ``manifest``. With ``proven`` (the caller built it from, or checked
+        it against, the bytes this batch writes) the blob becomes complete at commit
+        when every chunk is held; otherwise only ``complete_blob`` makes it so."""
         encoded = manifest.encode()
         self._write_file(hex_of(cid_of(encoded)) + MANIFEST_SUFFIX, encoded)
-        self._manifests.append((manifest, pin, len(encoded)))
+        self._manifests.append((manifest, pin, len(encoded), proven))
 
     def _write_file(self, name: str, data: Buffer) -> None:
         self._journal.note_all([name])
@@ -860,8 +967,8 @@ class WriteBatch:
                 db.executemany(
                     "INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", self._chunks.items()
                 )
-                for manifest, pin, encoded_len in self._manifests:
-                    self._index_manifest(db, manifest, pin, encoded_len, now)
+                for manifest, pin, encoded_len, proven in self._manifests:
+                    self._index_manifest(db, manifest, pin, encoded_len, now, proven)
         except OSError as exc:
             self.abort()
             code = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
@@ -872,7 +979,13 @@ class WriteBatch:
         self._release()
 
     def _index_manifest(
-        self, db: sqlite3.Connection, m: Manifest, pin: bool, encoded_len: int, now: float
+        self,
+        db: sqlite3.Connection,
+        m: Manifest,
+        pin: bool,
+        encoded_len: int,
+        now: float,
+        proven: bool,
     ) -> None:
         cid = m.cid
         db.execute(
@@ -899,6 +1012,8 @@ class WriteBatch:
             "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
             ((cid, i, c) for i, c in enumerate(m.chunks)),
         )
+        if not proven:
+            return
         db.execute(
             "UPDATE blobs SET complete = 1 WHERE cid = ? AND NOT EXISTS (SELECT 1 FROM blob_chunks "
             "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND c.cid IS NULL)",
@@ -917,10 +1032,11 @@ class WriteBatch:
     def _release(self) -> None:
         store = self._store
         with store._mutex:
-            for cid in self._chunks:
+            for cid in self._claimed:
                 store._writing[cid] -= 1
                 if store._writing[cid] <= 0:
                     del store._writing[cid]
+        self._claimed.clear()
         self._chunks.clear()
         self._written.clear()
         self._journal.discard()

@@ -20,6 +20,7 @@ from typing import Any, Final
 import trio
 
 from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore, WriteBatch
 from hearthfile.cids import Cid, cid_of
 from hearthfile.errors import PeerUnavailable, ServiceError
@@ -96,7 +97,7 @@ async def fetch_blob(
             store, manifest, sources, missing, state, progress, emit, sequential
         )
         await fetch.run(more_sources)
-    complete = await trio.to_thread.run_sync(store.complete_blob, cid)
+    complete = await AsyncStore(store).complete_blob(cid)  # checks the manifest's content
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
     return manifest
@@ -146,7 +147,7 @@ async def _fetch_manifest(store: BlobStore, cid: Cid, source: Peer) -> Manifest:
         await call.result()
     if manifest is None:
         raise bad(f"{source.peer.short()} sent no manifest for {cid}")
-    await trio.to_thread.run_sync(store.begin_blob, manifest)
+    await AsyncStore(store).begin_blob(manifest)
     return manifest
 
 

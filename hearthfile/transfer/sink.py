@@ -13,7 +13,8 @@ from typing import Final
 
 import trio
 
-from hearthfile.blobs.chunker import BlobError, Manifest, verify_chunk
+from hearthfile.blobs.chunker import BlobError, Manifest, check_chunk
+from hearthfile.blobs.facade import service_error
 from hearthfile.blobs.store import BlobStore
 from hearthfile.errors import ServiceError
 from hearthfile.transfer.fileproto import bad, want_int, want_map
@@ -50,6 +51,8 @@ class ChunkSink:
         self._on_stored = on_stored
         self._group: list[tuple[int, bytes]] = []
         self._batch = store.batch()
+        #: Set when a chunk proved the manifest false (right hash, wrong length).
+        self.manifest_invalid = False
 
     async def __aenter__(self) -> ChunkSink:
         return self
@@ -97,13 +100,11 @@ class ChunkSink:
         verified = []
         for index, data in group:
             try:
-                verify_chunk(data, self._manifest.chunks[index])
+                verified.append((check_chunk(self._manifest, index, data), data))
             except BlobError as exc:
+                self.manifest_invalid = exc.code == "manifest_invalid"
                 raise ServiceError("bad_request", f"chunk {index}: {exc.detail}") from None
-            verified.append((self._manifest.chunks[index], data))
         try:
             self._batch.write_verified_chunks(verified)
         except BlobError as exc:
-            if exc.code == "disk_full":
-                raise ServiceError("capacity_exceeded", "disk full") from None
-            raise
+            raise service_error(exc) from None

@@ -266,9 +266,15 @@ class FileService:
         for item in range_items(to_ranges(missing), "missing"):
             await ctx.send(item)
         await ctx.send_end()
-        async with ChunkSink(self._store.sync, manifest, set(missing)) as sink:
-            async for item in incoming:
-                await sink.accept(item)
+        sink = ChunkSink(self._store.sync, manifest, set(missing))
+        try:
+            async with sink:
+                async for item in incoming:
+                    await sink.accept(item)
+        except ServiceError:
+            if sink.manifest_invalid:  # nothing of a false manifest is kept
+                await self._store.run(self._store.sync.discard_partial, cid)
+            raise
         stored = sink.stored
         if not await self._store.complete_blob(cid):
             raise bad("stream ended before every missing chunk was sent")
