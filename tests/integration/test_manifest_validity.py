@@ -12,11 +12,11 @@ import pytest
 import trio
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest
-from hearthfile.transfer.fileproto import from_ranges, manifest_items
 from hearthfile.bus.capability import CallContext, Registry
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeKey
 from hearthfile.services.file.service import READ
+from hearthfile.transfer.fileproto import from_ranges, manifest_items
 from tests.integration.nodes import Daemon
 from tests.integration.test_file_service import connect, put_call
 from tests.unit.test_chunker import payload
