@@ -53,6 +53,7 @@ class MessageChannel(Protocol):
         ``RemoteProtocolError`` when the peer broke the transport."""
         ...
 
-    async def aclose(self) -> None:
-        """Close the channel; idempotent."""
+    async def aclose(self, violation: str | None = None) -> None:
+        """Close the channel; idempotent. ``violation`` says the peer broke the bus
+        protocol (closed with 4006 and that reason instead of a normal close)."""
         ...

@@ -69,8 +69,11 @@ CLOSE_HANDSHAKE_TIMEOUT: Final = 4002
 CLOSE_BAD_FRAME: Final = 4003
 CLOSE_IDLE_TIMEOUT: Final = 4004
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4005
+CLOSE_PROTOCOL_VIOLATION: Final = 4006  # the bus protocol (frames, calls, credit)
 #: Close codes that mean the transport was broken by a protocol violation.
-PROTOCOL_VIOLATION_CODES: Final = frozenset({1002, 1003, 1007, 1009, 4001, 4003})
+PROTOCOL_VIOLATION_CODES: Final = frozenset({1002, 1003, 1007, 1009, 4001, 4003, 4006})
+#: A websocket close reason is at most 123 UTF-8 bytes.
+MAX_CLOSE_REASON_BYTES: Final = 123
 
 #: The close handshake is a courtesy; a peer that does not answer is cut off.
 CLOSE_TIMEOUT_S: Final = 2.0
@@ -206,8 +209,12 @@ class SecureChannel:
             await self.close(CLOSE_BAD_FRAME, "bad secure frame")
             raise
 
-    async def aclose(self) -> None:
-        await self.close(CLOSE_NORMAL, None)
+    async def aclose(self, violation: str | None = None) -> None:
+        if violation is None:
+            await self.close(CLOSE_NORMAL, None)
+        else:
+            reason = violation.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+            await self.close(CLOSE_PROTOCOL_VIOLATION, reason)
 
     async def close(self, code: int, reason: str | None) -> None:
         """Close with a websocket close code and reason; returns once closed. Idempotent."""

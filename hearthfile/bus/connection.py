@@ -120,6 +120,7 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._finished = trio.Event()
         self.close_reason: str | None = None
+        self._violation: str | None = None  # the protocol violation that closed us
         self._counts = [0, 0, 0, 0]  # frames in, frames out, bytes in, bytes out
         install_describe(registry)
 
@@ -164,7 +165,7 @@ class Connection:
         finally:
             self._close("closed locally")
             with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                await self._channel.aclose()
+                await self._channel.aclose(self._violation)
             self._finished.set()
 
     async def wait_closed(self) -> None:
@@ -197,8 +198,13 @@ class Connection:
             log.debug("connection to %s ended: %s", self._short, exc)
             self._close(exc.reason or "channel closed")
         except RemoteProtocolError as exc:
-            log.warning("peer %s broke the bus protocol, closing: %s", self._short, exc)
-            self._close(f"protocol violation: {exc}")
+            self._violated(exc)
+
+    def _violated(self, exc: RemoteProtocolError) -> None:
+        log.warning("peer %s broke the bus protocol, closing: %s", self._short, exc)
+        if self.close_reason is None:
+            self._violation = str(exc)
+        self._close(f"protocol violation: {exc}")
 
     async def _write_loop(self) -> None:
         while True:
@@ -249,8 +255,7 @@ class Connection:
         except PeerUnavailable:
             pass  # the connection is over; nothing more goes out
         except RemoteProtocolError as exc:
-            log.warning("peer %s broke the bus protocol, closing: %s", self._short, exc)
-            self._close(f"protocol violation: {exc}")
+            self._violated(exc)
 
     def _raise_if_closed(self) -> None:
         if self.close_reason is not None:

@@ -30,6 +30,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from hearthfile.bus.capability import Registry, TrustLevel
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.client import (
     CLOSE_BAD_FRAME,
@@ -38,6 +39,7 @@ from hearthfile.bus.client import (
     CLOSE_IDLE_TIMEOUT,
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_PROTOCOL_VIOLATION,
     CLOSE_TEXT_MESSAGE,
     CLOSE_TOO_MANY_CONNECTIONS,
     DEFAULT_LIMITS,
@@ -45,6 +47,7 @@ from hearthfile.bus.client import (
     SecureChannel,
     open_secure_channel,
 )
+from hearthfile.bus.connection import Connection
 from hearthfile.bus.handshake import Handshake, HandshakeError, SecureSession
 from hearthfile.bus.server import serve_secure
 from hearthfile.config import Address
@@ -277,6 +280,26 @@ async def test_undecryptable_frame_closes_4003() -> None:
         await outcomes.next()
         _, error = await outcomes.next()
         assert isinstance(error, RemoteProtocolError) and "authentication" in str(error)
+
+
+async def test_a_bus_protocol_violation_closes_4006() -> None:
+    """A well-encrypted frame that breaks the bus protocol (here: not msgpack) is not a
+    normal close: the connection says 4006 and why."""
+    closed = trio.Event()
+
+    async def bus(channel: SecureChannel) -> None:
+        await Connection(channel, Registry(), lambda _: TrustLevel.MEMBER, initiator=False).serve()
+        closed.set()
+
+    async with server(bus) as address:
+        peer = await RawPeer.connect(address)
+        session = await peer.handshake()
+        await peer.send(Message(data=session.encrypt_frame(b"\xc1 not msgpack")))
+        event = await peer.close_event()
+        assert event is not None and event.code == CLOSE_PROTOCOL_VIOLATION
+        assert event.reason.startswith("undecodable frame"), event.reason
+        with trio.fail_after(TEST_DEADLINE_S):
+            await closed.wait()
 
 
 async def test_oversize_message_closes_1009() -> None:

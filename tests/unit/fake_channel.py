@@ -25,6 +25,7 @@ class MemoryChannel:
         self._send = send
         self._receive = receive
         self.sent_messages = 0
+        self.violation: str | None = None
 
     @property
     def peer(self) -> NodeId:
@@ -43,7 +44,8 @@ class MemoryChannel:
         except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
             raise PeerUnavailable(self._peer.short(), "channel closed") from exc
 
-    async def aclose(self) -> None:
+    async def aclose(self, violation: str | None = None) -> None:
+        self.violation = self.violation or violation
         await self._send.aclose()
         await self._receive.aclose()
 
