@@ -34,6 +34,7 @@ from hearthfile.config import ConfigError, load_config, with_overrides
 from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError, ServiceError
 from hearthfile.identity import IdentityError, NodeId, NodeKey
 from hearthfile.services import ops
+from hearthfile.services.http import HttpListenError
 
 if TYPE_CHECKING:  # the bus and the daemon load only when a command needs them
     from hearthfile.bus.connection import Connection
@@ -298,6 +299,7 @@ async def cmd_init(args: argparse.Namespace) -> int:
     home = home_dir(args)
     (home / "data").mkdir(parents=True, exist_ok=True)
     key = node_home.load_or_create_key(home)
+    node_home.load_or_create_http_token(home)
     print(f"initialised {home}\nnode id {key.node_id}")
     return EXIT_OK
 
@@ -685,7 +687,9 @@ async def cmd_events(args: argparse.Namespace) -> int:
 
 async def cmd_run(args: argparse.Namespace) -> int:
     home = home_dir(args)
-    config = with_overrides(_config(args, home), listen=args.listen, peers=args.peer or None)
+    config = with_overrides(
+        _config(args, home), listen=args.listen, peers=args.peer or None, http=args.http
+    )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -693,7 +697,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         from hearthfile import node as daemon
 
         await daemon.run_until_signalled(home, config)
-    except node_home.DaemonRunning as exc:
+    except (node_home.DaemonRunning, HttpListenError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot listen on {config.node.listen}: {exc.strerror}") from None
@@ -726,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("peers", cmd_peers, "connected peers")
     p = command("run", cmd_run, "run the daemon")
     p.add_argument("--listen", metavar="HOST:PORT")
+    p.add_argument("--http", metavar="HOST:PORT|off", help="HTTP gateway (default 127.0.0.1:7780)")
     p.add_argument("--peer", action="append", metavar="HOST:PORT", help="bootstrap peer (repeat)")
     p.add_argument("--config", metavar="FILE", help="config file (default <home>/config.yaml)")
     p = command("add", cmd_add, "add files; prints each blob CID")

@@ -90,6 +90,7 @@ def parse_address(text: str) -> Address:
 CONFIG_FILENAME: Final = "config.yaml"
 TRUST_FILENAME: Final = "trust.yaml"
 DEFAULT_PORT: Final = 7700
+DEFAULT_HTTP_PORT: Final = 7780
 
 #: Levels an operator can write down (hearthfile/trust/levels.py owns the order):
 #: ``self`` is implied by the node's own key, ``stranger`` is the absence of an entry.
@@ -133,6 +134,17 @@ class NodeConfig:
     #: None only on a ``NodeConfig()`` built by hand; ``load_config`` always
     #: sets it (default ``<home>/data``).
     data_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """``http:`` the gateway (DESIGN.md section 10)."""
+
+    #: None: ``off``. Loopback by default, like the node's own port.
+    listen: Address | None = Address("127.0.0.1", DEFAULT_HTTP_PORT)
+    #: False while ``listen`` is the default: then a port already taken (several
+    #: nodes on one machine) means no gateway, not an error.
+    explicit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +228,7 @@ class Config:
     file: FileConfig = field(default_factory=FileConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     #: The file the settings came from; None when running on defaults.
     source_path: Path | None = None
 
@@ -241,6 +254,7 @@ def with_overrides(
     config: Config,
     listen: Address | str | None = None,
     peers: Sequence[PeerSpec | Address | str] | None = None,
+    http: str | None = None,
 ) -> Config:
     """Apply ``hearthfile run`` flags, which override the file.
 
@@ -256,6 +270,9 @@ def with_overrides(
             p if isinstance(p, PeerSpec) else PeerSpec(_flag_address("--peer", p, dial=True))
             for p in peers
         )
+    if http is not None:
+        flags = _Section("command line", "", {})
+        config = replace(config, http=_http_listen(flags, "--http", http))
     return replace(config, node=node, bootstrap=bootstrap)
 
 
@@ -426,6 +443,7 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         "file": FileConfig,
         "limits": LimitsConfig,
         "gossip": GossipConfig,
+        "http": HttpConfig,
     }
     # `listen:` at the top level is a likely slip for `node.listen:`; say so.
     elsewhere = {k: f"{s}.{k}" for s, cls in sections.items() for k in _names(cls)}
@@ -438,6 +456,7 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         file=_file(top.sub("file")),
         limits=_limits(top.sub("limits")),
         gossip=_gossip(top.sub("gossip")),
+        http=_http(top.sub("http")),
         source_path=path.absolute(),
     )
 
@@ -461,6 +480,20 @@ def _node(sec: _Section, home: Path, path: Path) -> NodeConfig:
         # file means the same place however the daemon was started.
         data_dir = path.absolute().parent / Path(raw).expanduser()
     return NodeConfig(listen=listen, data_dir=data_dir)
+
+
+def _http(sec: _Section) -> HttpConfig:
+    _check_keys(sec, ("listen",))
+    if "listen" not in sec.data:
+        return HttpConfig()
+    return _http_listen(sec, "listen", sec.data["listen"])
+
+
+def _http_listen(sec: _Section, key: str, value: object) -> HttpConfig:
+    """``host:port`` or ``off`` (YAML reads a bare off as False)."""
+    if value is False or value == "off":
+        return HttpConfig(listen=None, explicit=True)
+    return HttpConfig(listen=_address(sec, key, value, dial=False), explicit=True)
 
 
 def _address(sec: _Section, key: str, value: object, *, dial: bool) -> Address:

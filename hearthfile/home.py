@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from hearthfile.identity import NodeId, NodeKey
 KEY_FILE: Final = "node.key"
 LOCK_FILE: Final = "daemon.lock"
 INFO_FILE: Final = "daemon.json"
+#: The bearer token HTTP writes need (DESIGN.md section 10); readable by the owner only.
+HTTP_TOKEN_FILE: Final = "http.token"
 
 
 class DaemonRunning(HearthError):
@@ -42,6 +45,21 @@ def load_or_create_key(home: Path) -> NodeKey:
         home.mkdir(parents=True, exist_ok=True)
         NodeKey.generate().save(path)
     return NodeKey.load(path)
+
+
+def load_or_create_http_token(home: Path) -> bytes:
+    """The gateway's write token: 32 random bytes as hex, made once (mode 0600)."""
+    path = home / HTTP_TOKEN_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(32)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path.with_suffix(".tmp"), path)
+    return path.read_text().strip().encode()
 
 
 def daemon_info(home: Path) -> DaemonInfo | None:

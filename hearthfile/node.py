@@ -41,10 +41,18 @@ from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.gossip.protocol import Gossip
 from hearthfile.gossip.service import GossipService
-from hearthfile.home import home_lock, load_or_create_key, write_info
+from hearthfile.home import (
+    home_lock,
+    load_or_create_http_token,
+    load_or_create_key,
+    write_info,
+)
 from hearthfile.identity import NodeId, NodeKey
 from hearthfile.services.events import EventLog
 from hearthfile.services.file.service import FileService
+from hearthfile.services.http.app import Gateway
+from hearthfile.services.http.node_gateway import NodeGateway
+from hearthfile.services.http.server import open_http_socket, serve_http
 from hearthfile.services.node import NodeService
 from hearthfile.trust.book import TrustBook, TrustError
 from hearthfile.trust.storage import open_book
@@ -142,6 +150,8 @@ async def _run(
     transfers = transfer.Transfers()
     events = EventLog()
     listen: list[Address] = []
+    http_sock = open_http_socket(config.http)
+    http_listen: list[str] = []
 
     def member(node: NodeId) -> bool:
         return node != me and trust.level(node) >= TrustLevel.MEMBER
@@ -297,6 +307,7 @@ async def _run(
             "version": __version__,
             "pid": os.getpid(),
             "listen": str(listen[0]) if listen else None,
+            "http": http_listen[0] if http_listen else None,
             "uptime_s": time.time() - started,
             "peers": len(others()),
             "blobs": store.count(),
@@ -370,6 +381,17 @@ async def _run(
         held = [i.cid for i in await trio.to_thread.run_sync(store.list_cids)]
         gossip.publish(held, [], addresses=[str(listen[0])])
         nursery.start_soon(_gc_loop, store, announce)
+        if http_sock is not None:
+            gateway = NodeGateway(
+                store,
+                fetch=fetch,
+                announce=announce,
+                status=status,
+                events=events,
+                transfers=transfers,
+            )
+            token = load_or_create_http_token(home)
+            http_listen.append(await nursery.start(serve_http, Gateway(gateway, token), http_sock))
         task_status.started(port)
 
 

@@ -51,7 +51,11 @@ class Daemon:
         assert result.returncode == 0, f"hearthfile {' '.join(args)}: {result.stderr}"
         return result.out
 
-    def start(self, *peers: Daemon, config: str | None = None, port: int = 0) -> Daemon:
+    def start(
+        self, *peers: Daemon, config: str | None = None, port: int = 0, http: str = "off"
+    ) -> Daemon:
+        """``hearthfile run`` on loopback; ``http`` is off unless a test asks for it
+        (``127.0.0.1:0``), so parallel daemons never compete for port 7780."""
         if config is not None:
             (self.home / "config.yaml").write_text(config)
         args = [
@@ -63,6 +67,8 @@ class Daemon:
             "run",
             "--listen",
             f"127.0.0.1:{port}",
+            "--http",
+            http,
         ]
         for peer in peers:
             args += ["--peer", f"127.0.0.1:{peer if isinstance(peer, int) else peer.port}"]
@@ -81,6 +87,11 @@ class Daemon:
     @property
     def port(self) -> int:
         return int(json.loads((self.home / "daemon.json").read_text())["port"])
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the gateway, from ``status --json``."""
+        return "http://" + json.loads(self.ok("--json", "status"))["http"]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,381 @@
+"""``NodeGateway``: the node's side of the HTTP gateway (trio shell over the store).
+
+It implements ``backend.GatewayBackend`` with the blob store, the node's fetch
+(the transfer manager: every known holder at once), its event log and status.
+Blocking store work runs in worker threads in groups of chunks, so a thread hop
+(~0.15 ms) is paid per few MiB, not per chunk (PERF-NOTES.md item 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import mimetypes
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Final
+
+import blake3
+import trio
+
+from hearthfile.blobs import transfer
+from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.store import BlobStore, PinnedError
+from hearthfile.cids import Cid, cid_from_digest
+from hearthfile.errors import ServiceError
+from hearthfile.services import ops
+from hearthfile.services.events import EventLog
+from hearthfile.services.http.backend import Added, BlobMeta, GatewayError, Metric
+
+log = logging.getLogger(__name__)
+
+#: Bytes read per worker-thread hop when serving, and handed per hop to an upload.
+GROUP_BYTES: Final = 4 * 1024 * 1024
+#: Upload blocks queued between the request and the store's writer thread.
+SINK_QUEUE: Final = 2
+#: Seconds a client waits for a fetch's manifest before 504.
+MANIFEST_TIMEOUT_S: Final = 30.0
+RETRY_AFTER_S: Final = 5
+
+Fetch = Callable[[Cid, tuple[int, int] | None, bool, transfer.ProgressFn], Awaitable[Manifest]]
+Announce = Callable[[list[Cid], list[Cid]], None]
+
+
+class NodeGateway:
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        fetch: Fetch,
+        announce: Announce,
+        status: Callable[[], dict[str, Any]],
+        events: EventLog,
+        transfers: transfer.Transfers,
+    ) -> None:
+        self._store = store
+        self._fetch = fetch
+        self._announce = announce
+        self._status = status
+        self._events = events
+        self._transfers = transfers
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn`` in a worker thread; store errors become HTTP errors."""
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except BlobError as exc:
+            raise _http_error(exc) from None
+        except PinnedError as exc:
+            raise GatewayError(409, "pinned", str(exc)) from None
+
+    # -- reads ---------------------------------------------------------------
+
+    async def blob(self, cid: Cid, *, fetch: bool) -> BlobMeta:
+        if await trio.to_thread.run_sync(self._store.has_blob, cid):
+            manifest: Manifest = await self._run(self._store.read_manifest, cid)
+            return BlobMeta(cid, manifest, manifest.name, manifest.mime, local=True)
+        if not fetch:
+            raise GatewayError(412, "not_cached", f"{cid} is not held here (only-if-cached)")
+        with trio.move_on_after(MANIFEST_TIMEOUT_S) as scope:
+            manifest = await self._fetched(cid, (0, 0))
+        if scope.cancelled_caught:
+            raise GatewayError(
+                504, "timeout", f"{cid}: no holder answered", retry_after_s=RETRY_AFTER_S
+            )
+        return BlobMeta(cid, manifest, manifest.name, manifest.mime, local=False)
+
+    async def _fetched(
+        self, cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn | None = None
+    ) -> Manifest:
+        try:
+            return await self._fetch(cid, span, True, progress or (lambda p: None))
+        except ServiceError as exc:
+            raise _fetch_error(cid, exc) from None
+
+    async def read(
+        self, meta: BlobMeta, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
+    ) -> None:
+        if meta.local:
+            await self._read_local(meta.cid, start, end, write)
+        else:
+            await self._read_fetching(meta, start, end, write)
+
+    async def _read_local(
+        self, cid: Cid, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
+    ) -> None:
+        pieces: Iterator[memoryview] = await self._run(
+            self._store.read_blob_stream, cid, start, end
+        )
+        try:
+            while True:
+                group: list[memoryview] = await self._run(_take, pieces, GROUP_BYTES)
+                if not group:
+                    return
+                for piece in group:
+                    await write(piece)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_close, pieces)
+
+    async def _read_fetching(
+        self, meta: BlobMeta, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
+    ) -> None:
+        """Fetch the chunks covering [start, end) in order and write each as it is
+        stored (verified twice: by the fetch, then by the store's read)."""
+        manifest = meta.manifest
+        indices = list(manifest.chunk_range(start, end))
+        span = None if (start, end) == (0, manifest.size) else (start, end)
+        landed = trio.Event()
+        outcome: list[BaseException | None] = []
+
+        def progress(_: transfer.Progress) -> None:
+            landed.set()
+
+        async def fetch() -> None:
+            try:
+                await self._fetched(meta.cid, span, progress)
+                outcome.append(None)
+            except Exception as exc:  # reported to the request below
+                outcome.append(exc)
+            landed.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            sent = 0
+            while sent < len(indices):
+                landed = trio.Event()
+                ready = await self._run(self._ready, manifest, indices[sent:])
+                for index, data in ready:
+                    base = index * manifest.chunk_size
+                    view = memoryview(data)[max(start - base, 0) : min(end - base, len(data))]
+                    await write(view)
+                    sent += 1
+                if sent < len(indices) and not ready:
+                    if outcome:
+                        if outcome[0] is not None:
+                            raise outcome[0]
+                        raise GatewayError(502, "partition", f"{meta.cid}: chunks still missing")
+                    await landed.wait()
+
+    def _ready(self, manifest: Manifest, indices: list[int]) -> list[tuple[int, bytes]]:
+        """The first of ``indices`` that are stored, in order, up to ``GROUP_BYTES``."""
+        wanted = [manifest.chunks[i] for i in indices[: GROUP_BYTES // manifest.chunk_size]]
+        present = self._store.present_chunks(wanted)
+        run = list(itertools.takewhile(lambda i: manifest.chunks[i] in present, indices))
+        run = run[: len(wanted)]
+        return list(zip(run, self._store.read_chunks(manifest, run), strict=True))
+
+    async def chunk(self, cid: Cid) -> bytes:
+        data: bytes = await self._run(self._store.read_chunk, cid)
+        return data
+
+    async def manifest_bytes(self, cid: Cid) -> bytes:
+        manifest: Manifest = await self._run(self._store.read_manifest, cid)
+        return manifest.encode()
+
+    async def list_blobs(self, prefix: str, after: str, limit: int) -> list[dict[str, Any]]:
+        infos = await self._run(lambda: self._store.list_cids(prefix, after=after, limit=limit))
+        return [ops.info_dict(i) for i in infos]
+
+    # -- writes --------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def open_sink(self, name: str | None, mime: str | None) -> AsyncIterator[_Sink]:
+        """A blob added from bytes written to the sink, in a worker thread that
+        chunks, hashes and stores them as they come (memory: a few blocks)."""
+        mime = mime or (mimetypes.guess_type(name)[0] if name else None)
+        send, receive = trio.open_memory_channel[bytes](SINK_QUEUE)
+        reader = _ChannelReader(receive)
+        sink = _Sink(send, self._announce)
+
+        def add() -> Manifest:
+            return self._store.add_stream(reader, name=name, mime=mime, pin=True)  # type: ignore[arg-type]
+
+        async def writer() -> None:
+            try:
+                sink.manifest = await self._run(add)
+            except GatewayError as exc:
+                sink.error = exc
+            finally:
+                sink.done.set()
+                receive.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            try:
+                yield sink
+            finally:
+                if not sink.finished:
+                    reader.aborted = True
+                    send.close()
+
+    async def plan(self, manifest: Manifest) -> list[int]:
+        present: set[Cid] = await self._run(self._store.present_chunks, manifest.chunks)
+        return [i for i, c in enumerate(manifest.chunks) if c not in present]
+
+    async def put_chunk(self, cid: Cid, data: bytes) -> None:
+        await self._run(self._store.write_chunk, cid, data)
+
+    async def commit(self, manifest: Manifest) -> Added:
+        missing = await self.plan(manifest)
+        if missing:
+            raise GatewayError(409, "chunks_missing", f"{len(missing)} chunks not uploaded yet")
+        await self._run(self._commit, manifest)
+        self._announce([manifest.cid], [])
+        return _added(manifest)
+
+    def _commit(self, manifest: Manifest) -> None:
+        """Check ``content`` over the whole bytes (DESIGN.md section 5), then index."""
+        hasher = blake3.blake3()
+        for start in range(0, len(manifest.chunks), 16):
+            for data in self._store.read_chunks(
+                manifest, list(range(start, start + 16))[: len(manifest.chunks) - start]
+            ):
+                hasher.update(data)
+        if cid_from_digest(hasher.digest()) != manifest.content:
+            raise GatewayError(400, "manifest_invalid", "content is not the BLAKE3 of the chunks")
+        with self._store.batch() as batch:
+            batch.write_manifest(manifest, pin=True)
+
+    async def remove(self, cid: Cid) -> None:
+        await self._run(lambda: self._store.remove(cid))
+        self._announce([], [cid])
+
+    async def set_pin(self, cid: Cid, pinned: bool) -> None:
+        await self._run(self._store.pin if pinned else self._store.unpin, cid)
+
+    # -- node ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self._status()
+
+    def metrics(self) -> list[Metric]:
+        running = self._transfers.snapshot()
+        return [
+            Metric("store_blobs", "gauge", "Complete blobs held.", self._store.count()),
+            Metric("store_bytes", "gauge", "Bytes held in the store.", self._store.total_bytes()),
+            Metric("transfers_active", "gauge", "Fetches under way.", len(running)),
+            Metric("events_total", "counter", "Node events recorded.", self._events_total()),
+        ]
+
+    def _events_total(self) -> int:
+        last = self._events.since(0)[-1:]
+        return int(last[0]["seq"]) if last else 0
+
+    def events_since(self, after: int) -> list[dict[str, Any]]:
+        return [_event_json(e) for e in self._events.since(after)]
+
+    async def wait_events(self, after: int) -> None:
+        async for _ in self._events.follow(after):
+            return
+
+
+class _Sink:
+    """The request side of an upload: bytes gathered into blocks of ``GROUP_BYTES``."""
+
+    def __init__(self, send: trio.MemorySendChannel[bytes], announce: Announce) -> None:
+        self._send = send
+        self._announce = announce
+        self._buffer = bytearray()
+        self.finished = False
+        self.done = trio.Event()
+        self.manifest: Manifest | None = None
+        self.error: GatewayError | None = None
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= GROUP_BYTES:
+            await self._put(bytes(self._buffer))
+            self._buffer.clear()
+
+    async def _put(self, block: bytes) -> None:
+        try:
+            await self._send.send(block)
+        except trio.BrokenResourceError:  # the writer stopped: its error says why
+            await self.done.wait()
+            raise self.error or GatewayError(500, "internal", "upload writer stopped") from None
+
+    async def finish(self) -> Added:
+        if self._buffer:
+            await self._put(bytes(self._buffer))
+        self.finished = True
+        await self._send.aclose()
+        await self.done.wait()
+        if self.manifest is None:
+            raise self.error or GatewayError(500, "internal", "upload writer stopped")
+        self._announce([self.manifest.cid], [])
+        return _added(self.manifest)
+
+
+class _ChannelReader:
+    """A blocking file-like reader (``readinto``) over a trio channel of blocks, for the
+    store's ``add_stream`` in a worker thread. A closed channel after ``aborted``
+    is an error, so a cut upload never becomes a short blob."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        self._receive = receive
+        self._block = memoryview(b"")
+        self.aborted = False
+
+    def readinto(self, view: memoryview) -> int:
+        while not self._block:
+            try:
+                block = trio.from_thread.run(self._receive.receive)
+            except trio.EndOfChannel:
+                if self.aborted:
+                    raise BlobError("io_error", "upload cut short") from None
+                return 0
+            except trio.Cancelled:
+                raise BlobError("io_error", "upload cut short") from None
+            self._block = memoryview(block)
+        n = min(len(view), len(self._block))
+        view[:n] = self._block[:n]
+        self._block = self._block[n:]
+        return n
+
+
+def _take(pieces: Iterator[memoryview], budget: int) -> list[memoryview]:
+    group: list[memoryview] = []
+    size = 0
+    for piece in pieces:
+        group.append(piece)
+        size += len(piece)
+        if size >= budget:
+            break
+    return group
+
+
+def _close(pieces: Iterator[memoryview]) -> None:
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
+
+
+def _added(manifest: Manifest) -> Added:
+    return Added(manifest.cid, manifest.size, manifest.name, manifest.mime, manifest.content)
+
+
+def _event_json(event: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in event.items() if k not in ("seq", "at", "event")}
+    return {"id": event["seq"], "time": event["at"], "type": event["event"], "data": data}
+
+
+def _http_error(exc: BlobError) -> GatewayError:
+    if exc.code == "not_found":
+        return GatewayError(404, "not_found", exc.detail)
+    if exc.code in ("manifest_invalid", "hash_mismatch"):
+        return GatewayError(400, exc.code, exc.detail)
+    if exc.code == "disk_full":
+        return GatewayError(507, "disk_full", exc.detail)
+    return GatewayError(500, exc.code, exc.detail)
+
+
+def _fetch_error(cid: Cid, exc: ServiceError) -> GatewayError:
+    """The transfer manager's wire error as the status DESIGN.md section 10 names."""
+    if exc.code == "not_found":
+        return GatewayError(404, "not_found", f"{cid}: no holder known")
+    if exc.code == "timeout":
+        return GatewayError(504, "timeout", exc.detail, retry_after_s=RETRY_AFTER_S)
+    if exc.code == "capacity_exceeded":
+        return GatewayError(507, "disk_full", exc.detail)
+    return GatewayError(502, exc.code, exc.detail, retry_after_s=RETRY_AFTER_S)

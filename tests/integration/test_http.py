@@ -1,0 +1,321 @@
+"""The HTTP gateway of a real daemon, driven by real clients (curl, aria2c, sockets).
+
+DESIGN.md section 10. One daemon serves the module's single-node tests; the
+fetch-on-miss tests start a pair. curl is installed by scripts/test when missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from hearthfile.blobs.chunker import chunk_blob
+from tests.integration.nodes import Daemon, wait_for
+from tests.unit.test_chunker import payload
+
+CS = 256 * 1024
+CACHE = "public, max-age=29030400, immutable"
+TEXT = b"hello world, this is a test blob of 57 bytes.........!!!\n"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed (scripts/test installs it as root)"
+)
+
+
+@dataclass
+class Gateway:
+    node: Daemon
+    url: str
+    token: str
+
+    def auth(self) -> list[str]:
+        return ["-H", f"Authorization: Bearer {self.token}"]
+
+    def add(self, data: bytes, name: str, tmp: Path) -> str:
+        path = tmp / name
+        path.write_bytes(data)
+        return self.node.ok("add", str(path)).split()[-1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def curl(*args: str, cwd: Path | None = None) -> Reply:
+    """One curl request: the status and headers of the last response, and the body
+    (nothing with -O, which writes the body to a file)."""
+    with tempfile.NamedTemporaryFile() as dump:
+        proc = subprocess.run(
+            ["curl", "-sS", "--max-time", "60", "-D", dump.name, *args],
+            capture_output=True,
+            timeout=90,
+            check=False,
+            cwd=cwd,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        heads = Path(dump.name).read_bytes().decode("utf-8").strip().split("\r\n\r\n")
+    lines = heads[-1].split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Reply(int(lines[0].split()[1]), headers, proc.stdout)
+
+
+def error_of(reply: Reply) -> str:
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.body.count(b"\n") == 1  # one line, never a traceback
+    value = json.loads(reply.body)
+    assert set(value) == {"error", "detail"}
+    return str(value["error"])
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    node = Daemon(tmp_path_factory.mktemp("gw") / "a")
+    node.start(http="127.0.0.1:0")
+    token = (node.home / "http.token").read_text().strip()
+    assert (node.home / "http.token").stat().st_mode & 0o777 == 0o600
+    yield Gateway(node, node.http_url, token)
+    node.stop()
+
+
+@pytest.fixture
+def text_cid(gw: Gateway, tmp_path: Path) -> str:
+    return gw.add(TEXT, "hello.txt", tmp_path)
+
+
+def test_head_and_get_headers(gw: Gateway, text_cid: str) -> None:
+    expected = {
+        "content-type": "text/plain",
+        "x-content-type-options": "nosniff",
+        "content-disposition": 'inline; filename="hello.txt"',
+        "etag": f'"{text_cid}"',
+        "cache-control": CACHE,
+        "accept-ranges": "bytes",
+        "content-length": "57",
+    }
+    head = curl("-I", f"{gw.url}/blob/{text_cid}")
+    got = curl(f"{gw.url}/blob/{text_cid}")
+    for reply in (head, got):
+        assert reply.status == 200
+        assert {k: reply.headers.get(k) for k in expected} == expected
+    assert got.body == TEXT
+    attach = curl("-I", f"{gw.url}/blob/{text_cid}/other.txt?download=1")
+    assert attach.headers["content-disposition"] == 'attachment; filename="other.txt"'
+
+
+def test_ranges(gw: Gateway, text_cid: str) -> None:
+    one = curl("-r", "6-16", f"{gw.url}/blob/{text_cid}")
+    assert one.status == 206
+    assert one.headers["content-range"] == "bytes 6-16/57"
+    assert one.body == TEXT[6:17]
+    suffix = curl("-r", "-5", f"{gw.url}/blob/{text_cid}")
+    assert (suffix.status, suffix.body) == (206, TEXT[-5:])
+
+    multi = curl("-r", "0-1,5-7,50-", f"{gw.url}/blob/{text_cid}")
+    assert multi.status == 206
+    kind, _, boundary = multi.headers["content-type"].partition("; boundary=")
+    assert kind == "multipart/byteranges"
+    assert int(multi.headers["content-length"]) == len(multi.body)
+    parts = multi.body.split(f"--{boundary}".encode())
+    assert parts[-1] == b"--\r\n"
+    bodies = []
+    for part in parts[1:-1]:
+        head, _, data = part.partition(b"\r\n\r\n")
+        assert b"Content-Type: text/plain" in head
+        bodies.append((head.split(b"Content-Range: ")[1].decode(), data.removesuffix(b"\r\n")))
+    assert bodies == [
+        ("bytes 0-1/57", TEXT[0:2]),
+        ("bytes 5-7/57", TEXT[5:8]),
+        ("bytes 50-56/57", TEXT[50:]),
+    ]
+
+    bad = curl("-r", "100-200", f"{gw.url}/blob/{text_cid}")
+    assert bad.status == 416
+    assert bad.headers["content-range"] == "bytes */57"
+    assert error_of(bad) == "range_not_satisfiable"
+    stale = curl("-r", "6-16", "-H", 'If-Range: "blake3:other"', f"{gw.url}/blob/{text_cid}")
+    assert (stale.status, stale.body) == (200, TEXT)
+    fresh = curl("-r", "6-16", "-H", f'If-Range: "{text_cid}"', f"{gw.url}/blob/{text_cid}")
+    assert (fresh.status, fresh.body) == (206, TEXT[6:17])
+
+
+@pytest.mark.parametrize("tag", ["exact", "weak-list", "star"])
+def test_if_none_match(gw: Gateway, text_cid: str, tag: str) -> None:
+    header = {
+        "exact": f'"{text_cid}"',
+        "weak-list": f'"blake3:nope", W/"{text_cid}"',
+        "star": "*",
+    }[tag]
+    reply = curl("-H", f"If-None-Match: {header}", f"{gw.url}/blob/{text_cid}")
+    assert reply.status == 304
+    assert reply.body == b""
+    assert reply.headers["etag"] == f'"{text_cid}"'
+    other = curl("-H", 'If-None-Match: "blake3:nope"', f"{gw.url}/blob/{text_cid}")
+    assert other.status == 200
+
+
+@pytest.mark.parametrize("name", ["report.pdf", "héllo wörld.txt"])
+def test_curl_saves_under_the_stored_name(gw: Gateway, tmp_path: Path, name: str) -> None:
+    data = payload(3000, 5)
+    quoted = urllib.parse.quote(name)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    up = curl("-X", "PUT", *gw.auth(), "--data-binary", f"@{src}", f"{gw.url}/blob?name={quoted}")
+    assert up.status == 201
+    added = json.loads(up.body)
+    assert added["name"] == name
+    out = tmp_path / "out"
+    out.mkdir()
+    got = curl("-O", "-J", f"{gw.url}/blob/{added['cid']}?download=1", cwd=out)
+    assert got.status == 200
+    assert [p.name for p in out.iterdir()] == [name]
+    assert (out / name).read_bytes() == data
+
+
+def test_raw_and_multipart_uploads(gw: Gateway, tmp_path: Path) -> None:
+    files = {"a.png": payload(CS * 2 + 17, 1), "b.txt": b"short", "empty.bin": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    raw = curl(
+        "-X", "PUT", *gw.auth(), "-H", "Content-Type: image/png",
+        "--data-binary", f"@{tmp_path / 'a.png'}", f"{gw.url}/blob?name=a.png",
+    )  # fmt: skip
+    assert raw.status == 201
+    first = json.loads(raw.body)
+    assert (first["size"], first["name"], first["mime"]) == (CS * 2 + 17, "a.png", "image/png")
+    assert first["content"].startswith("blake3:")
+
+    form = [arg for name in files for arg in ("-F", f"{name}=@{tmp_path / name}")]
+    multi = curl(*gw.auth(), *form, "-F", "comment=ignored", f"{gw.url}/blob")
+    assert multi.status == 201
+    added = json.loads(multi.body)
+    assert [a["name"] for a in added] == list(files)
+    assert added[0]["cid"] == first["cid"]
+    for item, data in zip(added, files.values(), strict=True):
+        assert item["size"] == len(data)
+        assert curl(f"{gw.url}/blob/{item['cid']}").body == data
+    assert curl(f"{gw.url}/blob/{added[1]['cid']}").headers["content-type"] == "text/plain"
+
+
+def test_two_phase_upload_sends_only_missing_chunks(gw: Gateway, tmp_path: Path) -> None:
+    data = payload(10 * CS - 99, 42)
+    manifest, chunks = chunk_blob(data, name="big.bin")
+    gw.add(data[: 4 * CS], "head.bin", tmp_path)  # the first four chunks are held already
+    body = json.dumps(
+        {
+            "v": 1,
+            "size": manifest.size,
+            "chunk_size": manifest.chunk_size,
+            "chunks": list(manifest.chunks),
+            "content": manifest.content,
+            "name": "big.bin",
+        }
+    )
+    plan = curl(*gw.auth(), "-H", "Content-Type: application/json", "-d", body,
+                f"{gw.url}/blob/plan")  # fmt: skip
+    assert plan.status == 200
+    answer = json.loads(plan.body)
+    assert answer == {"upload_required": True, "missing": [[4, 10]]}
+
+    early = curl(*gw.auth(), "-d", body, f"{gw.url}/blob/commit")
+    assert (early.status, error_of(early)) == (409, "chunks_missing")
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(chunks[5])
+    bad = curl("-X", "PUT", *gw.auth(), "--data-binary", f"@{wrong}",
+               f"{gw.url}/chunk/{manifest.chunks[4]}")  # fmt: skip
+    assert bad.status == 400
+
+    sent = 0
+    for start, end in answer["missing"]:
+        for index in range(start, end):
+            piece = tmp_path / f"c{index}"
+            piece.write_bytes(chunks[index])
+            up = curl("-X", "PUT", *gw.auth(), "--data-binary", f"@{piece}",
+                      f"{gw.url}/chunk/{manifest.chunks[index]}")  # fmt: skip
+            assert up.status == 201
+            sent += 1
+    assert sent == 6
+    done = curl(*gw.auth(), "-d", body, f"{gw.url}/blob/commit")
+    assert done.status == 201
+    assert json.loads(done.body)["cid"] == manifest.cid
+    again = curl(*gw.auth(), "-d", body, f"{gw.url}/blob/plan")
+    assert json.loads(again.body) == {"upload_required": False, "missing": []}
+    assert curl(f"{gw.url}/blob/{manifest.cid}").body == data
+    canonical = curl(f"{gw.url}/manifest/{manifest.cid}")
+    assert canonical.body == manifest.encode()
+    assert curl(f"{gw.url}/chunk/{manifest.chunks[7]}").body == chunks[7]
+
+
+def test_writes_need_the_token(gw: Gateway, text_cid: str) -> None:
+    for auth in ([], ["-H", "Authorization: Bearer wrong"], ["-H", "Authorization: Basic x"]):
+        put = curl("-X", "PUT", *auth, "--data-binary", "x", f"{gw.url}/blob?name=x")
+        assert (put.status, error_of(put)) == (401, "unauthorized")
+        delete = curl("-X", "DELETE", *auth, f"{gw.url}/blob/{text_cid}")
+        assert delete.status == 401
+    assert curl("-I", f"{gw.url}/blob/{text_cid}").status == 200
+
+
+def test_list_pin_delete(gw: Gateway, tmp_path: Path) -> None:
+    cid = gw.add(b"list me", "l.txt", tmp_path)
+    listed = json.loads(curl(f"{gw.url}/blobs?prefix={cid[:12]}&limit=1000").body)
+    assert cid in [i["cid"] for i in listed["items"]]
+    page = json.loads(curl(f"{gw.url}/blobs?limit=1").body)
+    assert len(page["items"]) == 1 and page["next"] == page["items"][0]["cid"]
+    rest = json.loads(curl(f"{gw.url}/blobs?after={page['next']}&limit=1000").body)
+    assert page["next"] not in [i["cid"] for i in rest["items"]]
+
+    assert curl("-X", "PUT", *gw.auth(), f"{gw.url}/blob/{cid}/pin").status == 200
+    assert json.loads(gw.node.ok("--json", "stat", cid))["pinned"] is True
+    pinned = curl("-X", "DELETE", *gw.auth(), f"{gw.url}/blob/{cid}")
+    assert (pinned.status, error_of(pinned)) == (409, "pinned")
+    assert curl("-X", "DELETE", *gw.auth(), f"{gw.url}/blob/{cid}/pin").status == 200
+    assert curl("-X", "DELETE", *gw.auth(), f"{gw.url}/blob/{cid}").status == 200
+    gone = curl("-H", "Cache-Control: only-if-cached", f"{gw.url}/blob/{cid}")
+    assert (gone.status, error_of(gone)) == (412, "not_cached")
+    assert curl(f"{gw.url}/blob/{cid}").status == 404  # no peer holds it
+    assert curl("-X", "PUT", *gw.auth(), f"{gw.url}/blob/{cid}/pin").status == 404
+
+
+def test_bad_requests_get_one_line_json(gw: Gateway) -> None:
+    assert error_of(curl(f"{gw.url}/blob/not-a-cid")) == "bad_request"
+    assert error_of(curl(f"{gw.url}/nowhere")) == "not_found"
+    assert error_of(curl("-X", "PATCH", f"{gw.url}/status")) == "method_not_allowed"
+    assert error_of(curl(f"{gw.url}/blobs?limit=0")) == "bad_request"
+    form = curl(*gw.auth(), "-H", "Content-Type: text/plain", "-d", "x", f"{gw.url}/blob")
+    assert form.status == 415
+    junk = curl(*gw.auth(), "-d", "{not json", f"{gw.url}/blob/plan")
+    assert (junk.status, error_of(junk)) == (400, "manifest_invalid")
+
+
+def test_status_metrics_events(gw: Gateway, tmp_path: Path) -> None:
+    status = json.loads(curl(f"{gw.url}/status").body)
+    assert status["node_id"] == gw.node.node_id
+    assert gw.url.endswith(status["http"])
+    metrics = curl(f"{gw.url}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    names = [line.split()[0] for line in metrics.body.decode().splitlines() if line[0] != "#"]
+    assert all(n.startswith("hearthfile_") for n in names)
+    assert "hearthfile_http_requests_total" in names
+    assert all("{" not in n for n in names)  # no labels, so no CID or peer labels
+    events = json.loads(curl(f"{gw.url}/events?since=0").body)
+    last = events[-1]["id"] if events else 0
+    assert [e["id"] for e in events] == list(range(events[0]["id"], last + 1)) if events else True
+    gw.add(b"an event", "e.txt", tmp_path)
+    newer = json.loads(curl(f"{gw.url}/events?since={last}&timeout=20").body)
+    assert newer and newer[0]["id"] == last + 1
+    assert set(newer[0]) == {"id", "time", "type", "data"}
