@@ -697,11 +697,21 @@ async def cmd_run(args: argparse.Namespace) -> int:
         from hearthfile import node as daemon
 
         await daemon.run_until_signalled(home, config)
-    except (node_home.DaemonRunning, HttpListenError) as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"cannot listen on {config.node.listen}: {exc.strerror}") from None
+    except* (node_home.DaemonRunning, HttpListenError) as group:
+        raise CliError(str(_first_leaf(group))) from None
+    except* OSError as group:
+        reason = getattr(_first_leaf(group), "strerror", "")
+        raise CliError(f"cannot listen on {config.node.listen}: {reason}") from None
     return EXIT_OK
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception in a (nested) group: the daemon's nurseries wrap a
+    start-up error, which the operator should see as one line."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _config(args: argparse.Namespace, home: Path) -> Any:

@@ -443,7 +443,6 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         "file": FileConfig,
         "limits": LimitsConfig,
         "gossip": GossipConfig,
-        "http": HttpConfig,
     }
     # `listen:` at the top level is a likely slip for `node.listen:`; say so.
     elsewhere = {k: f"{s}.{k}" for s, cls in sections.items() for k in _names(cls)}

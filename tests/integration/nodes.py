@@ -52,10 +52,11 @@ class Daemon:
         return result.out
 
     def start(
-        self, *peers: Daemon, config: str | None = None, port: int = 0, http: str = "off"
+        self, *peers: Daemon, config: str | None = None, port: int = 0, http: str | None = "off"
     ) -> Daemon:
         """``hearthfile run`` on loopback; ``http`` is off unless a test asks for it
-        (``127.0.0.1:0``), so parallel daemons never compete for port 7780."""
+        (``127.0.0.1:0``), so parallel daemons never compete for port 7780; None
+        passes no ``--http`` at all (the default address)."""
         if config is not None:
             (self.home / "config.yaml").write_text(config)
         args = [
@@ -67,8 +68,7 @@ class Daemon:
             "run",
             "--listen",
             f"127.0.0.1:{port}",
-            "--http",
-            http,
+            *(["--http", http] if http is not None else []),
         ]
         for peer in peers:
             args += ["--peer", f"127.0.0.1:{peer if isinstance(peer, int) else peer.port}"]

@@ -12,15 +12,15 @@ import socket
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import trio
 
 from hearthfile.blobs.chunker import chunk_blob
-from tests.integration.nodes import Daemon, wait_for
+from hearthfile.config import DEFAULT_HTTP_PORT
+from tests.integration.nodes import Daemon
 from tests.unit.test_chunker import payload
 
 CS = 256 * 1024
@@ -319,3 +319,25 @@ def test_status_metrics_events(gw: Gateway, tmp_path: Path) -> None:
     newer = json.loads(curl(f"{gw.url}/events?since={last}&timeout=20").body)
     assert newer and newer[0]["id"] == last + 1
     assert set(newer[0]) == {"id", "time", "type", "data"}
+
+
+def test_http_address_taken(make_node: Callable[[str], Daemon]) -> None:
+    """An explicit --http that cannot bind is an error; the default one taken is not."""
+    holder = socket.socket()
+    with holder:
+        try:
+            holder.bind(("127.0.0.1", DEFAULT_HTTP_PORT))
+            holder.listen()
+        except OSError:
+            pass  # taken already, which is the case under test
+        a = make_node("a")
+        failed = a.cli("run", "--listen", "127.0.0.1:0", "--http", f"127.0.0.1:{DEFAULT_HTTP_PORT}")
+        assert failed.returncode == 1
+        assert failed.stderr.strip().count("\n") == 0
+        assert f"cannot listen for HTTP on 127.0.0.1:{DEFAULT_HTTP_PORT}" in failed.stderr
+        a.start(http=None)
+        assert json.loads(a.ok("--json", "status"))["http"] is None
+        assert a.log().count("http_off reason=port_taken") == 1
+    a.stop()
+    a.start(http="off")
+    assert json.loads(a.ok("--json", "status"))["http"] is None

@@ -466,3 +466,22 @@ def test_bad_trust_file_names_the_file(tmp_path: Path) -> None:
 def test_empty_trust_file(tmp_path: Path) -> None:
     (tmp_path / "trust.yaml").write_text("# nothing granted yet\n")
     assert load_trust(tmp_path) == {}
+
+
+def test_http_listen(tmp_path: Path) -> None:
+    from hearthfile.config import DEFAULT_HTTP_PORT, HttpConfig
+
+    assert load_config(tmp_path).http == HttpConfig()
+    assert HttpConfig().listen == Address("127.0.0.1", DEFAULT_HTTP_PORT)
+    assert not HttpConfig().explicit
+    (tmp_path / "config.yaml").write_text("http:\n  listen: off\n")
+    assert load_config(tmp_path).http == HttpConfig(listen=None, explicit=True)
+    (tmp_path / "config.yaml").write_text("http:\n  listen: 127.0.0.1:0\n")
+    assert load_config(tmp_path).http.listen == Address("127.0.0.1", 0)
+    (tmp_path / "config.yaml").write_text("http:\n  lisen: 127.0.0.1:0\n")
+    with pytest.raises(ConfigError, match=r"http\.lisen: unknown key \(did you mean 'listen'"):
+        load_config(tmp_path)
+    flag = with_overrides(load_config(tmp_path.parent / "nothing"), http="off")
+    assert flag.http == HttpConfig(listen=None, explicit=True)
+    with pytest.raises(ConfigError, match="--http"):
+        with_overrides(Config(), http="nowhere")

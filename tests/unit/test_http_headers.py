@@ -48,7 +48,8 @@ def test_malformed_ranges_are_ignored(header: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "size"), [("bytes=57-", 57), ("bytes=100-200", 57), ("bytes=-0", 57), ("bytes=0-", 0)]
+    ("header", "size"),
+    [("bytes=57-", 57), ("bytes=100-200", 57), ("bytes=-0", 57), ("bytes=0-", 0)],
 )
 def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(Unsatisfiable):

@@ -18,7 +18,7 @@ from typing import Any, Final
 import blake3
 import trio
 
-from hearthfile.blobs import transfer
+from hearthfile import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.cids import Cid, cid_from_digest
