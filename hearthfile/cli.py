@@ -609,33 +609,6 @@ async def cmd_push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_trust(args: argparse.Namespace) -> int:
-    try:
-        NodeId.parse(args.node_id)
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    home = home_dir(args)
-    if node_home.daemon_info(home) is None:
-        _grant_offline(home, args.node_id, args.level)
-    else:
-        async with open_node(args) as node:
-            await node.call("trust", {"node_id": args.node_id, "level": args.level})
-    print(f"trust {args.node_id} {args.level}")
-    return EXIT_OK
-
-
-def _grant_offline(home: Path, node_text: str, level: str) -> None:
-    from hearthfile.trust.book import TrustError
-    from hearthfile.trust.levels import TrustLevel
-    from hearthfile.trust.storage import open_book
-
-    try:
-        book = open_book(home, _load_key(home).node_id)
-        book.grant(NodeId.parse(node_text), TrustLevel.parse_grantable(level), now=time.time())
-    except TrustError as exc:
-        raise CliError(str(exc)) from None
-
-
 async def cmd_transfers(args: argparse.Namespace) -> int:
     async with open_node(args) as node:
         rows = await node.call("transfers", {})
@@ -770,9 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("events", cmd_events, "the node's event stream (adverts, peers, transfers)")
     p.add_argument("--follow", action="store_true", help="keep printing new events")
     command("cancel", cmd_cancel, "stop a fetch under way").add_argument("cid", metavar="CID")
-    p = command("trust", cmd_trust, "set a peer's trust level")
-    p.add_argument("node_id", metavar="NODEID")
-    p.add_argument("--level", required=True, choices=["member", "trusted"])
+    from hearthfile import cli_trust  # its commands import this module's helpers
+
+    cli_trust.add_commands(command)
     return parser
 
 

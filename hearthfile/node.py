@@ -54,7 +54,8 @@ from hearthfile.services.http.app import Gateway
 from hearthfile.services.http.node_gateway import NodeGateway
 from hearthfile.services.http.server import open_http_socket, serve_http
 from hearthfile.services.node import NodeService
-from hearthfile.trust.book import TrustBook, TrustError
+from hearthfile.services.trust import LiveTrust, TrustService
+from hearthfile.trust.book import TrustBook
 from hearthfile.trust.storage import open_book
 
 log = logging.getLogger("hearthfile.node")
@@ -63,14 +64,6 @@ GC_INTERVAL_S: Final = 60.0
 SOURCE_QUERY_TIMEOUT_S: Final = 5.0
 #: Sources a fetch draws on at once.
 MAX_SOURCES: Final = 8
-
-
-def grant_trust(book: TrustBook, node_text: str, level_text: str) -> None:
-    """``node.trust``: ValueError with the reason for a bad id, level or own id."""
-    try:
-        book.grant(NodeId.parse(node_text), TrustLevel.parse_grantable(level_text), now=time.time())
-    except TrustError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def peer_rows(pool: PeerPool, trust: TrustBook) -> list[dict[str, Any]]:
@@ -348,13 +341,13 @@ async def _run(
         min_free_bytes=config.file.min_free_bytes,
     ).register(registry)
     gossip.register(registry)
+    TrustService(LiveTrust(trust, pool, gossip, events.emit)).register(registry)
     NodeService(
         store,
         fetch=fetch,
         push=push,
         status=status,
         peers=peers,
-        set_trust=functools.partial(grant_trust, trust),
         transfers=transfers,
         whohas=whohas,
         events=events,

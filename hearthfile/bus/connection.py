@@ -116,6 +116,10 @@ class Connection:
         self._outbox = Outbox(self._short)
         self._signals: dict[int, Signal] = {}
         self._handler_scopes: dict[int, trio.CancelScope] = {}
+        #: Trust each running handler's capability requires, and the calls stopped
+        #: because the caller's trust dropped below it (``enforce_trust``).
+        self._handler_trust: dict[int, TrustLevel] = {}
+        self._revoked: set[int] = set()
         self._running: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
         self._finished = trio.Event()
@@ -284,9 +288,21 @@ class Connection:
         self._session.accept(request, size)
         self._running[request.cap] = self._running.get(request.cap, 0) + 1
         scope = self._handler_scopes[request.call_id] = trio.CancelScope()
+        self._handler_trust[request.call_id] = registration.descriptor.trust_required
         signal = self._signals[request.call_id] = Signal()
         context = _HandlerContext(self, request, trust, signal)
         self._nursery.start_soon(self._run_handler, registration, context, scope)
+
+    def enforce_trust(self) -> int:
+        """Stop the running handlers the peer's trust no longer admits (its level was
+        just lowered): each answers ``unauthorized``. New calls are checked anyway, at
+        admission. Returns how many handlers were stopped."""
+        trust = self._trust_of(self._peer)
+        stopped = [cid for cid, need in self._handler_trust.items() if trust < need]
+        for call_id in stopped:
+            self._revoked.add(call_id)
+            self._handler_scopes[call_id].cancel()
+        return len(stopped)
 
     async def _run_handler(
         self, registration: Registration, context: _HandlerContext, scope: trio.CancelScope
@@ -296,11 +312,17 @@ class Connection:
             with scope:
                 for data in await self._invoke(registration, context):
                     await self._outbox.put(data)
+            if call_id in self._revoked and self._session.is_live(call_id):
+                name = registration.descriptor.name
+                answer = self._session.fail(call_id, "unauthorized", f"{name}: trust revoked")
+                await self._outbox.put(encode(answer))
         except PeerUnavailable:
             pass  # the connection closed under the handler: nobody to answer
         finally:
             self._running[registration.descriptor.name] -= 1
             del self._handler_scopes[call_id]
+            del self._handler_trust[call_id]
+            self._revoked.discard(call_id)
             del self._signals[call_id]
             self._session.close_call(call_id)
 

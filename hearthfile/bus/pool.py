@@ -151,6 +151,11 @@ class PeerPool:
                 return entry.conn
         return None
 
+    def enforce_trust(self, node_id: NodeId) -> int:
+        """``node_id``'s trust was lowered: stop its running calls that the new level no
+        longer admits, on every connection (``Connection.enforce_trust``)."""
+        return sum(e.conn.enforce_trust() for e in self._entries.get(node_id, ()))
+
     def connections(self) -> list[ConnectionInfo]:
         """A snapshot of every connection, oldest first."""
         rows = []

@@ -3,7 +3,7 @@
 Only the node's own key reaches trust ``self``, so every capability here
 requires it: a peer, however trusted, cannot list, remove or push our blobs.
 Store work runs in worker threads through ``services.ops``, the same code the
-CLI runs when no daemon is up. Network work (fetch, push, peers, trust) is
+CLI runs when no daemon is up. Network work (fetch, push, peers) is
 handed in as callables by the daemon, which owns the pool and the sources.
 """
 
@@ -69,7 +69,6 @@ class NodeService:
         push: Push,
         status: Callable[[], dict[str, Any]],
         peers: Callable[[], list[dict[str, Any]]],
-        set_trust: Callable[[str, str], None],
         transfers: transfer.Transfers,
         whohas: Callable[[Cid], list[dict[str, Any]]],
         events: EventLog,
@@ -81,7 +80,6 @@ class NodeService:
         self._push = push
         self._status = status
         self._peers = peers
-        self._set_trust = set_trust
         self._transfers = transfers
         self._whohas = whohas
         self._events = events
@@ -102,7 +100,6 @@ class NodeService:
             ("node.gc", self.gc, 3600),
             ("node.verify", self.verify, day),
             ("node.push", self.push, day),
-            ("node.trust", self.trust, 10),
             ("node.transfers", self.transfers, 10),
             ("node.whohas", self.whohas, 10),
             ("node.events", self.events, 365 * day),
@@ -237,17 +234,6 @@ class NodeService:
         if not self._transfers.cancel(cid):
             raise ServiceError("not_found", f"no fetch of {cid} is running")
         return {"cid": cid, "cancelled": True}
-
-    async def trust(self, ctx: CallContext) -> dict[str, Any]:
-        args = want_map(ctx.args)
-        node, level = args.get("node_id"), args.get("level")
-        if not isinstance(node, str) or level not in ("member", "trusted"):
-            raise bad("trust needs node_id and level member|trusted")
-        try:
-            self._set_trust(node, level)
-        except ValueError as exc:
-            raise bad(str(exc)) from None
-        return {"node_id": node, "level": level}
 
 
 async def _with_progress(

@@ -138,9 +138,7 @@ class TrustBook:
         if node == self.me:
             raise TrustError("a node cannot untrust itself")
         if node in self._declared and self._declared[node].level > self._default:
-            raise TrustError(
-                f"{node} is trusted in config.yaml's trust section: remove it there"
-            )
+            raise TrustError(f"{node} is trusted in config.yaml's trust section: remove it there")
         before = self.level(node)
         if self._granted.pop(node, None) is not None:
             self._save()

@@ -577,3 +577,25 @@ async def test_a_peer_filling_every_window_holds_at_most_the_bound(
             assert conn.stats().held_bytes == 0
     assert 0 < peak <= MAX_HELD_BYTES
     assert len({f.call_id for f in received if isinstance(f, Response)}) + len(busy) == calls
+
+
+async def test_lowered_trust_stops_running_calls_it_no_longer_admits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hang, started, released = hanging_handler()
+    registry = Registry()
+    registry.register(cap("test.hang"), hang)
+    level = {"now": TrustLevel.MEMBER}
+    with trio.fail_after(DEADLINE_S):
+        async with connected(registry, trust_of=lambda _: level["now"]) as (caller, callee):
+            assert callee.enforce_trust() == 0  # nothing running yet
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(expect_error, caller, "unauthorized", "test.hang")
+                await started.wait()
+                level["now"] = TrustLevel.STRANGER
+                assert callee.enforce_trust() == 1
+            await released.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert callee.stats().handlers_running == 0
+            await expect_error(caller, "unauthorized", "test.hang")
+            assert await caller.call("bus.describe")  # the connection itself stays
