@@ -42,6 +42,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import itertools
+import logging
 import os
 import sqlite3
 import threading
@@ -49,7 +50,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +60,7 @@ import blake3
 
 from hearthfile.blobs.backend import Buffer, ChunkBackend, LocalBackend
 from hearthfile.blobs.chunker import (
+    CHUNK_SIZE,
     BlobError,
     Manifest,
     ManifestBuilder,
@@ -71,6 +73,10 @@ from hearthfile.blobs.chunker import (
 from hearthfile.cids import Cid, cid_from_digest, cid_of, hex_of
 from hearthfile.errors import HearthError
 
+log = logging.getLogger(__name__)
+
+#: The longest chunk file there can be (version 1 has one chunk size).
+MAX_CHUNK_BYTES: Final = CHUNK_SIZE
 GC_THRESHOLD: Final = 0.8
 GC_TARGET: Final = 0.7
 #: Blobs evicted per index transaction.
@@ -142,14 +148,27 @@ class VerifyReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     manifests_restored: int = 0
+    #: Always 0: files the index does not know are taken back (``adopted``), never
+    #: deleted (kept for callers that print it).
     untracked_removed: int = 0
+    #: Blobs and chunks found on disk that the index had lost, now indexed again.
+    adopted: int = 0
+    #: Blobs a corrupt or missing file belonged to (they are partial now: a fetch repairs them).
+    affected: list[Cid] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not self.corrupt and not self.missing
 
 
-def _lock_file(path: Path) -> int:
+#: What ``close`` writes into the lock file: a lock file still naming a pid at the
+#: next open means the last writer died without closing the store.
+CLOSED_MARK: Final = b"closed\n"
+INDEX_NAME: Final = "index.sqlite3"
+
+
+def _lock_file(path: Path) -> tuple[int, bool]:
+    """Take the writer lock; returns its fd and whether the last writer crashed."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -157,9 +176,10 @@ def _lock_file(path: Path) -> int:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise StoreLocked(f"store {path.parent} is in use by {holder}") from None
+    crashed = os.pread(fd, 200, 0).startswith(b"pid ")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-    return fd
+    return fd, crashed
 
 
 #: Threads reading ahead for ``read_blob_stream``, each with up to two chunks queued.
@@ -197,7 +217,12 @@ class BlobStore:
         if readonly and not (data_dir / "index.sqlite3").exists():
             raise BlobError("not_found", f"no store in {data_dir}")
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = None if readonly else _lock_file(data_dir / "store.lock")
+        self._lock_fd: int | None = None
+        crashed = False
+        if not readonly:
+            self._lock_fd, crashed = _lock_file(data_dir / "store.lock")
+        #: One line for each thing opening found wrong and put right (also logged).
+        self.notices: list[str] = []
         self.gc_threshold = gc_threshold
         self.gc_target = gc_target
         self.capacity_bytes = capacity_bytes
@@ -205,22 +230,123 @@ class BlobStore:
         self.backend: ChunkBackend = backend or LocalBackend(
             data_dir / "blobs", direct_io=direct_io
         )
-        self._db = sqlite3.connect(
-            data_dir / "index.sqlite3", check_same_thread=False, isolation_level=None
-        )
         self._mutex = threading.RLock()
         #: Counts this process's committed index changes: a value read before a
         #: query still equal afterwards means the answer is still current.
         self.generation = 0
         self._writing: Counter[str] = Counter()
         self._batch_ids = itertools.count()
+        index = data_dir / INDEX_NAME
+        wal_lost = crashed and index.exists() and not index.with_name(INDEX_NAME + "-wal").exists()
+        self._db = self._open_index(index)
         if readonly:
             return
-        with self._mutex:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
         self._recover()
+        self._check_index(wal_lost)
+
+    def _open_index(self, path: Path) -> sqlite3.Connection:
+        """Connect to the index; a damaged one is moved aside and a new one begun
+        (``_check_index`` then rebuilds it from the files on disk)."""
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            if self.readonly:
+                db.execute("SELECT 1 FROM blobs LIMIT 1")
+                return db
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem == "ok":
+                return db
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        db.close()
+        if self.readonly:
+            raise BlobError("io_error", f"the index {path} is damaged ({problem})")
+        aside = path.with_name(f"{INDEX_NAME}.damaged.{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        problem = " ".join(problem.replace("*** in database main ***", "").split())
+        self._notice(f"the index was damaged ({problem}); moved it to {aside.name}")
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _notice(self, text: str) -> None:
+        log.warning("store %s: %s", self.data_dir, text)
+        self.notices.append(text)
+
+    def _check_index(self, wal_lost: bool) -> None:
+        """Rebuild what the index lost from the files on disk, which describe
+        themselves (manifests hash to their names, chunks to theirs): an index
+        deleted, emptied, damaged, or missing the commits of a WAL lost in a
+        crash. Nothing on disk is deleted because the index does not know it."""
+        with self._mutex:
+            empty = self._db.execute("SELECT 1 FROM blobs LIMIT 1").fetchone() is None
+        lost = empty and any(n.endswith(MANIFEST_SUFFIX) for n in self.backend.names())
+        if not (lost or wal_lost):
+            return
+        why = "knew no blobs" if lost else "may have lost its last commits (no WAL after a crash)"
+        blobs, chunks = self._adopt(self.backend.names(), hash_chunks=False)
+        if blobs or chunks or lost:
+            self._notice(
+                f"the index {why}: rebuilt it from disk ({blobs} blobs, {chunks} chunks "
+                "taken back; their blobs are pinned, as the index no longer says which were)"
+            )
+
+    def _adopt(self, names: Iterable[str], *, hash_chunks: bool) -> tuple[int, int]:
+        """Index the files among ``names`` that the index does not know: valid
+        manifests become blobs (pinned: whether the user pinned them is lost;
+        complete when every chunk is held at the length the manifest gives it),
+        chunks are indexed at their file's size (``hash_chunks`` checks them
+        first; reads re-hash anyway). A file that does not match its name is
+        moved aside. Returns (blobs, chunks) adopted."""
+        manifests: list[Manifest] = []
+        chunks: dict[Cid, int] = {}
+        for name in names:
+            hexpart = name.removesuffix(MANIFEST_SUFFIX)
+            cid = Cid("blake3:" + hexpart)
+            if len(hexpart) != 64 or self._writing[cid] or self._referenced(name):
+                continue
+            if name != hexpart:
+                manifest = self._adoptable_manifest(name, cid)
+                if manifest is not None:
+                    manifests.append(manifest)
+            else:
+                size = self._adoptable_chunk(name, cid, hash_chunks)
+                if size is not None:
+                    chunks[cid] = size
+        now = self._clock()
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", chunks.items())
+            for m in manifests:
+                _index_manifest(db, m, True, len(m.encoded), now, proven=False)
+                db.execute(_COMPLETE_IF_LENGTHS_HOLD, _lengths_args(m))
+        return len(manifests), len(chunks)
+
+    def _adoptable_manifest(self, name: str, cid: Cid) -> Manifest | None:
+        try:
+            with self.backend.open_stream(name) as stream:
+                manifest = decode_manifest(stream.read(), cid)
+        except OSError:
+            return None
+        except BlobError:
+            self.backend.move_aside(name, "corrupt")
+            return None
+        return manifest
+
+    def _adoptable_chunk(self, name: str, cid: Cid, hash_it: bool) -> int | None:
+        try:
+            data = self.backend.load(name, MAX_CHUNK_BYTES + 1)
+        except OSError:
+            return None
+        if len(data) > MAX_CHUNK_BYTES or (hash_it and cid_of(data) != cid):
+            self.backend.move_aside(name, "corrupt")
+            return None
+        return len(data)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -239,6 +365,8 @@ class BlobStore:
         with self._mutex:
             self._db.close()
         if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, CLOSED_MARK, 0)
             os.close(self._lock_fd)
 
     def __enter__(self) -> BlobStore:
@@ -801,8 +929,11 @@ class BlobStore:
     # -- verify ----------------------------------------------------------------
 
     def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Re-hash every file; move corrupt ones aside; drop untracked leftovers."""
+        """Re-hash every file; move corrupt ones aside and name the blobs they
+        belonged to; take back files the index does not know (never delete them)."""
         report = VerifyReport()
+        blobs, chunks = self._adopt(self.backend.names(), hash_chunks=True)
+        report.adopted = blobs + chunks
         with self._mutex:
             chunk_rows = self._db.execute("SELECT cid, size FROM chunks").fetchall()
             blob_cids = [r[0] for r in self._db.execute("SELECT cid FROM blobs")]
@@ -814,13 +945,19 @@ class BlobStore:
                 (report.missing if exc.code == "not_found" else report.corrupt).append(
                     f"chunk {cid}: {exc.detail}"
                 )
+                report.affected += self._blobs_using(cid)
             if progress is not None:
                 progress(size)
         for cid in blob_cids:
             report.manifests_checked += 1
             self._verify_manifest(cid, report)
-        self._remove_untracked(report)
+        report.affected = sorted(set(report.affected))
         return report
+
+    def _blobs_using(self, chunk: Cid) -> list[Cid]:
+        with self._mutex:
+            rows = self._db.execute("SELECT blob FROM blob_chunks WHERE chunk = ?", (chunk,))
+            return [Cid(r[0]) for r in rows]
 
     def _verify_manifest(self, cid: Cid, report: VerifyReport) -> None:
         name = hex_of(cid) + MANIFEST_SUFFIX
@@ -836,14 +973,6 @@ class BlobStore:
             report.manifests_restored += 1
         except BlobError as exc:
             report.corrupt.append(f"manifest {cid}: {exc.detail}")
-
-    def _remove_untracked(self, report: VerifyReport) -> None:
-        for name in list(self.backend.names()):
-            hexpart = name.removesuffix(MANIFEST_SUFFIX)
-            untracked = len(hexpart) == 64 and not self._referenced(name)
-            if untracked and self._writing["blake3:" + hexpart] == 0:
-                self.backend.remove(name)
-                report.untracked_removed += 1
 
 
 class _Journal:
@@ -968,7 +1097,7 @@ class WriteBatch:
                     "INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", self._chunks.items()
                 )
                 for manifest, pin, encoded_len, proven in self._manifests:
-                    self._index_manifest(db, manifest, pin, encoded_len, now, proven)
+                    _index_manifest(db, manifest, pin, encoded_len, now, proven)
         except OSError as exc:
             self.abort()
             code = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
@@ -977,48 +1106,6 @@ class WriteBatch:
             self.abort()
             raise
         self._release()
-
-    def _index_manifest(
-        self,
-        db: sqlite3.Connection,
-        m: Manifest,
-        pin: bool,
-        encoded_len: int,
-        now: float,
-        proven: bool,
-    ) -> None:
-        cid = m.cid
-        db.execute(
-            "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, manifest_bytes, name, "
-            "mime, pinned, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,0,?,?) "
-            "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
-            "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
-            "last_access = excluded.last_access",
-            (
-                cid,
-                m.size,
-                m.chunk_size,
-                len(m.chunks),
-                m.content,
-                encoded_len,
-                m.name,
-                m.mime,
-                int(pin),
-                now,
-                now,
-            ),
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
-            ((cid, i, c) for i, c in enumerate(m.chunks)),
-        )
-        if not proven:
-            return
-        db.execute(
-            "UPDATE blobs SET complete = 1 WHERE cid = ? AND NOT EXISTS (SELECT 1 FROM blob_chunks "
-            "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND c.cid IS NULL)",
-            (cid, cid),
-        )
 
     def abort(self) -> None:
         store = self._store
@@ -1040,6 +1127,69 @@ class WriteBatch:
         self._chunks.clear()
         self._written.clear()
         self._journal.discard()
+
+
+def _index_manifest(
+    db: sqlite3.Connection,
+    m: Manifest,
+    pin: bool,
+    encoded_len: int,
+    now: float,
+    proven: bool,
+) -> None:
+    """Record a blob and its chunk list; with ``proven`` (the manifest was built from
+    or checked against the bytes), complete it when every chunk is held."""
+    cid = m.cid
+    db.execute(
+        "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, manifest_bytes, name, "
+        "mime, pinned, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,0,?,?) "
+        "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
+        "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
+        "last_access = excluded.last_access",
+        (
+            cid,
+            m.size,
+            m.chunk_size,
+            len(m.chunks),
+            m.content,
+            encoded_len,
+            m.name,
+            m.mime,
+            int(pin),
+            now,
+            now,
+        ),
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
+        ((cid, i, c) for i, c in enumerate(m.chunks)),
+    )
+    if not proven:
+        return
+    db.execute(
+        "UPDATE blobs SET complete = 1 WHERE cid = ? AND NOT EXISTS (SELECT 1 FROM blob_chunks "
+        "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND c.cid IS NULL)",
+        (cid, cid),
+    )
+
+
+#: Complete a blob (arguments from ``_lengths_args``) when every chunk is held at
+#: the length its manifest gives it: for blobs rebuilt from disk.
+_COMPLETE_IF_LENGTHS_HOLD: Final = (
+    "UPDATE blobs SET complete = 1 WHERE cid = :cid AND NOT EXISTS (SELECT 1 FROM blob_chunks "
+    "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = :cid AND (c.cid IS NULL OR "
+    "c.size != CASE WHEN bc.idx = :last THEN :tail ELSE :chunk_size END))"
+)
+
+
+def _lengths_args(m: Manifest) -> dict[str, object]:
+    last = len(m.chunks) - 1
+    return {
+        "cid": m.cid,
+        "last": last,
+        "tail": m.chunk_length(last) if last >= 0 else 0,
+        "chunk_size": m.chunk_size,
+    }
 
 
 def _blob_info(row: tuple[Any, ...]) -> BlobInfo:

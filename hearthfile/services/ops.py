@@ -185,5 +185,7 @@ def verify(store: BlobStore) -> dict[str, Any]:
         "missing": r.missing,
         "manifests_restored": r.manifests_restored,
         "untracked_removed": r.untracked_removed,
+        "adopted": r.adopted,
+        "affected": r.affected,
         "clean": r.clean,
     }

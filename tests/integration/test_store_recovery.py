@@ -1,0 +1,46 @@
+"""A real daemon whose index was lost: it says so, rebuilds it, and `verify` keeps
+every blob (issue 13 item 2: it used to start empty and then delete them all)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Daemon
+from tests.unit.test_chunker import payload
+from tests.unit.test_index_recovery import damage_index, empty_index, lose_index
+
+
+@pytest.mark.parametrize(
+    ("harm", "sig"),
+    [(lose_index, signal.SIGKILL), (empty_index, signal.SIGKILL), (damage_index, signal.SIGTERM)],
+    ids=["deleted after kill -9", "emptied after kill -9", "damaged after a stop"],
+)
+def test_a_daemon_rebuilds_a_lost_index_and_verify_deletes_nothing(
+    make_node: Callable[[str], Daemon],
+    tmp_path: Path,
+    harm: Callable[[Path], None],
+    sig: signal.Signals,
+) -> None:
+    node = make_node("n").start()
+    files = {}
+    for n in range(5):
+        src = tmp_path / f"f{n}.bin"
+        src.write_bytes(payload(1000 + 300_000 * n, 60 + n))
+        files[node.ok("add", str(src)).split()[-1]] = src
+    assert node.stop(sig) == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+    harm(node.home / "data")
+    node.start()
+    assert "rebuilt it from disk" in node.log()
+    listed = {row["cid"] for row in json.loads(node.ok("--json", "ls"))}
+    assert listed == set(files)
+    verify = json.loads(node.ok("--json", "verify"))
+    assert verify["clean"] and verify["untracked_removed"] == 0
+    for cid, src in files.items():
+        out = tmp_path / f"out-{cid[-8:]}"
+        node.ok("get", cid, "-o", str(out))
+        assert out.read_bytes() == src.read_bytes()
