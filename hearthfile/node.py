@@ -382,6 +382,7 @@ async def _run(
                 status=status,
                 events=events,
                 transfers=transfers,
+                holders=lambda cid: len(whohas(cid)),
             )
             token = load_or_create_http_token(home)
             http_listen.append(await nursery.start(serve_http, Gateway(gateway, token), http_sock))

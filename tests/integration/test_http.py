@@ -12,15 +12,17 @@ import socket
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 from hearthfile.blobs.chunker import chunk_blob
 from hearthfile.config import DEFAULT_HTTP_PORT
-from tests.integration.nodes import Daemon
+from tests.integration.nodes import Daemon, Proxy, wait_for
+from tests.integration.test_transfer import MIB, config_for, knows, write_blob
 from tests.unit.test_chunker import payload
 
 CS = 256 * 1024
@@ -341,3 +343,143 @@ def test_http_address_taken(make_node: Callable[[str], Daemon]) -> None:
     a.stop()
     a.start(http="off")
     assert json.loads(a.ok("--json", "status"))["http"] is None
+
+
+def _pair(
+    make_node: Callable[[str], Daemon], tmp_path: Path, mib: int, rate: float | None = None
+) -> tuple[Daemon, Daemon, str, bytes, list[Proxy]]:
+    """A holder of a ``mib`` MiB blob and a gateway node that knows it as a holder
+    (through a proxy throttled to ``rate`` bytes/s when given)."""
+    holder, node = make_node("holder"), make_node("node")
+    config = config_for([holder, node])
+    src = write_blob(tmp_path / "src.bin", mib, 9)
+    holder.start(config=config)
+    cid = holder.ok("add", str(src)).split()[-1]
+    proxies = [Proxy(tmp_path, holder.port, rate)] if rate else []
+    node.start(proxies[0].port if proxies else holder, config=config, http="127.0.0.1:0")
+    wait_for(lambda: knows(node, cid, [holder]), 60, "the gateway node to learn the holder")
+    return holder, node, cid, src.read_bytes(), proxies
+
+
+def test_fetch_on_miss_streams_before_the_fetch_ends(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    _, node, cid, data, proxies = _pair(make_node, tmp_path, 16, rate=4 * MIB)
+    try:
+        url = node.http_url
+        get = subprocess.Popen(["curl", "-sS", "--max-time", "120", f"{url}/blob/{cid}"],
+                               stdout=subprocess.PIPE)  # fmt: skip
+        assert get.stdout is not None
+        first = get.stdout.read(CS)
+        running = json.loads(node.ok("--json", "transfers"))
+        assert first == data[:CS]
+        assert cid in [r["cid"] for r in running], "bytes went out while the fetch still ran"
+        rest = get.stdout.read()
+        assert get.wait(60) == 0
+        assert first + rest == data
+        assert json.loads(node.ok("--json", "stat", cid))["complete"] is True
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+
+
+def test_fetch_on_miss_ranges_and_failures(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    holder, node, cid, data, _ = _pair(make_node, tmp_path, 4)
+    url = node.http_url
+    cached = curl("-H", "Cache-Control: only-if-cached", f"{url}/blob/{cid}")
+    assert (cached.status, error_of(cached)) == (412, "not_cached")
+    part = curl("-r", f"{CS * 3 + 5}-{CS * 3 + 20}", f"{url}/blob/{cid}")
+    assert part.status == 206
+    assert part.body == data[CS * 3 + 5 : CS * 3 + 21]
+    assert part.headers["content-range"] == f"bytes {CS * 3 + 5}-{CS * 3 + 20}/{len(data)}"
+    still = curl("-H", "Cache-Control: only-if-cached", f"{url}/blob/{cid}")
+    assert still.status == 412  # the range fetched only the chunk it needed
+    unknown = curl(f"{url}/blob/blake3:" + "1" * 64)
+    assert (unknown.status, error_of(unknown)) == (404, "not_found")
+
+    other = tmp_path / "other.bin"
+    other.write_bytes(payload(CS + 1, 77))
+    lost = holder.ok("add", str(other)).split()[-1]
+    wait_for(lambda: knows(node, lost, [holder]), 60, "the gateway node to learn the new blob")
+    holder.stop()
+    gone = curl(f"{url}/blob/{lost}")
+    assert gone.status in (502, 504)
+    assert int(gone.headers["retry-after"]) > 0
+    error_of(gone)
+    whole = curl(f"{url}/blob/{cid}")  # the holder is gone, and so is what it did not send
+    assert whole.status in (502, 504) or whole.body == data
+
+
+def _corrupt_on_disk(node: Daemon, manifest_chunks: list[str], index: int) -> None:
+    """Flip a byte of chunk ``index`` where the store keeps it (a file per chunk)."""
+    hexpart = manifest_chunks[index].removeprefix("blake3:")
+    path = node.home / "data" / "blobs" / hexpart[:2] / hexpart[2:]
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+
+
+def test_failure_mid_body_aborts_the_connection(gw: Gateway, tmp_path: Path) -> None:
+    data = payload(40 * CS, 31)
+    manifest, _ = chunk_blob(data)
+    cid = gw.add(data, "doomed.bin", tmp_path)
+    _corrupt_on_disk(gw.node, list(manifest.chunks), 30)
+    proc = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "out"), f"{gw.url}/blob/{cid}"],
+                          capture_output=True, timeout=90, check=False)  # fmt: skip
+    got = (tmp_path / "out").read_bytes()
+    assert proc.returncode == 18, proc.stderr  # "partial file": never a body that looks whole
+    assert CS <= len(got) < len(data)
+    assert got == data[: len(got)]  # every byte that went out was verified
+    assert curl("-r", "0-9", f"{gw.url}/blob/{cid}").status in (404, 500)  # it is not served
+
+
+async def test_abusive_clients_do_not_stop_others(gw: Gateway, tmp_path: Path) -> None:
+    """200 idle connections, a slowloris and clients that leave mid-body, while
+    normal requests go on; the slowloris is cut off by the server."""
+    data = payload(64 * CS, 8)
+    cid = gw.add(data, "big.bin", tmp_path)
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    request = f"GET /blob/{cid} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with trio.fail_after(120):
+        idle = [await trio.open_tcp_stream(host, int(port)) for _ in range(200)]
+        slow = await trio.open_tcp_stream(host, int(port))
+        for _ in range(5):
+            leaver = await trio.open_tcp_stream(host, int(port))
+            await leaver.send_all(request)
+            assert await leaver.receive_some(64 * 1024)
+            await leaver.aclose()
+
+        async def slowloris() -> int:
+            sent = 0
+            try:
+                for byte in request:
+                    await slow.send_all(bytes([byte]))
+                    sent += 1
+                    await trio.sleep(0.5)  # the client's pace, not synchronisation
+            except trio.BrokenResourceError:
+                return sent
+            return sent
+
+        async with trio.open_nursery() as nursery:
+            cut_off = []
+            nursery.start_soon(lambda: _collect(cut_off, slowloris))
+            for _ in range(3):
+                reply = await trio.to_thread.run_sync(curl, f"{gw.url}/blob/{cid}")
+                assert reply.body == data
+            with trio.move_on_after(60) as waited:
+                while await slow.receive_some(1024):
+                    pass
+            assert not waited.cancelled_caught, "the server cut the slowloris off"
+            nursery.cancel_scope.cancel()
+        assert not cut_off or cut_off[0] < len(request)
+        for stream in idle:
+            await stream.aclose()
+        await slow.aclose()
+    assert curl(f"{gw.url}/status").status == 200
+
+
+async def _collect(into: list[int], fn: Callable[[], Awaitable[int]]) -> None:
+    into.append(await fn())

@@ -51,6 +51,7 @@ class NodeGateway:
         status: Callable[[], dict[str, Any]],
         events: EventLog,
         transfers: transfer.Transfers,
+        holders: Callable[[Cid], int],
     ) -> None:
         self._store = store
         self._fetch = fetch
@@ -58,6 +59,7 @@ class NodeGateway:
         self._status = status
         self._events = events
         self._transfers = transfers
+        self._holders = holders
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn`` in a worker thread; store errors become HTTP errors."""
@@ -90,6 +92,13 @@ class NodeGateway:
         try:
             return await self._fetch(cid, span, True, progress or (lambda p: None))
         except ServiceError as exc:
+            if exc.code == "not_found" and self._holders(cid):
+                raise GatewayError(
+                    502,
+                    "unavailable",
+                    f"{cid}: no known holder answered",
+                    retry_after_s=RETRY_AFTER_S,
+                ) from None
             raise _fetch_error(cid, exc) from None
 
     async def read(

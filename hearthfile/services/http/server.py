@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: Seconds an idle keep-alive connection, or one still sending its request
 #: headers (slowloris), is kept: the timer runs from connect until the headers
 #: are complete.
-KEEP_ALIVE_S: Final = 10
+KEEP_ALIVE_S: Final = 5
 #: Request line plus headers: h11 refuses more (431/400) before any route runs.
 MAX_HEADER_BYTES: Final = 16 * 1024
 BACKLOG: Final = 512
