@@ -483,3 +483,23 @@ async def test_abusive_clients_do_not_stop_others(gw: Gateway, tmp_path: Path) -
 
 async def _collect(into: list[int], fn: Callable[[], Awaitable[int]]) -> None:
     into.append(await fn())
+
+
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
+def test_aria2c_four_connections_byte_exact(gw: Gateway, tmp_path: Path) -> None:
+    data = payload(24 * CS + 1234, 12)
+    cid = gw.add(data, "split.bin", tmp_path)
+    before = _sent_requests(gw)
+    proc = subprocess.run(
+        ["aria2c", "-q", "-x4", "-s4", "-k1M", "--file-allocation=none", "-d", str(tmp_path),
+         "-o", "got.bin", f"{gw.url}/blob/{cid}"],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
+    assert (tmp_path / "got.bin").read_bytes() == data
+    assert _sent_requests(gw) - before >= 4, "aria2c used several ranged requests"
+
+
+def _sent_requests(gw: Gateway) -> int:
+    text = curl(f"{gw.url}/metrics").body.decode()
+    return int(float(text.split("\nhearthfile_http_requests_total ")[1].split()[0]))
