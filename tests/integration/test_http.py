@@ -255,6 +255,9 @@ def test_two_phase_upload_sends_only_missing_chunks(gw: Gateway, tmp_path: Path)
     done = curl(*gw.auth(), "-d", body, f"{gw.url}/blob/commit")
     assert done.status == 201
     assert json.loads(done.body)["cid"] == manifest.cid
+    lie = dict(json.loads(body), content="blake3:" + "2" * 64)  # chunks held, content false
+    false = curl(*gw.auth(), "-d", json.dumps(lie), f"{gw.url}/blob/commit")
+    assert (false.status, error_of(false)) == (400, "manifest_invalid")
     again = curl(*gw.auth(), "-d", body, f"{gw.url}/blob/plan")
     assert json.loads(again.body) == {"upload_required": False, "missing": []}
     assert curl(f"{gw.url}/blob/{manifest.cid}").body == data

@@ -15,13 +15,12 @@ import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Final
 
-import blake3
 import trio
 
 from hearthfile import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobStore, PinnedError
-from hearthfile.cids import Cid, cid_from_digest
+from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.services import ops
 from hearthfile.services.events import EventLog
@@ -234,17 +233,14 @@ class NodeGateway:
         return _added(manifest)
 
     def _commit(self, manifest: Manifest) -> None:
-        """Check ``content`` over the whole bytes (DESIGN.md section 5), then index."""
-        hasher = blake3.blake3()
-        for start in range(0, len(manifest.chunks), 16):
-            for data in self._store.read_chunks(
-                manifest, list(range(start, start + 16))[: len(manifest.chunks) - start]
-            ):
-                hasher.update(data)
-        if cid_from_digest(hasher.digest()) != manifest.content:
-            raise GatewayError(400, "manifest_invalid", "content is not the BLAKE3 of the chunks")
-        with self._store.batch() as batch:
-            batch.write_manifest(manifest, pin=True)
+        """Record the manifest; the store makes the blob visible only once its
+        ``content`` matched the whole bytes (DESIGN.md section 5), and keeps
+        nothing of a false one."""
+        self._store.begin_blob(manifest)
+        if not self._store.complete_blob(manifest.cid):
+            self._store.discard_partial(manifest.cid)
+            raise GatewayError(409, "chunks_missing", "a chunk went missing before the commit")
+        self._store.pin(manifest.cid)
 
     async def remove(self, cid: Cid) -> None:
         await self._run(lambda: self._store.remove(cid))
