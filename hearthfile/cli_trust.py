@@ -1,4 +1,5 @@
-"""The trust commands of the command line: trust, untrust, trusted (DESIGN.md 8, 11).
+"""The trust commands of the command line: trust, untrust, trusted, invite, join
+(DESIGN.md sections 8 and 11).
 
 With a daemon running they go to it (``node.trust`` ...), so the change applies to
 its live connections at once; without one they edit the home's trust book directly.
@@ -26,6 +27,7 @@ from hearthfile.cli import (
 from hearthfile.config import load_config
 from hearthfile.identity import NodeId
 from hearthfile.trust.book import TrustBook, TrustError
+from hearthfile.trust.invites import MAX_USES, TokenError, decode_token, parse_duration
 from hearthfile.trust.levels import TrustLevel
 from hearthfile.trust.storage import open_book
 
@@ -108,6 +110,47 @@ async def cmd_trusted(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_invite(args: argparse.Namespace) -> int:
+    try:
+        ttl_s = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise CliError(f"--ttl: {exc}", EXIT_USAGE) from None
+    if not 1 <= args.uses <= MAX_USES:
+        raise CliError(f"--uses must be 1..{MAX_USES}", EXIT_USAGE)
+    home = home_dir(args)
+    if node_home.daemon_info(home) is None:
+        raise CliError(f"no daemon running for {home}: start it with 'hearthfile run'")
+    result = await _daemon_call(
+        args, "invite", {"level": args.level, "uses": args.uses, "ttl_s": ttl_s}
+    )
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    uses = "1 use" if result["uses"] == 1 else f"{result['uses']} uses"
+    print(f"invite: level {result['level']}, {uses}, expires {_when(result['expires_at'])} UTC")
+    print("on the new machine, with its daemon running: hearthfile join TOKEN")
+    print(result["token"])
+    return EXIT_OK
+
+
+async def cmd_join(args: argparse.Namespace) -> int:
+    try:
+        token = decode_token(args.token)
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+    if time.time() > token.expires_at:
+        raise CliError("invite expired")
+    home = home_dir(args)
+    if node_home.daemon_info(home) is None:
+        raise CliError(f"no daemon running for {home}: start it with 'hearthfile run'")
+    result = await _daemon_call(args, "join", {"token": args.token.strip()})
+    if args.json:
+        _print_json(result)
+    else:
+        print(result["inviter"])
+    return EXIT_OK
+
+
 def _when(stamp: float) -> str:
     if not stamp:
         return "-"
@@ -122,3 +165,9 @@ def add_commands(command: Any) -> None:
     p = command("untrust", cmd_untrust, "take back a peer's trust (applies at once)")
     p.add_argument("node_id", metavar="NODEID")
     command("trusted", cmd_trusted, "who this node trusts, at which level, and why")
+    p = command("invite", cmd_invite, "make a one-line token another node joins with")
+    p.add_argument("--level", default="member", choices=["member", "trusted"])
+    p.add_argument("--uses", type=int, default=1, metavar="N", help="joins allowed (default 1)")
+    p.add_argument("--ttl", default="1h", metavar="DURATION", help="e.g. 30m, 1h, 7d (default 1h)")
+    p = command("join", cmd_join, "join the network of the node that made TOKEN")
+    p.add_argument("token", metavar="TOKEN")

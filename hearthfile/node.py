@@ -53,10 +53,11 @@ from hearthfile.services.file.service import FileService
 from hearthfile.services.http.app import Gateway
 from hearthfile.services.http.node_gateway import NodeGateway
 from hearthfile.services.http.server import open_http_socket, serve_http
+from hearthfile.services.invite import InviteService, reachable
 from hearthfile.services.node import NodeService
 from hearthfile.services.trust import LiveTrust, TrustService
 from hearthfile.trust.book import TrustBook
-from hearthfile.trust.storage import open_book
+from hearthfile.trust.storage import open_book, open_invites
 
 log = logging.getLogger("hearthfile.node")
 
@@ -341,7 +342,11 @@ async def _run(
         min_free_bytes=config.file.min_free_bytes,
     ).register(registry)
     gossip.register(registry)
-    TrustService(LiveTrust(trust, pool, gossip, events.emit)).register(registry)
+    live_trust = LiveTrust(trust, pool, gossip, events.emit)
+    TrustService(live_trust).register(registry)
+    InviteService(
+        live_trust, open_invites(home), pool, lambda: reachable(listen[0]) if listen else []
+    ).register(registry)
     NodeService(
         store,
         fetch=fetch,

@@ -26,10 +26,11 @@ from hearthfile.errors import HearthError
 from hearthfile.identity import NodeId
 from hearthfile.trust.levels import TrustLevel
 
-#: How an entry came to be: config.yaml, a local ``trust`` command, an invite (either
-#: side of a join), or an introduction signed by ``introducer``.
-Source = Literal["config", "local", "invite", "introduction"]
-SOURCES: Final = ("config", "local", "invite", "introduction")
+#: How an entry came to be: config.yaml, a local ``trust`` command, our invite (the
+#: joiner, on the inviter's side), joined (the inviter, on the joiner's side: it is
+#: taken as an introducer), or an introduction signed by ``introducer``.
+Source = Literal["config", "local", "invite", "joined", "introduction"]
+SOURCES: Final = ("config", "local", "invite", "joined", "introduction")
 
 
 class TrustError(HearthError):

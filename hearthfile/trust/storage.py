@@ -17,9 +17,11 @@ from typing import Any, Final
 from hearthfile.config import ConfigError, load_trust
 from hearthfile.identity import NodeId
 from hearthfile.trust.book import SOURCES, TrustBook, TrustEntry, TrustError
+from hearthfile.trust.invites import Invite, InviteBook
 from hearthfile.trust.levels import TrustLevel
 
 TRUST_FILE: Final = "trust.json"
+INVITES_FILE: Final = "invites.json"
 LEGACY_FILE: Final = "trust.yaml"
 FORMAT_VERSION: Final = 1
 
@@ -64,6 +66,56 @@ class TrustFile:
         ]
 
 
+class InviteFile:
+    """The open invites of one home (an ``InviteStore``): ids and keys derived from
+    the secrets, never the secrets; readable by the node's user only."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / INVITES_FILE
+
+    def load(self) -> list[Invite]:
+        if not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unknown version {data.get('version')!r}")
+            return [
+                Invite(
+                    bytes.fromhex(i["id"]),
+                    bytes.fromhex(i["key"]),
+                    TrustLevel.parse_grantable(i["level"]),
+                    int(i["expires_at"]),
+                    int(i["uses_left"]),
+                    float(i["created_at"]),
+                )
+                for i in data["invites"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TrustError(f"{self.path}: unreadable invite file: {exc}") from None
+
+    def save(self, invites: list[Invite]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {
+                "id": i.invite_id.hex(),
+                "key": i.join_key.hex(),
+                "level": i.level.label,
+                "expires_at": i.expires_at,
+                "uses_left": i.uses_left,
+                "created_at": i.created_at,
+            }
+            for i in invites
+        ]
+        write_atomic(self.path, json.dumps({"version": FORMAT_VERSION, "invites": rows}) + "\n")
+
+
+def open_invites(home: Path) -> InviteBook:
+    store = InviteFile(home)
+    return InviteBook(store.load(), store)
+
+
 def _plain(e: TrustEntry) -> dict[str, Any]:
     return {
         "node_id": str(e.node),
@@ -91,7 +143,7 @@ def _entry(item: dict[str, Any]) -> TrustEntry:
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` durably: a crash leaves the old or the new file."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    try:  # mkstemp makes the file 0600: invites and trust are the node user's alone
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
