@@ -204,7 +204,11 @@ async def open_node(args: argparse.Namespace) -> AsyncIterator[NodeApi]:
 
     key = _load_key(home)
     try:
-        async with open_secure_channel(info.address, key, expected_peer=key.node_id) as channel:
+        via = node_home.control_socket(home)  # our own way in, whatever strangers do
+        via = via if via is not None and via.exists() else None
+        async with open_secure_channel(
+            info.address, key, expected_peer=key.node_id, via=via
+        ) as channel:
             conn = Connection(channel, Registry(), _self_only(key.node_id), initiator=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(conn.serve)

@@ -25,6 +25,11 @@ LOCK_FILE: Final = "daemon.lock"
 INFO_FILE: Final = "daemon.json"
 #: The bearer token HTTP writes need (DESIGN.md section 10); readable by the owner only.
 HTTP_TOKEN_FILE: Final = "http.token"
+#: The daemon's local control socket: the CLI's own way in, which no remote
+#: stranger can fill (mode 0600, in the home).
+CONTROL_SOCKET: Final = "node.sock"
+#: A Unix socket path is at most 107 bytes (sun_path less its NUL).
+MAX_SOCKET_PATH_BYTES: Final = 107
 
 
 class DaemonRunning(HearthError):
@@ -82,6 +87,13 @@ def daemon_info(home: Path) -> DaemonInfo | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # starting up: the lock is held but nothing is written yet
+
+
+def control_socket(home: Path) -> Path | None:
+    """The home's control socket path, or None where the home's path is too long for
+    one (then the CLI dials the TCP listener like any peer)."""
+    path = home.absolute() / CONTROL_SOCKET
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES else None
 
 
 @contextmanager

@@ -42,6 +42,7 @@ from hearthfile.gossip.index import SourceIndex
 from hearthfile.gossip.protocol import Gossip
 from hearthfile.gossip.service import GossipService
 from hearthfile.home import (
+    control_socket,
     home_lock,
     load_or_create_http_token,
     load_or_create_key,
@@ -369,6 +370,7 @@ async def _run(
                 key,
                 pool.serve_inbound,
                 limits=limits,
+                control_path=control_socket(home),
                 task_status=task_status,
             )
         )

@@ -35,6 +35,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Final, TypedDict
 
 import trio
@@ -352,26 +353,40 @@ def sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return None
 
 
+async def _open_websocket(
+    nursery: trio.Nursery, address: Address, via: Path | None, limits: ChannelLimits
+) -> WebSocketConnection:
+    """The websocket to ``address`` over TCP, or over the Unix socket ``via``."""
+    if via is None:
+        return await trio_websocket.connect_websocket(
+            nursery,
+            address.host,
+            address.port,
+            WEBSOCKET_PATH,
+            use_ssl=False,
+            **websocket_options(limits),
+        )
+    stream = await trio.open_unix_socket(via)
+    return await trio_websocket.wrap_client_stream(
+        nursery, stream, "localhost", WEBSOCKET_PATH, **websocket_options(limits)
+    )
+
+
 async def _dial(
     nursery: trio.Nursery,
     address: Address,
     node_key: NodeKey,
     expected_peer: NodeId | None,
     limits: ChannelLimits,
+    via: Path | None = None,
 ) -> SecureChannel:
-    """TCP, websocket upgrade and handshake, all within ``handshake_timeout_s``."""
-    remote = str(address)
+    """TCP (or Unix socket), websocket upgrade and handshake, all within
+    ``handshake_timeout_s``."""
+    remote = str(address) if via is None else str(via)
     ws: WebSocketConnection | None = None
     with trio.move_on_after(limits.handshake_timeout_s):
         try:
-            ws = await trio_websocket.connect_websocket(
-                nursery,
-                address.host,
-                address.port,
-                WEBSOCKET_PATH,
-                use_ssl=False,
-                **websocket_options(limits),
-            )
+            ws = await _open_websocket(nursery, address, via, limits)
         except (OSError, trio_websocket.HandshakeError, *TRANSPORT_ERRORS) as exc:
             raise PeerUnavailable(remote, f"cannot connect: {describe_close(exc)}") from exc
         handshake = Handshake(initiator=True, node_key=node_key, expected_peer=expected_peer)
@@ -388,6 +403,7 @@ async def _run_client_channel(
     node_key: NodeKey,
     expected_peer: NodeId | None,
     limits: ChannelLimits,
+    via: Path | None = None,
     *,
     task_status: trio.TaskStatus[SecureChannel] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -401,7 +417,7 @@ async def _run_client_channel(
     channel: SecureChannel | None = None
     try:
         async with trio.open_nursery() as nursery:
-            channel = await _dial(nursery, address, node_key, expected_peer, limits)
+            channel = await _dial(nursery, address, node_key, expected_peer, limits, via)
             task_status.started(channel)
             try:
                 await channel.wait_closed()
@@ -424,6 +440,7 @@ async def connect_secure_channel(
     *,
     expected_peer: NodeId | None = None,
     limits: ChannelLimits = DEFAULT_LIMITS,
+    via: Path | None = None,
 ) -> SecureChannel:
     """Dial ``address`` and complete the handshake; the channel lives in ``nursery``.
 
@@ -431,9 +448,10 @@ async def connect_secure_channel(
     ``nursery`` until ``aclose()``. Raises ``PeerUnavailable`` when the peer
     cannot be reached, refuses, or does not finish the handshake within
     ``limits.handshake_timeout_s``; ``HandshakeError`` when it fails the
-    handshake (including a NodeId other than ``expected_peer``).
+    handshake (including a NodeId other than ``expected_peer``). With ``via``, the
+    connection goes over that Unix socket (a daemon's control socket) instead of TCP.
     """
-    run = partial(_run_client_channel, address, node_key, expected_peer, limits)
+    run = partial(_run_client_channel, address, node_key, expected_peer, limits, via)
     channel: SecureChannel = await nursery.start(run)
     return channel
 
@@ -445,6 +463,7 @@ async def open_secure_channel(
     *,
     expected_peer: NodeId | None = None,
     limits: ChannelLimits = DEFAULT_LIMITS,
+    via: Path | None = None,
 ) -> AsyncIterator[SecureChannel]:
     """``async with open_secure_channel(addr, key) as channel:`` -- closed on exit.
 
@@ -454,7 +473,7 @@ async def open_secure_channel(
     try:
         async with trio.open_nursery() as nursery:
             channel = await connect_secure_channel(
-                nursery, address, node_key, expected_peer=expected_peer, limits=limits
+                nursery, address, node_key, expected_peer=expected_peer, limits=limits, via=via
             )
             try:
                 yield channel

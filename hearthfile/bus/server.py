@@ -8,9 +8,15 @@ the ``SecureChannel`` to the caller's handler for as long as the handler runs.
 Bounds, each stopping one abuse (values from ``ChannelLimits``):
 
 - ``max_unauthenticated`` connections may be between TCP accept and the end
-  of the handshake, server-wide. More are refused at once with a plain
-  ``HTTP/1.1 503`` and closed, before reading a byte: a flood of silent
-  sockets cannot grow our memory or tasks past this bound.
+  of the handshake, server-wide. When they are all taken, a newcomer takes the
+  slot of the oldest one if that has been at it for ``stale_handshake_s``
+  (a tenth of the handshake timeout; an honest handshake takes a few round
+  trips), else it is refused at once with a plain ``HTTP/1.1 503`` and closed,
+  before reading a byte: a flood of silent sockets cannot grow our memory or
+  tasks past this bound, and, unless it opens more than ``max_unauthenticated``
+  sockets every ``stale_handshake_s``, cannot keep a peer from connecting.
+- The optional control socket (a Unix socket in the node's home, mode 0600)
+  has its own slots: the node's own CLI gets in whatever remote peers do.
 - ``handshake_timeout_s`` from accept to a proven peer (slowloris).
 - ``max_connections_per_peer`` authenticated connections per NodeId; one more
   is closed with 4005.
@@ -24,9 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import trio
@@ -77,9 +86,13 @@ async def serve_secure(
     handler: ChannelHandler,
     *,
     limits: ChannelLimits = DEFAULT_LIMITS,
+    control_path: Path | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``address`` and run ``handler(channel)`` for every authenticated peer.
+
+    With ``control_path``, also listen on that Unix socket (made afresh, mode 0600,
+    removed on exit), with its own handshake slots.
 
     ``task_status.started(port)`` reports the bound port (``address.port`` may
     be 0). With a host name that resolves to several addresses, the port
@@ -91,8 +104,33 @@ async def serve_secure(
     port: int = listeners[0].socket.getsockname()[1]
     server = _SecureServer(node_key, handler, limits)
     logger.info("listening on %s port %d as %s", address.host, port, node_key.node_id.short())
-    task_status.started(port)
-    await trio.serve_listeners(server.handle_stream, listeners)
+    if control_path is None:
+        task_status.started(port)
+        await trio.serve_listeners(server.handle_stream, listeners)
+        return
+    control = await _unix_listener(control_path)
+    try:
+        async with trio.open_nursery() as nursery:
+            local = _SecureServer(node_key, handler, limits)
+            nursery.start_soon(trio.serve_listeners, local.handle_stream, [control])
+            task_status.started(port)
+            await trio.serve_listeners(server.handle_stream, listeners)
+    finally:
+        control_path.unlink(missing_ok=True)
+
+
+async def _unix_listener(path: Path) -> trio.SocketListener:
+    """A listening Unix socket at ``path``, only for this user (a stale one is replaced:
+    the home lock says no other daemon uses it)."""
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await sock.bind(os.fspath(path))
+    finally:
+        os.umask(old_umask)
+    sock.listen(socket.SOMAXCONN)
+    return trio.SocketListener(sock)
 
 
 @dataclass(slots=True)
@@ -103,6 +141,9 @@ class _Connection:
     peer: NodeId | None = None
     #: Counted in ``max_unauthenticated`` until the handshake ends either way.
     holds_slot: bool = False
+    #: When it was accepted (trio's clock); cancelled to give its slot to a newcomer.
+    accepted_at: float = 0.0
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def __str__(self) -> str:
         return self.remote if self.peer is None else f"{self.peer.short()} ({self.remote})"
@@ -150,31 +191,50 @@ class _SecureServer:
         self._node_key = node_key
         self._handler = handler
         self._limits = limits
-        self._unauthenticated = 0
+        self._pending: dict[int, _Connection] = {}  # holding slots, oldest first
         self._per_peer: Counter[NodeId] = Counter()
         self._refusing = False
+        self._evicted = 0
+        #: A handshake this old gives its slot to a newcomer when all are taken.
+        self.stale_handshake_s = limits.handshake_timeout_s / 10
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """One accepted TCP connection, start to end. Never raises but Cancelled."""
-        connection = _Connection(_remote_label(stream))
-        if self._unauthenticated >= self._limits.max_unauthenticated:
+        """One accepted connection, start to end. Never raises but Cancelled."""
+        connection = _Connection(_remote_label(stream), accepted_at=trio.current_time())
+        if len(self._pending) >= self._limits.max_unauthenticated and not self._evict_stale():
             await self._refuse(stream, connection)
             return
-        self._unauthenticated += 1
+        self._pending[id(connection)] = connection
         connection.holds_slot = True
         self._refusing = False
         try:
-            await self._serve(_EndObservingStream(stream), connection)
+            with connection.scope:
+                await self._serve(_EndObservingStream(stream), connection)
         except Exception as exc:
             _log_failure(connection, exc)
         finally:
             self._release_slot(connection)
             await trio.aclose_forcefully(stream)
 
+    def _evict_stale(self) -> bool:
+        """Drop the oldest handshake if it is stale; whether a slot was freed."""
+        oldest = next(iter(self._pending.values()))
+        if trio.current_time() - oldest.accepted_at < self.stale_handshake_s:
+            return False
+        self._release_slot(oldest)
+        oldest.scope.cancel()
+        self._evicted += 1
+        if self._evicted in (1, 10, 100) or self._evicted % 1000 == 0:
+            logger.warning(
+                "dropped %d stale handshakes to admit newer connections (max_unauthenticated)",
+                self._evicted,
+            )
+        return True
+
     def _release_slot(self, connection: _Connection) -> None:
         if connection.holds_slot:
             connection.holds_slot = False
-            self._unauthenticated -= 1
+            del self._pending[id(connection)]
 
     async def _serve(self, stream: _EndObservingStream, connection: _Connection) -> None:
         try:
@@ -235,7 +295,7 @@ class _SecureServer:
             # One warning per burst: a flood must not become a flood of log lines.
             logger.warning(
                 "refusing connections: %d handshakes already in progress (max_unauthenticated)",
-                self._unauthenticated,
+                len(self._pending),
             )
             self._refusing = True
         logger.debug("refused %s: busy", connection)
@@ -275,6 +335,8 @@ async def _upgrade_request(
 
 
 def _remote_label(stream: trio.SocketStream) -> str:
+    if stream.socket.family == socket.AF_UNIX:
+        return "control socket"
     try:
         host, port = stream.socket.getpeername()[:2]
     except OSError:
