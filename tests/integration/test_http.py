@@ -6,15 +6,18 @@ fetch-on-miss tests start a pair. curl is installed by scripts/test when missing
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import trio
@@ -504,5 +507,70 @@ def test_aria2c_four_connections_byte_exact(gw: Gateway, tmp_path: Path) -> None
 
 
 def _sent_requests(gw: Gateway) -> int:
+    return _metric(gw, "http_requests_total")
+
+
+def _metric(gw: Gateway, name: str) -> int:
     text = curl(f"{gw.url}/metrics").body.decode()
-    return int(float(text.split("\nhearthfile_http_requests_total ")[1].split()[0]))
+    return int(float(text.split(f"\nhearthfile_{name} ")[1].split()[0]))
+
+
+MEDIA = Path(__file__).parent / "media"  # a 20 s VP8 test pattern and a 64x48 PNG
+PAGE = """<!doctype html><html><body>
+<img id="i" src="{url}/blob/{image}/dot.png">
+<video id="v" preload="metadata" muted src="{url}/blob/{video}/clip.webm"></video>
+<script>
+const v = document.getElementById("v"), i = document.getElementById("i");
+let sent = false;
+function report(value) {{
+  if (sent) return;
+  sent = true;
+  location.href = "{report}?" + encodeURIComponent(JSON.stringify(value));
+}}
+function seek() {{ v.currentTime = 15; }}
+if (v.readyState >= 1) seek(); else v.addEventListener("loadedmetadata", seek);
+v.addEventListener("seeked", () => report(
+  {{image: i.complete ? i.naturalWidth : -1, duration: v.duration, time: v.currentTime}}));
+v.addEventListener("error", () => report({{error: v.error.code}}));
+</script></body></html>
+"""
+
+
+class _Reports(http.server.BaseHTTPRequestHandler):
+    """Where the page sends the browser's own report (its query string)."""
+
+    received: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.received.append(urllib.parse.unquote(self.path.partition("?")[2]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_chromium_shows_an_image_and_seeks_a_video(gw: Gateway, tmp_path: Path) -> None:
+    video = gw.node.ok("add", str(MEDIA / "clip.webm")).split()[-1]
+    image = gw.node.ok("add", str(MEDIA / "dot.png")).split()[-1]
+    reports = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reports)
+    threading.Thread(target=reports.serve_forever, daemon=True).start()
+    report_url = f"http://127.0.0.1:{reports.server_address[1]}/report"
+    page = tmp_path / "page.html"
+    page.write_text(PAGE.format(url=gw.url, image=image, video=video, report=report_url))
+    ranged = _metric(gw, "http_partial_responses_total")
+    browser = subprocess.Popen(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         f"--user-data-dir={tmp_path / 'profile'}", page.as_uri()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _Reports.received, 90, "the browser's report")
+    finally:
+        browser.kill()
+        browser.wait()
+        reports.shutdown()
+    report = json.loads(_Reports.received[0])
+    assert report == {"image": 64, "duration": 20, "time": 15}
+    assert _metric(gw, "http_partial_responses_total") > ranged, "the video came by ranges"

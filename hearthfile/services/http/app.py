@@ -447,6 +447,12 @@ class Gateway:
                 "http_sent_bytes_total", "counter", "Body bytes the gateway sent.", c.bytes_sent
             ),
             Metric(
+                "http_partial_responses_total",
+                "counter",
+                "206 answers (range requests served).",
+                c.by_status.get(206, 0),
+            ),
+            Metric(
                 "http_received_bytes_total",
                 "counter",
                 "Upload bytes the gateway received.",
