@@ -54,11 +54,12 @@ from hearthfile.services.file.service import FileService
 from hearthfile.services.http.app import Gateway
 from hearthfile.services.http.node_gateway import NodeGateway
 from hearthfile.services.http.server import open_http_socket, serve_http
+from hearthfile.services.introduce import IntroService, IntroSpreader
 from hearthfile.services.invite import InviteService, reachable
 from hearthfile.services.node import NodeService
 from hearthfile.services.trust import LiveTrust, TrustService
 from hearthfile.trust.book import TrustBook
-from hearthfile.trust.storage import open_book, open_invites
+from hearthfile.trust.storage import IntroFile, open_book, open_intros, open_invites
 
 log = logging.getLogger("hearthfile.node")
 
@@ -155,11 +156,10 @@ async def _run(
         log_peer_event(event)
         if isinstance(event, PeerConnected):
             events.emit("peer.up", node_id=str(event.peer), remote=event.remote)
-            if member(event.peer):
-                gossip.peer_up(event.peer)
+            live_trust.peer_up(event.peer)
         else:
             events.emit("peer.down", node_id=str(event.peer), reason=event.reason)
-            gossip.peer_down(event.peer)
+            live_trust.peer_down(event.peer)
 
     pool = PeerPool(key, registry, trust.level, limits=limits, on_event=on_peer_event)
     gossip = GossipService(
@@ -343,8 +343,18 @@ async def _run(
         min_free_bytes=config.file.min_free_bytes,
     ).register(registry)
     gossip.register(registry)
-    live_trust = LiveTrust(trust, pool, gossip, events.emit)
+    intro_spreader = IntroSpreader(pool, member)
+    live_trust = LiveTrust(
+        trust,
+        pool,
+        gossip,
+        events.emit,
+        intros=open_intros(home, me, key.sign),
+        spreader=intro_spreader,
+        save_intros=IntroFile(home).save,
+    )
     TrustService(live_trust).register(registry)
+    IntroService(live_trust).register(registry)
     InviteService(
         live_trust, open_invites(home), pool, lambda: reachable(listen[0]) if listen else []
     ).register(registry)
@@ -378,6 +388,7 @@ async def _run(
         write_info(home, listen[0], me, store.data_dir)
         log.info("node_started node=%s listen=%s data=%s", me, listen[0], store.data_dir)
         await nursery.start(gossip.serve)
+        await nursery.start(intro_spreader.serve)
         held = [i.cid for i in await trio.to_thread.run_sync(store.list_cids)]
         gossip.publish(held, [], addresses=[str(listen[0])])
         nursery.start_soon(_gc_loop, store, announce)

@@ -209,5 +209,6 @@ class InviteService:
             raise ServiceError("unauthorized", outcome)
         if self._book.level(ctx.peer) < outcome.level:
             self._live.apply(self._book.grant(ctx.peer, outcome.level, now=now, source="invite"))
+        self._live.vouch(ctx.peer, self._book.level(ctx.peer))
         log.info("join_accepted peer=%s level=%s", ctx.peer.short(), outcome.level.label)
         return {"level": outcome.level.label, "node_id": str(self._book.me)}

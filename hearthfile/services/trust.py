@@ -23,7 +23,15 @@ from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registr
 from hearthfile.bus.connection import Connection
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeId
+from hearthfile.services.introduce import IntroSpreader
 from hearthfile.trust.book import TrustBook, TrustChange, TrustEntry, TrustError
+from hearthfile.trust.introductions import (
+    REVOKED,
+    IntroBook,
+    Introduction,
+    apply_introduction,
+    to_introduce,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +67,8 @@ def _descriptor(name: str) -> CapabilityDescriptor:
 
 
 class LiveTrust:
-    """Applies trust changes to open connections and to gossip."""
+    """The node's trust as it runs: applies changes to open connections and gossip,
+    and follows and spreads introductions (hearthfile/trust/introductions.py)."""
 
     def __init__(
         self,
@@ -67,13 +76,63 @@ class LiveTrust:
         peers: PeerConnections,
         gossip: GossipPeers,
         emit: Callable[..., None],
+        *,
+        intros: IntroBook | None = None,
+        spreader: IntroSpreader | None = None,
+        save_intros: Callable[[list[Introduction]], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
         self._peers = peers
         self._gossip = gossip
         self._emit = emit
+        self._intros = intros
+        self._spreader = spreader
+        self._save_intros = save_intros
+        self._clock = clock
+        if intros is not None and spreader is not None:
+            spreader.spread(intros.records(), ())  # what a new member connection is sent
 
     def apply(self, change: TrustChange) -> None:
+        """A change of the book: act on it, then on what introductions now imply."""
+        self._act(change)
+        self._settle()
+
+    def peer_up(self, node: NodeId) -> None:
+        """A connection to ``node`` is up: gossip and introductions, if it is a member."""
+        if self.book.level(node) >= TrustLevel.MEMBER and node != self.book.me:
+            self._gossip.peer_up(node)
+            if self._spreader is not None:
+                self._spreader.sync(node)
+
+    def peer_down(self, node: NodeId) -> None:
+        self._gossip.peer_down(node)
+        if self._spreader is not None:
+            self._spreader.forget(node)
+
+    def vouch(self, subject: NodeId, level: TrustLevel) -> None:
+        """Sign and spread an introduction of ``subject`` (after our invite admitted it)."""
+        if self._intros is None:
+            return
+        self._publish([self._intros.sign(subject, int(level), self._now_ms())])
+        self._settle()
+
+    def receive_introductions(self, sender: NodeId, records: list[Introduction]) -> None:
+        if self._intros is None or self._spreader is None:
+            return
+        self._spreader.known(sender, records)
+        fresh = []
+        for record in records:
+            reason = self._intros.receive(record, self._now_ms())
+            if reason is None:
+                fresh.append(record)
+            elif reason not in ("not_newer", "full"):
+                log.warning("introduction_rejected sender=%s reason=%s", sender.short(), reason)
+        if fresh:
+            self._publish(fresh, signed=False)
+            self._settle()
+
+    def _act(self, change: TrustChange) -> None:
         node = change.node
         if change.before != change.after:
             log.info(
@@ -93,9 +152,55 @@ class LiveTrust:
             if stopped:
                 log.info("trust_enforced peer=%s calls_stopped=%d", node.short(), stopped)
             if change.after < TrustLevel.MEMBER:
-                self._gossip.peer_down(node)
+                self.peer_down(node)
         elif change.after >= TrustLevel.MEMBER and self._peers.connection(node) is not None:
-            self._gossip.peer_up(node)
+            self.peer_up(node)
+
+    def _settle(self) -> None:
+        """Apply held introductions until nothing changes (each pass can make a new
+        introducer), then vouch for, or revoke, what our own records should say."""
+        if self._intros is None:
+            return
+        for _ in range(8):
+            changes = [
+                c
+                for record in self._intros.records()
+                if (c := apply_introduction(self.book, record, self._clock())) is not None
+            ]
+            for change in changes:
+                self._act(change)
+            if not any(c.before != c.after for c in changes):
+                break
+        now_ms = self._now_ms()
+        own = [
+            self._intros.sign(node, level, now_ms)
+            for node, level in to_introduce(self.book, self._intros)
+        ]
+        own += [
+            self._intros.sign(r.subject, REVOKED, now_ms)
+            for r in self._intros.records()
+            if r.introducer == self.book.me
+            and not r.revoked
+            and self.book.level(r.subject) < TrustLevel.MEMBER
+        ]
+        if own:
+            self._publish(own)
+
+    def _publish(self, records: list[Introduction], *, signed: bool = True) -> None:
+        assert self._intros is not None
+        if self._save_intros is not None:
+            self._save_intros(self._intros.records())
+        if self._spreader is not None:
+            self._spreader.drop_superseded(self._intros.records())
+            members = [e.node for e in self.book.entries() if e.level >= TrustLevel.MEMBER]
+            self._spreader.spread(records, members)
+        if signed:
+            for record in records:
+                what = "revoked" if record.revoked else TrustLevel(record.level).label
+                log.info("introduction_signed subject=%s level=%s", record.subject.short(), what)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
 
 class TrustService:
@@ -125,7 +230,7 @@ class TrustService:
     async def untrust(self, ctx: CallContext) -> dict[str, Any]:
         node = _node_arg(want_map(ctx.args).get("node_id"))
         try:
-            change = self._book.revoke(node)
+            change = self._book.revoke(node, block=True, now=self._clock())
         except TrustError as exc:
             raise bad(str(exc)) from None
         self._live.apply(change)

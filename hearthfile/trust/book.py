@@ -106,9 +106,10 @@ class TrustBook:
         return self._granted.get(node) or self._declared.get(node)
 
     def entries(self) -> list[TrustEntry]:
-        """Every peer with an entry, sorted by NodeID (what ``trusted`` lists)."""
+        """Every peer trusted at member or above, sorted by NodeID (what ``trusted``
+        lists); blocked peers (``revoke(block=True)``) are left out."""
         merged = {**self._declared, **self._granted}
-        return [merged[node] for node in sorted(merged, key=str)]
+        return [merged[n] for n in sorted(merged, key=str) if merged[n].level > TrustLevel.STRANGER]
 
     def grant(
         self,
@@ -134,14 +135,19 @@ class TrustBook:
         self._save()
         return TrustChange(node, before, level)
 
-    def revoke(self, node: NodeId) -> TrustChange:
-        """Take back a grant. A peer declared in config.yaml stays until removed there."""
+    def revoke(self, node: NodeId, *, block: bool = False, now: float = 0.0) -> TrustChange:
+        """Take back a grant. ``block`` (an operator's ``untrust``) also keeps introductions
+        from granting it again, until a later ``trust``. A peer declared in config.yaml
+        stays until removed there."""
         if node == self.me:
             raise TrustError("a node cannot untrust itself")
         if node in self._declared and self._declared[node].level > self._default:
             raise TrustError(f"{node} is trusted in config.yaml's trust section: remove it there")
         before = self.level(node)
-        if self._granted.pop(node, None) is not None:
+        if block:
+            self._granted[node] = TrustEntry(node, TrustLevel.STRANGER, "local", now)
+            self._save()
+        elif self._granted.pop(node, None) is not None:
             self._save()
         return TrustChange(node, before, self.level(node))
 

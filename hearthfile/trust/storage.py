@@ -17,11 +17,13 @@ from typing import Any, Final
 from hearthfile.config import ConfigError, load_trust
 from hearthfile.identity import NodeId
 from hearthfile.trust.book import SOURCES, TrustBook, TrustEntry, TrustError
+from hearthfile.trust.introductions import IntroBook, Introduction, Sign
 from hearthfile.trust.invites import Invite, InviteBook
 from hearthfile.trust.levels import TrustLevel
 
 TRUST_FILE: Final = "trust.json"
 INVITES_FILE: Final = "invites.json"
+INTROS_FILE: Final = "introductions.json"
 LEGACY_FILE: Final = "trust.yaml"
 FORMAT_VERSION: Final = 1
 
@@ -116,6 +118,55 @@ def open_invites(home: Path) -> InviteBook:
     return InviteBook(store.load(), store)
 
 
+class IntroFile:
+    """The introductions a node holds and relays (signed records, verified on load)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / INTROS_FILE
+
+    def load(self) -> list[Introduction]:
+        if not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unknown version {data.get('version')!r}")
+            records = [
+                Introduction(
+                    NodeId.parse(r["introducer"]),
+                    NodeId.parse(r["subject"]),
+                    int(r["level"]),
+                    int(r["seq"]),
+                    int(r["timestamp_ms"]),
+                    bytes.fromhex(r["signature"]),
+                )
+                for r in data["records"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TrustError(f"{self.path}: unreadable introductions file: {exc}") from None
+        return [r for r in records if r.verify()]
+
+    def save(self, records: list[Introduction]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {
+                "introducer": str(r.introducer),
+                "subject": str(r.subject),
+                "level": r.level,
+                "seq": r.seq,
+                "timestamp_ms": r.timestamp_ms,
+                "signature": r.signature.hex(),
+            }
+            for r in records
+        ]
+        write_atomic(self.path, json.dumps({"version": FORMAT_VERSION, "records": rows}) + "\n")
+
+
+def open_intros(home: Path, me: NodeId, sign: Sign) -> IntroBook:
+    return IntroBook(me, sign, IntroFile(home).load())
+
+
 def _plain(e: TrustEntry) -> dict[str, Any]:
     return {
         "node_id": str(e.node),
@@ -133,11 +184,18 @@ def _entry(item: dict[str, Any]) -> TrustEntry:
     introducer = item.get("introducer")
     return TrustEntry(
         NodeId.parse(item["node_id"]),
-        TrustLevel.parse_grantable(item["level"]),
+        _stored_level(item["level"]),
         source,
         float(item["since"]),
         None if introducer is None else NodeId.parse(introducer),
     )
+
+
+def _stored_level(text: str) -> TrustLevel:
+    level = TrustLevel.parse(text)
+    if level is TrustLevel.SELF:
+        raise ValueError("level self cannot be stored")
+    return level
 
 
 def write_atomic(path: Path, text: str) -> None:
