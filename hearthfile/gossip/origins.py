@@ -17,7 +17,8 @@ advert record
     chain replayed), gap (a delta whose ``prev`` is not our newest: we need
     the snapshot first), bad_order (timestamp before its predecessor's),
     chain_full (``max_records_per_origin`` retained: an honest origin starts a
-    new snapshot first), bad_signature, rate_limited.
+    new snapshot first), table_full (``MAX_RETAINED_CIDS`` held across all
+    origins), bad_signature, rate_limited.
 node record
     stranger, future, stale (older than ``record_ttl_s``), not_newer,
     too_many_origins (``max_origins`` reached), bad_signature, rate_limited.
@@ -35,7 +36,11 @@ so a flooding origin gains at most ``max_clock_skew_s`` worth of tokens.
 
 Memory per origin is bounded by ``max_records_per_origin`` advert records of at
 most ``max_cids_per_record`` CIDs each, plus one node record; the number of
-origins by ``max_origins``.
+origins by ``max_origins``. Those bounds multiply to far more than a node can
+hold, so the CIDs in all retained chains together are bounded too, by
+``MAX_RETAINED_CIDS``: an advert that would pass it is refused ``table_full``
+(our own are always kept). At about ``CID_BYTES_BOUND`` bytes per retained CID
+(a test measures it), the tables stay under 256 MiB.
 """
 
 from __future__ import annotations
@@ -56,9 +61,13 @@ REJECT_REASONS: Final = frozenset(
     {
         "stranger", "oversize", "future", "stale", "unknown_origin", "not_newer",
         "superseded", "gap", "bad_order", "chain_full", "too_many_origins",
-        "bad_signature", "rate_limited", "sender_budget", "malformed",
+        "bad_signature", "rate_limited", "sender_budget", "malformed", "table_full",
     }
 )  # fmt: skip
+#: CIDs held in all origins' advert chains together, at most.
+MAX_RETAINED_CIDS: Final = 1 << 20
+#: Upper bound of one retained CID's memory (its string, its record's share), tested.
+CID_BYTES_BOUND: Final = 256
 
 #: Checks a record's signature; the default is ``record.verify()``.
 Verify = Callable[[Record], bool]
@@ -97,6 +106,8 @@ class OriginState:
     chain: list[AdvertRecord] = field(default_factory=list)
     #: ``chain``'s seqs, for bisecting a peer's position in it.
     seqs: list[int] = field(default_factory=list)
+    #: CIDs named in ``chain`` (added and removed).
+    cids: int = 0
 
     @property
     def advert_seq(self) -> int:
@@ -121,12 +132,21 @@ class OriginState:
             held.update(record.added)
         return held
 
-    def append(self, record: AdvertRecord) -> None:
+    def append(self, record: AdvertRecord) -> int:
+        """Add ``record`` to the chain; how many CIDs the chain gained (or lost)."""
+        before = self.cids
         if record.full:
             self.chain.clear()
             self.seqs.clear()
+            self.cids = 0
         self.chain.append(record)
         self.seqs.append(record.seq)
+        self.cids += _cids_in(record)
+        return self.cids - before
+
+
+def _cids_in(record: AdvertRecord) -> int:
+    return len(record.added) + len(record.removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +180,8 @@ class OriginTable:
         # Keyed by public key bytes, not NodeId: see messages.Entries.
         self._states: dict[bytes, OriginState] = {}
         self._entries: dict[bytes, Versions] = {}
+        #: CIDs in every retained chain (at most MAX_RETAINED_CIDS but for our own).
+        self.cids = 0
         #: Bumped on every change, so a digest of the entries can be reused until then.
         self.version = 0
 
@@ -197,7 +219,7 @@ class OriginTable:
             else:
                 state.node = record
         elif state is not None:
-            state.append(record)
+            self.cids += state.append(record)
         else:
             raise ValueError("our node record must be stored before our adverts")
         self._touch(key)
@@ -209,7 +231,7 @@ class OriginTable:
         dead = [k for k, s in self._states.items() if s.node.timestamp_ms < horizon and k != me]
         origins = [self._states[k].node.origin for k in dead]
         for key in dead:
-            del self._states[key]
+            self.cids -= self._states.pop(key).cids
             del self._entries[key]
         self.version += bool(dead)
         return origins
@@ -261,11 +283,14 @@ class OriginTable:
         problem = self._chain_problem(state, record)
         if problem is not None:
             return problem
+        gain = _cids_in(record) - (state.cids if record.full else 0)
+        if self.cids + gain > MAX_RETAINED_CIDS:
+            return "table_full"
         if not self._verify(record):
             return "bad_signature"
         if not state.bucket.take(record.timestamp_ms):
             return "rate_limited"
-        state.append(record)
+        self.cids += state.append(record)
         self._touch(key)
         return None
 

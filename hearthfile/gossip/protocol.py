@@ -68,9 +68,10 @@ so a run is reproducible and a thousand nodes run in one process
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from hearthfile.cids import Cid
 from hearthfile.config import GossipConfig
@@ -79,6 +80,11 @@ from hearthfile.gossip.origins import Bucket, OriginTable, Retained, Verify, ver
 from hearthfile.gossip.publisher import Publisher
 from hearthfile.gossip.records import AdvertRecord, NodeRecord, Record, Sign
 from hearthfile.identity import NodeId
+
+#: Peers whose byte budgets are remembered (each way); the least recently used
+#: beyond it is forgotten. Far above any honest peer count, so only a swarm of
+#: fresh keys can make a budget be forgotten, and then one that is likely full.
+MAX_SENDER_BUDGETS: Final = 4096
 
 # --- what the core returns ------------------------------------------------------------------
 
@@ -183,8 +189,9 @@ class Gossip:
         self._table = OriginTable(me, cfg, admit, verify)
         self._publisher = Publisher(me, cfg, sign)
         self._peers: dict[NodeId, None] = {}  # insertion-ordered, so sampling is reproducible
-        self._inbound: dict[NodeId, Bucket] = {}
-        self._outbound: dict[NodeId, Bucket] = {}
+        # Byte budgets per peer key, least recently used first (see _budget).
+        self._inbound: OrderedDict[NodeId, Bucket] = OrderedDict()
+        self._outbound: OrderedDict[NodeId, Bucket] = OrderedDict()
         self._digest = Digest({})
         self._digest_version = -1
         #: Observability: "sent_bytes", "received_bytes", "accepted", "rejected.<reason>".
@@ -216,10 +223,9 @@ class Gossip:
         return Actions(outgoing=self._send_all([node], self._current_digest(), now))
 
     def remove_peer(self, node: NodeId) -> None:
-        """The connection to ``node`` is gone."""
+        """The connection to ``node`` is gone. Its budgets stay (per key, up to
+        ``MAX_SENDER_BUDGETS``): reconnecting must not refill them."""
         self._peers.pop(node, None)
-        self._inbound.pop(node, None)
-        self._outbound.pop(node, None)
 
     def tick(self, now: float) -> Actions:
         """Once every ``interval_s``: expire silent origins, sign what is due, and open
@@ -306,12 +312,15 @@ class Gossip:
             out.append(Outgoing(peer, message))
         return tuple(out)
 
-    def _budget(self, table: dict[NodeId, Bucket], peer: NodeId) -> Bucket:
+    def _budget(self, table: OrderedDict[NodeId, Bucket], peer: NodeId) -> Bucket:
         bucket = table.get(peer)
         if bucket is None:
             size = self.cfg.max_exchange_bytes
             per_ms = 2 * size / (self.cfg.interval_s * 1000)
             bucket = table[peer] = Bucket(4.0 * size, per_ms, 4.0 * size, 0)
+            if len(table) > MAX_SENDER_BUDGETS:
+                table.popitem(last=False)  # the least recently used: most likely full again
+        table.move_to_end(peer)
         return bucket
 
     def _records_for(

@@ -25,6 +25,7 @@ from hearthfile.bus.pool import PeerPool
 from hearthfile.cids import Cid
 from hearthfile.config import GossipConfig, parse_address
 from hearthfile.errors import PeerUnavailable, ServiceError
+from hearthfile.gossip.guard import DialBudget, RejectionLog
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.gossip.messages import Digest, MessageError, decode_message, encode_message
 from hearthfile.gossip.protocol import (
@@ -81,6 +82,8 @@ class GossipService:
         self._clock = clock
         self._rng = rng or random.Random()
         self._nursery: trio.Nursery | None = None
+        self._rejections = RejectionLog()
+        self._dials = DialBudget()
 
     def register(self, registry: Registry) -> None:
         registry.register(EXCHANGE, self.handle_exchange)
@@ -93,6 +96,9 @@ class GossipService:
                 spread = 1 + JITTER * (2 * self._rng.random() - 1)
                 await trio.sleep(self._cfg.interval_s * spread)
                 self._apply(self._gossip.tick(self._clock()))
+                line = self._rejections.flush(self._clock())
+                if line is not None:
+                    log.warning("%s", line)
 
     # -- what the node tells us -------------------------------------------------------
 
@@ -199,12 +205,9 @@ class GossipService:
             )
             self._dial(event)
         elif isinstance(event, RecordRejected):
-            log.warning(
-                "gossip_rejected sender=%s origin=%s reason=%s",
-                event.sender.short(),
-                event.origin.short() if event.origin else "-",
-                event.reason,
-            )
+            line = self._rejections.add(event.sender.short(), event.reason, now)
+            if line is not None:
+                log.warning("%s", line)
             self._emit("gossip.record_rejected", sender=str(event.sender), reason=event.reason)
 
     def _dial(self, event: PeerLearned) -> None:
@@ -220,6 +223,9 @@ class GossipService:
         try:
             address = parse_address(event.addresses[0])
         except ValueError:
+            return
+        if not self._dials.allow(str(event.node), event.addresses[0], self._clock()):
+            log.debug("dial_learned_deferred peer=%s (dial budget)", event.node.short())
             return
 
         async def dial() -> None:

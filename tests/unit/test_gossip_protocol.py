@@ -4,10 +4,14 @@ driven back to back: a helper feeds each node's output to the others."""
 from __future__ import annotations
 
 import ast
+import gc
 import random
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +19,7 @@ from hypothesis import strategies as st
 from hearthfile.cids import Cid, cid_of
 from hearthfile.config import GossipConfig
 from hearthfile.gossip.messages import Digest, Records
-from hearthfile.gossip.origins import REJECT_REASONS
+from hearthfile.gossip.origins import CID_BYTES_BOUND, REJECT_REASONS
 from hearthfile.gossip.protocol import (
     QUIET_REASONS,
     Actions,
@@ -28,7 +32,15 @@ from hearthfile.gossip.protocol import (
     RecordRejected,
 )
 from hearthfile.gossip.publisher import Publisher
-from hearthfile.gossip.records import AdvertRecord, NodeRecord, Record, sign_advert, sign_node
+from hearthfile.gossip.records import (
+    AdvertRecord,
+    NodeRecord,
+    Record,
+    decode_record,
+    encode_record,
+    sign_advert,
+    sign_node,
+)
 from hearthfile.identity import NodeId, NodeKey
 
 T0 = 1_700_000_000.0
@@ -522,3 +534,62 @@ def test_gossip_modules_do_no_io() -> None:
 @pytest.mark.parametrize("reason", sorted(REJECT_REASONS))
 def test_reasons_are_counter_friendly(reason: str) -> None:
     assert reason.isidentifier()
+
+
+def test_a_sender_budget_is_kept_per_key_across_reconnects() -> None:
+    cfg = replace(CFG, max_exchange_bytes=64 * 1024)
+    f = Fixture(cfg)
+    origins = [NodeKey.from_private_bytes(bytes([100 + i]) * 32) for i in range(40)]
+    records: list[Record] = []
+    for k in origins:
+        ms = f.ms
+        records.append(sign_node(k.sign, k.node_id, seq=ms, timestamp_ms=ms, addresses=(),
+                                 snapshot_seq=0))  # fmt: skip
+        many = cids(*(f"{k}{i}" for i in range(200)))
+        records.append(sign_advert(k.sign, k.node_id, seq=ms - 1, prev=0, full=True,
+                                   timestamp_ms=ms, addresses=(), added=many))  # fmt: skip
+    f.send(*records[:40])  # spends the budget
+    spent = f.rejected("sender_budget")
+    f.g.add_peer(f.sender.node_id, T0)
+    f.g.remove_peer(f.sender.node_id)  # a reconnect: down, then up again
+    f.g.add_peer(f.sender.node_id, T0)
+    f.send(*records[40:])
+    assert f.rejected("sender_budget") > spent  # the budget was not refilled
+
+
+def test_retained_cids_have_a_bound() -> None:
+    f = Fixture(replace(CFG, max_cids_per_record=1024))
+    keys = [NodeKey.from_private_bytes(bytes([150 + i]) * 32) for i in range(3)]
+    with patch("hearthfile.gossip.origins.MAX_RETAINED_CIDS", 2048):
+        for n, k in enumerate(keys):
+            ms = f.ms
+            f.send(sign_node(k.sign, k.node_id, seq=ms, timestamp_ms=ms, addresses=(),
+                             snapshot_seq=0))  # fmt: skip
+            many = cids(*(f"{n}-{i}" for i in range(1024)))
+            f.send(sign_advert(k.sign, k.node_id, seq=ms - 1, prev=0, full=True,
+                               timestamp_ms=ms, addresses=(), added=many))  # fmt: skip
+    assert f.rejected("table_full") == 1
+    assert f.g.retained().cids == 2048
+
+
+def test_a_retained_cid_costs_at_most_the_stated_bound() -> None:
+    f = Fixture(replace(CFG, max_cids_per_record=1024))
+    keys = [NodeKey.from_private_bytes(bytes([180 + i]) * 32) for i in range(8)]
+    wire = []  # as the records arrive: bytes, decoded while memory is traced
+    for n, k in enumerate(keys):
+        ms = f.ms
+        node = sign_node(k.sign, k.node_id, seq=ms, timestamp_ms=ms, addresses=(), snapshot_seq=0)
+        many = cids(*(f"m{n}-{i}" for i in range(1024)))
+        advert = sign_advert(k.sign, k.node_id, seq=ms - 1, prev=0, full=True, timestamp_ms=ms,
+                             addresses=(), added=many)  # fmt: skip
+        wire.append([msgpack.packb(encode_record(r)) for r in (node, advert)])
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for pair in wire:
+        f.send(*(decode_record(msgpack.unpackb(raw)) for raw in pair))
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert f.g.retained().cids == 8 * 1024
+    assert used / f.g.retained().cids < CID_BYTES_BOUND, used / f.g.retained().cids
