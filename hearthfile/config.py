@@ -151,15 +151,19 @@ class HttpConfig:
 class FileConfig:
     """``file:`` the blob store's disk policy (blobs.store, services.file)."""
 
-    #: Disk use (fraction of the volume) above which GC starts evicting...
+    #: GC starts when the store passes this fraction of ``max_store_bytes``...
     gc_threshold: float = 0.8
-    #: ...and the fraction it evicts down to; the gap keeps GC from running on
-    #: every write once the disk sits near the threshold.
+    #: ...and evicts down to ``gc_target`` of it; the gap keeps GC from running
+    #: on every write once the store sits near the limit.
     gc_target: float = 0.7
-    #: file.put refuses (capacity_exceeded) rather than leave less than this free.
+    #: GC evicts when free disk falls below this, and file.put refuses
+    #: (capacity_exceeded) rather than leave less than this free.
     min_free_bytes: int = 1 * GiB
     #: Whole chunks bypass the page cache (O_DIRECT) where the filesystem allows.
     direct_io: bool = True
+    #: The store's size limit (None: none; then only ``min_free_bytes`` makes GC
+    #: evict: the store is never measured against the whole disk's usage).
+    max_store_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,7 +590,9 @@ def _file(sec: _Section) -> FileConfig:
         raise sec.error(
             "gc_target", f"a number below {sec.path('gc_threshold')} ({threshold})", target
         )
+    limit = sec.data.get("max_store_bytes")
     return FileConfig(
+        max_store_bytes=None if limit is None else _size(sec, "max_store_bytes", 0, 1),
         gc_threshold=threshold,
         gc_target=target,
         min_free_bytes=_size(sec, "min_free_bytes", d.min_free_bytes, 0),

@@ -122,6 +122,8 @@ async def serve_node(
             config.node.data_dir or home / "data",
             gc_threshold=config.file.gc_threshold,
             gc_target=config.file.gc_target,
+            max_store_bytes=config.file.max_store_bytes,
+            min_free_bytes=config.file.min_free_bytes,
             direct_io=config.file.direct_io,
         )
         try:
@@ -391,7 +393,7 @@ async def _run(
         await nursery.start(intro_spreader.serve)
         held = [i.cid for i in await trio.to_thread.run_sync(store.list_cids)]
         gossip.publish(held, [], addresses=[str(listen[0])])
-        nursery.start_soon(_gc_loop, store, announce)
+        nursery.start_soon(_gc_loop, store, announce, events)
         if http_sock is not None:
             gateway = NodeGateway(
                 store,
@@ -407,13 +409,18 @@ async def _run(
         task_status.started(port)
 
 
-async def _gc_loop(store: BlobStore, announce: Callable[[list[Cid], list[Cid]], None]) -> None:
-    """Evict when the disk passes the threshold; evicted blobs are withdrawn."""
+async def _gc_loop(
+    store: BlobStore, announce: Callable[[list[Cid], list[Cid]], None], events: EventLog
+) -> None:
+    """Evict past the store's limits (``BlobStore.bytes_to_free``); each evicted
+    blob is an event and is withdrawn."""
     while True:
         await trio.sleep(GC_INTERVAL_S)
         report = await trio.to_thread.run_sync(store.gc)
         if report.blobs_removed:
             log.info("gc removed=%d bytes_freed=%d", len(report.blobs_removed), report.bytes_freed)
+            for cid in report.blobs_removed:
+                events.emit("blob.evicted", cid=cid)
             announce([], list(report.blobs_removed))
 
 

@@ -493,7 +493,7 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
         scan = run(["find", str(data / "blobs")]).seconds
         ls.add(ours, scan)
 
-        with BlobStore(data, capacity_bytes=1 << 60) as store:
+        with BlobStore(data, max_store_bytes=1 << 60) as store:
             present = random.sample(cids, lookups)
             absent = [Cid("blake3:" + os.urandom(32).hex()) for _ in range(lookups)]
             present_paths = [blob_path(data, c) for c in present]
@@ -513,7 +513,7 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
 
         if rnd > 0 and evict_spent > args.gc_budget:
             continue
-        with BlobStore(data, capacity_bytes=held, gc_threshold=0.95, gc_target=0.9) as store:
+        with BlobStore(data, max_store_bytes=held, gc_threshold=0.95, gc_target=0.9) as store:
             prefault(0)
             start = time.perf_counter()
             report = store.gc()

@@ -22,9 +22,10 @@ store stays reachable as ``sync`` for that.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import trio
 
@@ -59,6 +60,19 @@ def service_error(exc: BlobError | PinnedError) -> ServiceError:
     if exc.code == "disk_full":
         return ServiceError(code, f"disk full: {exc.detail}" if exc.detail else "disk full")
     return ServiceError(code, exc.detail)
+
+
+def holding_blob(
+    fn: Callable[Concatenate[BlobStore, Cid, P], Awaitable[T]],
+) -> Callable[Concatenate[BlobStore, Cid, P], Awaitable[T]]:
+    """Hold the blob ``fn(store, cid, ...)`` works on against GC while it runs (a fetch)."""
+
+    @functools.wraps(fn)
+    async def held(store: BlobStore, cid: Cid, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with store.using(cid):
+            return await fn(store, cid, *args, **kwargs)
+
+    return held
 
 
 class AsyncStore:
@@ -139,4 +153,4 @@ class AsyncStore:
         return await self.run(self.sync.verify)
 
 
-__all__ = ["WIRE_CODES", "AsyncStore", "service_error"]
+__all__ = ["WIRE_CODES", "AsyncStore", "holding_blob", "service_error"]

@@ -78,6 +78,9 @@ log = logging.getLogger(__name__)
 #: The longest chunk file there can be (version 1 has one chunk size).
 MAX_CHUNK_BYTES: Final = CHUNK_SIZE
 GC_THRESHOLD: Final = 0.8
+#: GC for free space goes this fraction of ``min_free_bytes`` past it, so it does
+#: not run again on every write once the disk sits at the bound.
+FREE_SLACK: Final = 0.1
 GC_TARGET: Final = 0.7
 #: Blobs evicted per index transaction.
 GC_GROUP: Final = 1000
@@ -195,7 +198,8 @@ class BlobStore:
         *,
         gc_threshold: float = GC_THRESHOLD,
         gc_target: float = GC_TARGET,
-        capacity_bytes: int | None = None,
+        max_store_bytes: int | None = None,
+        min_free_bytes: int = 0,
         clock: Callable[[], float] = time.time,
         backend: ChunkBackend | None = None,
         readonly: bool = False,
@@ -225,7 +229,10 @@ class BlobStore:
         self.notices: list[str] = []
         self.gc_threshold = gc_threshold
         self.gc_target = gc_target
-        self.capacity_bytes = capacity_bytes
+        self.max_store_bytes = max_store_bytes
+        self.min_free_bytes = min_free_bytes
+        #: Blobs being read or fetched right now: GC never takes them.
+        self._in_use: Counter[Cid] = Counter()
         self._clock = clock
         self.backend: ChunkBackend = backend or LocalBackend(
             data_dir / "blobs", direct_io=direct_io
@@ -559,7 +566,10 @@ class BlobStore:
 
     def _stream(self, m: Manifest, start: int, end: int) -> Iterator[memoryview]:
         indices = iter(m.chunk_range(start, end))
-        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="read-ahead") as pool:
+        with (
+            self.using(m.cid),
+            ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="read-ahead") as pool,
+        ):
             ahead = deque(
                 (i, pool.submit(self.read_chunks, m, [i]))
                 for i in itertools.islice(indices, 2 * READ_AHEAD)
@@ -820,25 +830,36 @@ class BlobStore:
             raise PinnedError(f"{cid} is pinned; unpin it first")
         return self._delete_blobs([cid])
 
-    def usage(self) -> tuple[int, int]:
-        """(bytes used, capacity) against which GC thresholds apply."""
-        if self.capacity_bytes is not None:
-            return self.total_bytes(), self.capacity_bytes
-        st = os.statvfs(self.data_dir)
-        return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+    def using(self, cid: Cid) -> _InUse:
+        """Hold ``cid`` against GC while the block runs (a read, a fetch)."""
+        return _InUse(self, cid)
+
+    def bytes_to_free(self) -> float:
+        """What GC must free now: the store past ``gc_threshold`` of
+        ``max_store_bytes`` goes down to ``gc_target`` of it; free disk under
+        ``min_free_bytes`` comes back to that plus ``FREE_SLACK``. The store is
+        never measured against the whole disk's usage (another program filling
+        the disk is not a reason to evict, until free space itself runs low)."""
+        need = 0.0
+        limit = self.max_store_bytes
+        if limit is not None:
+            used = self.total_bytes()
+            if used > self.gc_threshold * limit:
+                need = used - self.gc_target * limit
+        if self.min_free_bytes:
+            st = os.statvfs(self.data_dir)
+            free = st.f_bavail * st.f_frsize
+            if free < self.min_free_bytes:
+                need = max(need, self.min_free_bytes * (1 + FREE_SLACK) - free)
+        return need
 
     def gc(self, *, everything: bool = False) -> GcReport:
-        """Evict least-recently-used unpinned blobs.
-
-        Runs only when usage passes ``gc_threshold`` and stops once under
-        ``gc_target``; with ``everything`` every unpinned blob goes. Chunks no
-        blob references (leftovers of abandoned writes) always go.
-        """
+        """Evict least-recently-used unpinned blobs, never one in use, until
+        ``bytes_to_free`` is met; with ``everything`` every unpinned blob not in
+        use goes. Chunks no blob references (leftovers of abandoned writes)
+        always go. The report names every blob evicted (each an event)."""
         freed = self._delete_orphan_chunks()
-        used, capacity = self.usage()
-        if not everything and used - freed <= self.gc_threshold * capacity:
-            return GcReport((), freed)
-        to_free = float("inf") if everything else used - freed - self.gc_target * capacity
+        to_free = float("inf") if everything else self.bytes_to_free()
         removed: list[Cid] = []
         while to_free > 0:
             victims = self._pick_victims(to_free, everything)
@@ -855,10 +876,11 @@ class BlobStore:
         by what each alone would free (shared chunks only count once all users go).
         Deleting them as one group costs one transaction instead of one per blob."""
         with self._mutex:
+            busy = list(self._in_use)
             rows = self._db.execute(
-                "SELECT cid, manifest_bytes FROM blobs WHERE pinned = 0 "
-                "ORDER BY last_access, cid LIMIT ?",
-                (GC_GROUP,),
+                "SELECT cid, manifest_bytes FROM blobs WHERE pinned = 0 AND cid NOT IN "
+                f"({','.join('?' * len(busy))}) ORDER BY last_access, cid LIMIT ?",
+                (*busy, GC_GROUP),
             ).fetchall()
             if everything:
                 return [cid for cid, _ in rows]
@@ -973,6 +995,24 @@ class BlobStore:
             report.manifests_restored += 1
         except BlobError as exc:
             report.corrupt.append(f"manifest {cid}: {exc.detail}")
+
+
+class _InUse:
+    """``BlobStore.using``: a count per blob, so nested and concurrent holds add up."""
+
+    def __init__(self, store: BlobStore, cid: Cid) -> None:
+        self._store, self._cid = store, cid
+
+    def __enter__(self) -> None:
+        with self._store._mutex:
+            self._store._in_use[self._cid] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._store._mutex:
+            in_use = self._store._in_use
+            in_use[self._cid] -= 1
+            if in_use[self._cid] <= 0:
+                del in_use[self._cid]
 
 
 class _Journal:

@@ -185,6 +185,8 @@ class NodeService:
         everything = bool(want_map(ctx.args).get("all"))
         result: dict[str, Any] = await self._run(ops.gc, self._store, everything)
         removed = result.pop("removed")
+        for cid in removed:
+            self._events.emit("blob.evicted", cid=cid)
         self._announce([], removed)
         await send_pages(ctx, "removed", removed)
         return result

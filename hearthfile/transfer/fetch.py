@@ -20,7 +20,7 @@ from typing import Any, Final
 import trio
 
 from hearthfile.blobs.chunker import BlobError, Manifest
-from hearthfile.blobs.facade import AsyncStore
+from hearthfile.blobs.facade import AsyncStore, holding_blob
 from hearthfile.blobs.store import BlobStore, WriteBatch
 from hearthfile.cids import Cid, cid_of
 from hearthfile.errors import PeerUnavailable, ServiceError
@@ -52,6 +52,7 @@ COMMIT_INTERVAL_S: Final = 1.0
 SOURCE_REFRESH_S: Final = 0.25
 
 
+@holding_blob
 async def fetch_blob(
     store: BlobStore,
     cid: Cid,

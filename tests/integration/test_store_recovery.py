@@ -44,3 +44,26 @@ def test_a_daemon_rebuilds_a_lost_index_and_verify_deletes_nothing(
         out = tmp_path / f"out-{cid[-8:]}"
         node.ok("get", cid, "-o", str(out))
         assert out.read_bytes() == src.read_bytes()
+
+
+def test_gc_evicts_to_the_store_limit_with_an_event_and_keeps_pinned_blobs(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    node = make_node("n").start(config="file:\n  max_store_bytes: 1MiB\n")
+    cids = []
+    for n in range(3):
+        src = tmp_path / f"g{n}.bin"
+        src.write_bytes(payload(600_000, 80 + n))
+        cids.append(node.ok("add", str(src)).split()[-1])
+    node.ok("pin", cids[0])
+    removed = json.loads(node.ok("--json", "gc"))
+    assert cids[0] not in str(removed)
+    listed = {row["cid"] for row in json.loads(node.ok("--json", "ls"))}
+    assert cids[0] in listed and len(listed) < 3
+    evicted = [
+        e["cid"]
+        for e in map(json.loads, node.ok("--json", "events").splitlines())
+        if e["event"] == "blob.evicted"
+    ]
+    assert evicted and set(evicted) == set(cids) - listed
+    assert node.cli("verify").returncode == 0

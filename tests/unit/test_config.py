@@ -485,3 +485,12 @@ def test_http_listen(tmp_path: Path) -> None:
     assert flag.http == HttpConfig(listen=None, explicit=True)
     with pytest.raises(ConfigError, match="--http"):
         with_overrides(Config(), http="nowhere")
+
+
+def test_max_store_bytes_is_a_size_or_unset(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("file:\n  max_store_bytes: 2GiB\n")
+    assert load_config(tmp_path, path).file.max_store_bytes == 2 * 1024**3
+    path.write_text("file:\n  max_store_bytes: lots\n")
+    with pytest.raises(ConfigError, match="max_store_bytes"):
+        load_config(tmp_path, path)

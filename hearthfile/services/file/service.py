@@ -167,13 +167,17 @@ class FileService:
             if n == 0:
                 item.update(manifest_size=len(encoded), name=manifest.name, mime=manifest.mime)
             await ctx.send(item)
+        with self._store.sync.using(cid):  # no GC of a blob being served
+            await self._send_chunks(ctx, manifest, wanted)
+        return {"chunks": len(wanted), "have": await self._store.run(self._have, cid)}
+
+    async def _send_chunks(self, ctx: CallContext, manifest: Manifest, wanted: list[int]) -> None:
         for start in range(0, len(wanted), CHUNKS_PER_HOP):
             group = wanted[start : start + CHUNKS_PER_HOP]
             async with self._holding(ctx.peer):
                 chunks = await self._store.read_chunks(manifest, group)
                 for index, data in zip(group, chunks, strict=True):
                     await ctx.send({"i": index, "data": data})
-        return {"chunks": len(wanted), "have": await self._store.run(self._have, cid)}
 
     def _holding(self, peer: NodeId) -> trio.CapacityLimiter:
         """The peer's ``GROUPS_PER_PEER`` places for chunks read and not yet sent
@@ -248,6 +252,10 @@ class FileService:
     async def handle_put(self, ctx: CallContext) -> dict[str, Any]:
         args = want_map(ctx.args)
         cid = want_cid(args.get("cid"))
+        with self._store.sync.using(cid):  # no GC of the partial blob mid-put
+            return await self._put(ctx, args, cid)
+
+    async def _put(self, ctx: CallContext, args: dict[str, Any], cid: Cid) -> dict[str, Any]:
         receiver = ManifestReceiver(cid, args.get("manifest_size"))  # type: ignore[arg-type]
         name = optional_text(args.get("name"), "name")
         mime = optional_text(args.get("mime"), "mime")
@@ -278,6 +286,7 @@ class FileService:
         stored = sink.stored
         if not await self._store.complete_blob(cid):
             raise bad("stream ended before every missing chunk was sent")
+        await self._store.pin(cid)  # a blob pushed to us is the pusher's to keep (DESIGN.md 3)
         log.info(
             "put stored blob %s from %s (%d chunks sent, %d skipped)",
             cid,
