@@ -12,7 +12,10 @@ import contextlib
 import itertools
 import logging
 import mimetypes
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import trio
@@ -35,6 +38,9 @@ SINK_QUEUE: Final = 2
 #: Seconds a client waits for a fetch's manifest before 504.
 MANIFEST_TIMEOUT_S: Final = 30.0
 RETRY_AFTER_S: Final = 5
+#: Manifests of local blobs kept between requests, and for how long (see _local_manifest).
+MANIFEST_CACHE: Final = 1024
+TOUCH_INTERVAL_S: Final = 60.0
 
 Fetch = Callable[[Cid, tuple[int, int] | None, bool, transfer.ProgressFn], Awaitable[Manifest]]
 Announce = Callable[[list[Cid], list[Cid]], None]
@@ -59,6 +65,7 @@ class NodeGateway:
         self._events = events
         self._transfers = transfers
         self._holders = holders
+        self._recent: OrderedDict[Cid, _Recent] = OrderedDict()
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn`` in a worker thread; store errors become HTTP errors."""
@@ -72,9 +79,9 @@ class NodeGateway:
     # -- reads ---------------------------------------------------------------
 
     async def blob(self, cid: Cid, *, fetch: bool) -> BlobMeta:
-        if await trio.to_thread.run_sync(self._store.has_blob, cid):
-            manifest: Manifest = await self._run(self._store.read_manifest, cid)
-            return BlobMeta(cid, manifest, manifest.name, manifest.mime, local=True)
+        local = await self._local(cid)
+        if local is not None:
+            return local
         if not fetch:
             raise GatewayError(412, "not_cached", f"{cid} is not held here (only-if-cached)")
         with trio.move_on_after(MANIFEST_TIMEOUT_S) as scope:
@@ -84,6 +91,46 @@ class NodeGateway:
                 504, "timeout", f"{cid}: no holder answered", retry_after_s=RETRY_AFTER_S
             )
         return BlobMeta(cid, manifest, manifest.name, manifest.mime, local=False)
+
+    async def _local(self, cid: Cid) -> BlobMeta | None:
+        """A complete blob held here, or None.
+
+        Reading a manifest records an access in the index (a durable write, ~10 ms
+        here), which would cap small requests near 100/s. So blobs served in the
+        last ``TOUCH_INTERVAL_S`` are kept: while the index has not changed since
+        (``store.generation``), no thread hop at all; after a change, one indexed
+        lookup (complete? name? mime?). The access time GC goes by stays within
+        that interval.
+        """
+        now = time.monotonic()
+        entry = self._recent.get(cid)
+        if entry is not None and now - entry.since > TOUCH_INTERVAL_S:
+            entry = None
+        if entry is not None and entry.generation == self._store.generation:
+            self._recent.move_to_end(cid)
+            return entry.meta
+        known = entry.meta.manifest if entry is not None else None
+        found: tuple[BlobMeta, int] | None = await self._run(self._check_local, cid, known)
+        if found is None:
+            self._recent.pop(cid, None)
+            return None
+        meta, generation = found
+        self._recent[cid] = _Recent(meta, generation, entry.since if entry else now)
+        self._recent.move_to_end(cid)
+        while len(self._recent) > MANIFEST_CACHE:
+            self._recent.popitem(last=False)
+        return meta
+
+    def _check_local(self, cid: Cid, known: Manifest | None) -> tuple[BlobMeta, int] | None:
+        generation = self._store.generation  # read before the query: see BlobStore
+        try:
+            info = self._store.stat(cid)
+        except BlobError:
+            return None
+        if not info.complete:
+            return None
+        manifest = known or self._store.read_manifest(cid)
+        return BlobMeta(cid, manifest, info.name, info.mime, local=True), generation
 
     async def _fetched(
         self, cid: Cid, span: tuple[int, int] | None, progress: transfer.ProgressFn | None = None
@@ -104,15 +151,21 @@ class NodeGateway:
         self, meta: BlobMeta, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
     ) -> None:
         if meta.local:
-            await self._read_local(meta.cid, start, end, write)
+            await self._read_local(meta, start, end, write)
         else:
             await self._read_fetching(meta, start, end, write)
 
     async def _read_local(
-        self, cid: Cid, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
+        self, meta: BlobMeta, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
     ) -> None:
+        """A small range in one worker-thread hop; a large one from the store's
+        read-ahead stream, ``GROUP_BYTES`` per hop."""
+        if end - start <= GROUP_BYTES:
+            data: memoryview = await self._run(_read_small, self._store, meta.manifest, start, end)
+            await write(data)
+            return
         pieces: Iterator[memoryview] = await self._run(
-            self._store.read_blob_stream, cid, start, end
+            self._store.read_blob_stream, meta.cid, start, end
         )
         try:
             while True:
@@ -275,6 +328,13 @@ class NodeGateway:
             return
 
 
+@dataclass(frozen=True, slots=True)
+class _Recent:
+    meta: BlobMeta
+    generation: int
+    since: float
+
+
 class _Sink:
     """The request side of an upload: bytes gathered into blocks of ``GROUP_BYTES``."""
 
@@ -337,6 +397,13 @@ class _ChannelReader:
         view[:n] = self._block[:n]
         self._block = self._block[n:]
         return n
+
+
+def _read_small(store: BlobStore, manifest: Manifest, start: int, end: int) -> memoryview:
+    indices = list(manifest.chunk_range(start, end))
+    data = b"".join(store.read_chunks(manifest, indices))
+    base = indices[0] * manifest.chunk_size
+    return memoryview(data)[start - base : end - base]
 
 
 def _take(pieces: Iterator[memoryview], budget: int) -> list[memoryview]:
