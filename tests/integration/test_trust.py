@@ -7,11 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.nodes import Daemon, wait_for
+from tests.integration.nodes import Daemon, Proxy, wait_for
+from tests.integration.test_transfer import MIB, knows, proxies, shares, write_blob
 from tests.unit.test_chunker import payload
 
 CS = 256 * 1024
 FAST_GOSSIP = "gossip:\n  interval_s: 0.3\n"
+__all__ = ["proxies"]  # a fixture, used by name
 
 
 def sources(node: Daemon, cid: str) -> set[str]:
@@ -83,3 +85,33 @@ def test_trust_refuses_own_id_and_bad_input(make_node: Callable[[str], Daemon]) 
     assert running.stderr.count("\n") == 1
     assert a.cli("untrust", "hfnot-a-node-id").returncode == 2
     assert trusted(a) == {}
+
+
+def test_untrust_during_a_fetch_stops_that_source_only(
+    make_node: Callable[[str], Daemon], tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    a, b, f = make_node("a"), make_node("b"), make_node("f")
+    for holder in (a, b):
+        holder.trust(f, "member")
+        f.trust(holder, "member")
+    src = write_blob(tmp_path / "src.bin", 32, 61)
+    for holder in (a, b):
+        holder.start(config=FAST_GOSSIP)
+        cid = holder.ok("add", str(src)).split()[-1]
+    slow = [Proxy(tmp_path, h.port, 8 * MIB) for h in (a, b)]
+    proxies.extend(slow)
+    f.start(*(p.port for p in slow), config=FAST_GOSSIP)
+    wait_for(lambda: knows(f, cid, [a, b]), 60, "the fetcher to learn both holders")
+    getter = f.background("get", cid, "-o", str(tmp_path / "out.bin"))
+    wait_for(lambda: fetched_bytes(f) >= 4 * MIB, 60, "the fetch to get going")
+    a.ok("untrust", f.node_id)
+    _, err = getter.communicate(timeout=180)
+    assert getter.returncode == 0, err.decode()
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    assert "trust_enforced peer=" in a.log()  # a's serving calls were running, and stopped
+    got = shares(f, cid)
+    assert got[b.node_id] > got.get(a.node_id, 0), got  # b carried the rest
+
+
+def fetched_bytes(node: Daemon) -> int:
+    return sum(int(r["done_bytes"]) for r in json.loads(node.ok("--json", "transfers")))
