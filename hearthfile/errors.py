@@ -7,6 +7,7 @@ goes out as ``internal`` and its text never leaves the host.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 #: The closed set of error codes that may appear on the wire (DESIGN.md section 4).
@@ -55,3 +56,26 @@ class PeerUnavailable(HearthError):
         super().__init__(f"peer {peer} unavailable" + (f": {reason}" if reason else ""))
         self.peer = peer
         self.reason = reason
+
+
+def collapse(group: ExceptionGroup[Exception]) -> Exception:
+    """The error a nursery's group stands for, so it reaches the user as itself.
+
+    A ``ServiceError`` raised in a task (or a peer lost while reporting progress)
+    arrives wrapped in an ``ExceptionGroup``; when every leaf is one of our own
+    errors, the first ``ServiceError`` (else the first leaf) is what happened.
+    Any other leaf is a bug: the group is returned whole, to be logged.
+    """
+    leaves = list(_leaves(group))
+    ours = [e for e in leaves if isinstance(e, HearthError)]
+    if not ours or len(ours) != len(leaves):
+        return group
+    return next((e for e in ours if isinstance(e, ServiceError)), ours[0])
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

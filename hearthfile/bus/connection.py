@@ -61,7 +61,13 @@ from hearthfile.bus.session import (
     Marker,
     Session,
 )
-from hearthfile.errors import LocalProtocolError, PeerUnavailable, RemoteProtocolError, ServiceError
+from hearthfile.errors import (
+    LocalProtocolError,
+    PeerUnavailable,
+    RemoteProtocolError,
+    ServiceError,
+    collapse,
+)
 from hearthfile.identity import NodeId
 
 log = logging.getLogger(__name__)
@@ -333,7 +339,10 @@ class Connection:
         descriptor, call_id = registration.descriptor, context.call_id
         try:
             with trio.move_on_after(descriptor.timeout_seconds) as timer:
-                body = await registration.handler(context)
+                try:
+                    body = await registration.handler(context)
+                except ExceptionGroup as group:
+                    raise collapse(group) from None
             if not timer.cancelled_caught:
                 return [encode(frame) for frame in self._session.respond(call_id, body)]
             answer = self._session.fail(

@@ -30,6 +30,7 @@ from hearthfile.bus.client import open_secure_channel
 from hearthfile.bus.connection import Connection
 from hearthfile.config import Address
 from hearthfile.errors import HearthError, PeerUnavailable
+from hearthfile.events import PeerConnected, PeerDisconnected, PeerEvent
 from hearthfile.identity import NodeId, NodeKey
 
 log = logging.getLogger(__name__)
@@ -54,26 +55,6 @@ class Dialer(Protocol):
         expected_peer: NodeId | None = None,
         limits: ChannelLimits = ...,
     ) -> AbstractAsyncContextManager[MessageChannel]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConnected:
-    """The first connection to ``peer`` is up."""
-
-    peer: NodeId
-    remote: str
-    direction: Direction
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDisconnected:
-    """The last connection to ``peer`` closed."""
-
-    peer: NodeId
-    reason: str
-
-
-PeerEvent = PeerConnected | PeerDisconnected
 
 
 @dataclass(frozen=True, slots=True)

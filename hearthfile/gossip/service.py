@@ -20,11 +20,13 @@ from typing import Any, Final
 
 import trio
 
+from hearthfile import events
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.bus.pool import PeerPool
 from hearthfile.cids import Cid
 from hearthfile.config import GossipConfig, parse_address
 from hearthfile.errors import PeerUnavailable, ServiceError
+from hearthfile.events import Publish
 from hearthfile.gossip.guard import DialBudget, RejectionLog
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.gossip.messages import Digest, MessageError, decode_message, encode_message
@@ -66,7 +68,7 @@ class GossipService:
         cfg: GossipConfig,
         sources: SourceIndex,
         pool: PeerPool,
-        emit: Callable[..., None],
+        publish: Publish,
         *,
         dialable: Callable[[NodeId], bool],
         clock: Callable[[], float] = time.time,
@@ -76,8 +78,8 @@ class GossipService:
         self._cfg = cfg
         self._sources = sources
         self._pool = pool
-        #: ``emit(kind, **fields)``: report a fact to the node's event stream.
-        self._emit = emit
+        #: ``publish(event)``: report a fact to the node's event bus.
+        self._publish = publish
         self._dialable = dialable
         self._clock = clock
         self._rng = rng or random.Random()
@@ -134,14 +136,14 @@ class GossipService:
     ) -> None:
         """``file.cid.advertised``, split into events of at most ``EVENT_CIDS`` CIDs of
         each kind: one event must fit in one frame of ``hearthfile events``."""
-        extra = {} if full is None else {"full": full}
         for start in range(0, max(len(added), len(removed)), EVENT_CIDS):
-            self._emit(
-                "file.cid.advertised",
-                origin=origin,
-                added=added[start : start + EVENT_CIDS],
-                removed=removed[start : start + EVENT_CIDS],
-                **extra,
+            self._publish(
+                events.CidsAdvertised(
+                    origin,
+                    tuple(added[start : start + EVENT_CIDS]),
+                    tuple(removed[start : start + EVENT_CIDS]),
+                    full,
+                )
             )
 
     # -- the capability ---------------------------------------------------------------
@@ -198,17 +200,15 @@ class GossipService:
             self._sources.record(event.origin, self._gossip.holdings(event.origin), now)
         elif isinstance(event, OriginExpired):
             self._sources.forget_node(event.origin)
-            self._emit("gossip.origin_expired", origin=str(event.origin))
+            self._publish(events.OriginExpired(event.origin))
         elif isinstance(event, PeerLearned):
-            self._emit(
-                "gossip.peer_learned", node_id=str(event.node), addresses=list(event.addresses)
-            )
+            self._publish(events.PeerLearned(event.node, tuple(event.addresses)))
             self._dial(event)
         elif isinstance(event, RecordRejected):
             line = self._rejections.add(event.sender.short(), event.reason, now)
             if line is not None:
                 log.warning("%s", line)
-            self._emit("gossip.record_rejected", sender=str(event.sender), reason=event.reason)
+            self._publish(events.RecordRejected(event.sender, event.reason))
 
     def _dial(self, event: PeerLearned) -> None:
         """Connect to a newly learned member we are not connected to yet."""

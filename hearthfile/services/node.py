@@ -13,21 +13,22 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgpack
 import trio
 
-from hearthfile import transfer
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.facade import service_error
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
+from hearthfile.events import BlobEvicted, EventBus
 from hearthfile.services import ops
-from hearthfile.services.events import EventLog
 from hearthfile.transfer.fileproto import bad, want_cid, want_int, want_map
+from hearthfile.transfer.peer import Progress, ProgressFn
+from hearthfile.transfer.push import PushResult
 
 MAX_ADD_PATHS: Final = 100_000
 #: List results (ls, the blobs a gc removed, what verify found) reach the CLI as stream
@@ -37,8 +38,6 @@ PAGE_BYTES: Final = 64 * 1024
 #: Progress streamed to the CLI at most this often (and once at the end).
 PROGRESS_INTERVAL_S: Final = 0.1
 
-Fetch = Callable[[Cid, tuple[int, int] | None, bool, transfer.ProgressFn], Awaitable[Manifest]]
-Push = Callable[[Cid, str, transfer.ProgressFn], Awaitable[transfer.PushResult]]
 
 
 def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> CapabilityDescriptor:
@@ -60,28 +59,43 @@ async def send_pages(ctx: CallContext, key: str, values: list[Any]) -> None:
         await ctx.send({key: page})
 
 
+class NodeTransfers(Protocol):
+    """Fetches and pushes (``transfer.manager.TransferManager``)."""
+
+    async def fetch(
+        self, cid: Cid, span: tuple[int, int] | None, sequential: bool, progress: ProgressFn
+    ) -> Manifest: ...
+    async def push(self, cid: Cid, target: str, progress: ProgressFn) -> PushResult: ...
+    def snapshot(self) -> list[Progress]: ...
+    def cancel(self, cid: Cid) -> bool: ...
+
+
+class Directory(Protocol):
+    """What the node knows of itself and its peers (``services.directory.NodeDirectory``)."""
+
+    def status(self) -> dict[str, Any]: ...
+    def peers(self) -> list[dict[str, Any]]: ...
+    def whohas(self, cid: Cid) -> list[dict[str, Any]]: ...
+
+
 class NodeService:
     def __init__(
         self,
         store: BlobStore,
         *,
-        fetch: Fetch,
-        push: Push,
-        status: Callable[[], dict[str, Any]],
-        peers: Callable[[], list[dict[str, Any]]],
-        transfers: transfer.Transfers,
-        whohas: Callable[[Cid], list[dict[str, Any]]],
-        events: EventLog,
+        transfers: NodeTransfers,
+        directory: Directory,
+        events: EventBus,
         announce: Callable[[list[Cid], list[Cid]], None] = lambda added, removed: None,
     ) -> None:
         """``announce(added, removed)`` is told every change of what the node holds."""
         self._store = store
-        self._fetch = fetch
-        self._push = push
-        self._status = status
-        self._peers = peers
         self._transfers = transfers
-        self._whohas = whohas
+        self._fetch = transfers.fetch
+        self._push = transfers.push
+        self._status = directory.status
+        self._peers = directory.peers
+        self._whohas = directory.whohas
         self._events = events
         self._announce = announce
 
@@ -186,7 +200,7 @@ class NodeService:
         result: dict[str, Any] = await self._run(ops.gc, self._store, everything)
         removed = result.pop("removed")
         for cid in removed:
-            self._events.emit("blob.evicted", cid=cid)
+            self._events.publish(BlobEvicted(cid))
         self._announce([], removed)
         await send_pages(ctx, "removed", removed)
         return result
@@ -202,11 +216,11 @@ class NodeService:
         args = want_map(ctx.args)
         after = want_int(args.get("after", 0), "after")
         if not args.get("follow"):
-            for event in self._events.since(after):
-                await ctx.send(event)
+            for entry in self._events.recorded(after):
+                await ctx.send(entry.to_wire())
             return {}
-        async for event in self._events.follow(after):
-            await ctx.send(event)
+        async for entry in self._events.follow(after):
+            await ctx.send(entry.to_wire())
         return {}
 
     async def verify(self, ctx: CallContext) -> dict[str, Any]:
@@ -223,7 +237,7 @@ class NodeService:
         target = args.get("to")
         if not isinstance(target, str):
             raise bad("to must be a NodeID")
-        result: transfer.PushResult = await _with_progress(
+        result: PushResult = await _with_progress(
             ctx, lambda report: self._push(cid, target, report)
         )
         return {"cid": cid, "sent": result.sent, "skipped": result.skipped}
@@ -239,7 +253,7 @@ class NodeService:
 
 
 async def _with_progress(
-    ctx: CallContext, job: Callable[[transfer.ProgressFn], Awaitable[Any]]
+    ctx: CallContext, job: Callable[[ProgressFn], Awaitable[Any]]
 ) -> Any:
     """Run ``job``, streaming its progress to the caller; the latest state wins when
     the caller lags. The job's own exception is re-raised as is (not as a group)."""
@@ -249,7 +263,7 @@ async def _with_progress(
 
     last_sent = [-math.inf]
 
-    def report(p: transfer.Progress) -> None:
+    def report(p: Progress) -> None:
         # A fetch reports every chunk; the CLI needs about ten pictures a second.
         now = trio.current_time()
         if now - last_sent[0] < PROGRESS_INTERVAL_S and p.chunks_done < p.chunks_total:

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.bus.connection import Connection
 from hearthfile.errors import ServiceError
+from hearthfile.events import Publish, TrustChanged
 from hearthfile.identity import NodeId
 from hearthfile.services.introduce import IntroSpreader
 from hearthfile.trust.book import TrustBook, TrustChange, TrustEntry, TrustError
@@ -75,7 +76,7 @@ class LiveTrust:
         book: TrustBook,
         peers: PeerConnections,
         gossip: GossipPeers,
-        emit: Callable[..., None],
+        emit: Publish,
         *,
         intros: IntroBook | None = None,
         spreader: IntroSpreader | None = None,
@@ -141,12 +142,7 @@ class LiveTrust:
                 change.before.label,
                 change.after.label,
             )
-            self._emit(
-                "trust.changed",
-                node_id=str(node),
-                before=change.before.label,
-                after=change.after.label,
-            )
+            self._emit(TrustChanged(node, change.before.label, change.after.label))
         if change.lowered:
             stopped = self._peers.enforce_trust(node)
             if stopped:

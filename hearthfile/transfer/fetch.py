@@ -15,15 +15,18 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 import trio
 
+from hearthfile import events
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.facade import AsyncStore, holding_blob
 from hearthfile.blobs.store import BlobStore, WriteBatch
 from hearthfile.cids import Cid, cid_of
-from hearthfile.errors import PeerUnavailable, ServiceError
+from hearthfile.errors import PeerUnavailable, ServiceError, collapse
+from hearthfile.events import Publish, TransferShares
 from hearthfile.identity import NodeId
 from hearthfile.transfer.fileproto import (
     ManifestReceiver,
@@ -52,6 +55,38 @@ COMMIT_INTERVAL_S: Final = 1.0
 SOURCE_REFRESH_S: Final = 0.25
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkStored:
+    """A chunk from ``source`` hashed to its CID and is written."""
+
+    source: NodeId
+    index: int
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailed:
+    source: NodeId
+    index: int
+    reason: FailReason
+
+
+@dataclass(frozen=True, slots=True)
+class SourceGone:
+    """The connection to ``source`` broke while ``index`` was asked of it."""
+
+    source: NodeId
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesJoined:
+    """New sources or have-maps arrived: wakes the loop to hand out requests."""
+
+
+_Result = ChunkStored | ChunkFailed | SourceGone | SourcesJoined
+
+
 @holding_blob
 async def fetch_blob(
     store: BlobStore,
@@ -60,7 +95,7 @@ async def fetch_blob(
     *,
     progress: ProgressFn | None = None,
     span: tuple[int, int] | None = None,
-    emit: Emit = lambda kind, **fields: None,
+    publish: Publish = lambda event: None,
     more_sources: MoreSources | None = None,
     sequential: bool = False,
 ) -> Manifest:
@@ -95,7 +130,7 @@ async def fetch_blob(
         progress(state)
     if missing:
         fetch = _ScheduledFetch(
-            store, manifest, sources, missing, state, progress, emit, sequential
+            store, manifest, sources, missing, state, progress, publish, sequential
         )
         await fetch.run(more_sources)
     complete = await AsyncStore(store).complete_blob(cid)  # checks the manifest's content
@@ -177,13 +212,13 @@ class _ScheduledFetch:
         missing: list[int],
         state: Progress,
         progress: ProgressFn | None,
-        emit: Emit,
+        publish: Publish,
         sequential: bool,
     ) -> None:
         self.store, self.manifest, self.state = store, manifest, state
-        self.progress, self.emit = progress, emit
+        self.progress, self.publish = progress, publish
+        self.fetched_bytes = self.redundant_bytes = self.failed_hash_bytes = 0
         self.peers = {p.peer: p for p in sources}
-        self.manifest_source = sources[0].peer
         self.complete_sources: set[NodeId] = set()
         rng = random.Random()
         order = None if sequential else rng.sample(missing, len(missing))
@@ -198,24 +233,35 @@ class _ScheduledFetch:
         self.to_write, self.writes = trio.open_memory_channel[_Arrival](math.inf)
 
     async def run(self, more_sources: MoreSources | None) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer)
-            if more_sources is not None:
-                nursery.start_soon(self._refresh_sources, more_sources)
-            try:
-                await self._loop(nursery)
-            finally:
-                nursery.cancel_scope.cancel()
-                self.to_write.close()  # the writer stores what arrived, then ends
-                for scope in self.scopes.values():
-                    scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                if more_sources is not None:
+                    nursery.start_soon(self._refresh_sources, more_sources)
+                try:
+                    await self._loop(nursery)
+                finally:
+                    nursery.cancel_scope.cancel()
+                    self.to_write.close()  # the writer stores what arrived, then ends
+                    for scope in self.scopes.values():
+                        scope.cancel()
+        except ExceptionGroup as group:
+            raise collapse(group) from None  # a failed fetch is its ServiceError, not a group
         shares = {str(n): s.chunks for n, s in self.sched.stats().items()}
         log.info(
             "fetch_shares cid=%s %s",
             self.manifest.cid,
             " ".join(f"{n[:12]}={c}" for n, c in shares.items()),
         )
-        self.emit("transfer.shares", cid=self.manifest.cid, shares=shares)
+        self.publish(
+            TransferShares(
+                self.manifest.cid,
+                shares,
+                self.fetched_bytes,
+                self.redundant_bytes,
+                self.failed_hash_bytes,
+            )
+        )
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         sched = self.sched
@@ -239,8 +285,7 @@ class _ScheduledFetch:
                     nursery.start_soon(self._request_run, node, sorted(indices), scope)
             deadline = sched.next_deadline(now)
             with trio.move_on_at(math.inf if deadline is None else deadline):
-                kind, node, index, detail = await self.results.receive()
-                self._record(kind, node, index, detail)
+                self._record(await self.results.receive())
             sched.tick(trio.current_time())
 
     async def _refresh_sources(self, more_sources: MoreSources) -> None:
@@ -257,7 +302,7 @@ class _ScheduledFetch:
                 for node, peer in list(self.peers.items()):
                     if node not in self.complete_sources:
                         nursery.start_soon(self._read_have, peer)
-            self.results_send.send_nowait(("joined", self.manifest_source, -1, None))
+            self.results_send.send_nowait(SourcesJoined())
 
     async def _read_have(self, peer: Peer) -> None:
         try:
@@ -273,22 +318,29 @@ class _ScheduledFetch:
             self.complete_sources.add(peer.peer)  # holds it all: no need to ask again
         self.sched.source_has(peer.peer, have)
 
-    def _record(self, kind: str, node: NodeId, index: int, detail: Any) -> None:
-        if kind == "joined":
+    def _record(self, result: _Result) -> None:
+        if isinstance(result, SourcesJoined):
             return  # only wakes the loop, which hands the new source requests
         now = trio.current_time()
+        node, index = result.source, result.index
+        if isinstance(result, ChunkFailed) and result.reason == "bad_bytes":
+            self.failed_hash_bytes += self.manifest.chunk_length(index)
         if self.scopes.pop((node, index), None) is None:
-            return  # cancelled (an endgame loser): the schedule has forgotten it
-        if kind == "stored":
-            self.sched.chunk_arrived(node, index, detail, now)
+            # Cancelled (an endgame loser): the schedule has forgotten it.
+            if isinstance(result, ChunkStored):
+                self.redundant_bytes += result.nbytes
+            return
+        if isinstance(result, ChunkStored):
+            self.sched.chunk_arrived(node, index, result.nbytes, now)
+            self.fetched_bytes += result.nbytes
             self.state.chunks_done += 1
-            self.state.done_bytes += detail
+            self.state.done_bytes += result.nbytes
             if self.progress is not None:
                 self.progress(self.state)
-        elif kind == "gone":
+        elif isinstance(result, SourceGone):
             self.sched.remove_source(node, now)
         else:
-            self.sched.chunk_failed(node, index, detail, now)
+            self.sched.chunk_failed(node, index, result.reason, now)
 
     def _handle_events(self) -> None:
         for event in self.sched.take_events():
@@ -308,12 +360,8 @@ class _ScheduledFetch:
                 log.warning(
                     "source_quarantined peer=%s chunk=%d", event.source.short(), event.index
                 )
-                self.emit(
-                    "source.quarantined",
-                    node_id=str(event.source),
-                    cid=self.manifest.cid,
-                    chunk=event.index,
-                    reason="bad bytes",
+                self.publish(
+                    events.SourceQuarantined(event.source, self.manifest.cid, event.index)
                 )
             elif isinstance(event, SourceStalled):
                 log.info("source_stalled peer=%s", event.source.short())
@@ -325,16 +373,15 @@ class _ScheduledFetch:
                     "file.read", {"cid": self.manifest.chunks[index]}
                 )
             except PeerUnavailable:
-                self.results_send.send_nowait(("gone", node, index, None))
+                self.results_send.send_nowait(SourceGone(node, index))
                 return
             except ServiceError as exc:
-                self.results_send.send_nowait(
-                    ("failed", node, index, _FAIL_REASONS.get(exc.code, "error"))
-                )
+                reason = _FAIL_REASONS.get(exc.code, "error")
+                self.results_send.send_nowait(ChunkFailed(node, index, reason))
                 return
             data = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
-                self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
+                self.results_send.send_nowait(ChunkFailed(node, index, "bad_bytes"))
                 return
             self._store_later(node, index, data)
 
@@ -342,7 +389,7 @@ class _ScheduledFetch:
         """Ask ``node`` for these chunks in one streamed ``file.read``; each arrival
         goes to the writer, and whatever the call leaves undelivered fails."""
         pending = set(indices)
-        outcome: tuple[str, Any] = ("failed", "error")
+        reason: FailReason | None = "error"  # None: the source is gone
         args = {"cid": self.manifest.cid, "chunks": to_ranges(indices), "manifest": False}
         with scope:
             try:
@@ -351,11 +398,13 @@ class _ScheduledFetch:
                         self._arrived(node, pending, item)
                     await call.result()
             except PeerUnavailable:
-                outcome = ("gone", None)
+                reason = None
             except ServiceError as exc:
-                outcome = ("failed", _FAIL_REASONS.get(exc.code, "error"))
+                reason = _FAIL_REASONS.get(exc.code, "error")
             for index in sorted(pending):
-                self.results_send.send_nowait((outcome[0], node, index, outcome[1]))
+                self.results_send.send_nowait(
+                    SourceGone(node, index) if reason is None else ChunkFailed(node, index, reason)
+                )
 
     def _arrived(self, node: NodeId, pending: set[int], item: object) -> None:
         entry = want_map(item, "stream item")
@@ -364,7 +413,7 @@ class _ScheduledFetch:
             raise bad(f"{node.short()} sent chunk {index!r}, which was not asked for")
         pending.discard(index)
         if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
-            self.results_send.send_nowait(("failed", node, index, "bad_bytes"))
+            self.results_send.send_nowait(ChunkFailed(node, index, "bad_bytes"))
         else:
             self._store_later(node, index, data)
 
@@ -388,12 +437,11 @@ class _ScheduledFetch:
                         break
                 good = await trio.to_thread.run_sync(self._write_group, batch, group)
                 for (node, index, data), ok in zip(group, good, strict=True):
-                    outcome = (
-                        ("stored", node, index, len(data))
+                    self.results_send.send_nowait(
+                        ChunkStored(node, index, len(data))
                         if ok
-                        else ("failed", node, index, "bad_bytes")
+                        else ChunkFailed(node, index, "bad_bytes")
                     )
-                    self.results_send.send_nowait(outcome)
                 due = trio.current_time() >= committed_at + COMMIT_INTERVAL_S
                 if batch.bytes_written >= COMMIT_BYTES or due:
                     await trio.to_thread.run_sync(batch.commit)
@@ -415,7 +463,5 @@ class _ScheduledFetch:
 
 _Arrival = tuple[NodeId, int, bytes]
 MoreSources = Callable[[], Awaitable[Sequence[Peer]]]
-_Result = tuple[str, NodeId, int, Any]
-Emit = Callable[..., None]
 
 

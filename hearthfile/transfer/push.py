@@ -20,6 +20,7 @@ class PushResult:
     cid: Cid
     sent: int
     skipped: int
+    bytes_sent: int = 0
 
 
 async def push_blob(
@@ -50,5 +51,8 @@ async def push_blob(
         await call.send_end()
         result = want_map(await call.result(), "result")
     return PushResult(
-        cid, want_int(result.get("stored"), "stored"), want_int(result.get("skipped"), "skipped")
+        cid,
+        want_int(result.get("stored"), "stored"),
+        want_int(result.get("skipped"), "skipped"),
+        state.done_bytes,
     )

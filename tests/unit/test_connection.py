@@ -599,3 +599,40 @@ async def test_lowered_trust_stops_running_calls_it_no_longer_admits(
             assert callee.stats().handlers_running == 0
             await expect_error(caller, "unauthorized", "test.hang")
             assert await caller.call("bus.describe")  # the connection itself stays
+
+
+# --- errors raised inside a handler's nursery (issue 13 item 7) ------------------------------
+
+
+async def fails_in_a_task(ctx: CallContext) -> Any:
+    async def task() -> None:
+        raise ServiceError("partition", "chunk 3 failed 5 times")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(task)
+    return None
+
+
+async def breaks_in_a_task(ctx: CallContext) -> Any:
+    async def task() -> None:
+        raise KeyError("a bug")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(task)
+    return None
+
+
+async def test_a_service_error_in_a_nursery_reaches_the_caller_as_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = Registry()
+    registry.register(cap("t.fail"), fails_in_a_task)
+    registry.register(cap("t.bug"), breaks_in_a_task)
+    with trio.fail_after(DEADLINE_S):
+        async with connected(registry) as (caller, _):
+            with pytest.raises(ServiceError) as info:
+                await caller.call("t.fail")
+            assert (info.value.code, info.value.detail) == ("partition", "chunk 3 failed 5 times")
+            with pytest.raises(ServiceError) as info:
+                await caller.call("t.bug")
+            assert (info.value.code, info.value.detail) == ("internal", INTERNAL_MESSAGE)

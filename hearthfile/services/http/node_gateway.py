@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import mimetypes
 import time
 from collections import OrderedDict
@@ -25,9 +26,10 @@ from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
+from hearthfile.events import EventBus
 from hearthfile.services import ops
-from hearthfile.services.events import EventLog
 from hearthfile.services.http.backend import Added, BlobMeta, GatewayError, Metric
+from hearthfile.transfer.manager import TransferManager
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,8 @@ class NodeGateway:
         fetch: Fetch,
         announce: Announce,
         status: Callable[[], dict[str, Any]],
-        events: EventLog,
-        transfers: transfer.Transfers,
+        events: EventBus,
+        transfers: TransferManager,
         holders: Callable[[Cid], int],
     ) -> None:
         self._store = store
@@ -317,15 +319,13 @@ class NodeGateway:
         ]
 
     def _events_total(self) -> int:
-        last = self._events.since(0)[-1:]
-        return int(last[0]["seq"]) if last else 0
+        return self._events.last_id
 
     def events_since(self, after: int) -> list[dict[str, Any]]:
-        return [_event_json(e) for e in self._events.since(after)]
+        return [_event_json(e.to_wire()) for e in self._events.recorded(after)]
 
     async def wait_events(self, after: int) -> None:
-        async for _ in self._events.follow(after):
-            return
+        await self._events.wait_since(after, math.inf)
 
 
 @dataclass(frozen=True, slots=True)
