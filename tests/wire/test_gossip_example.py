@@ -23,6 +23,7 @@ def document_blocks() -> dict[str, bytes]:
     text = (ROOT / "docs" / "PROTOCOL.md").read_text()
     example = text[text.index("# Part D.") :]
     example = example[example.index("## 5. Worked example") :]
+    example = example.split("\n# Part ", 1)[0]  # up to the next part
     found: dict[str, list[str]] = {}
     for block in re.findall(r"```\n(.*?)```", example, flags=re.S):
         label = ""
