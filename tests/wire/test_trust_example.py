@@ -34,7 +34,7 @@ def blocks() -> dict[str, bytes]:
 
 def test_join_example_is_byte_exact() -> None:
     b = blocks()
-    assert set(b) == {"token", "id", "key", "proof", "args", "intro", "sig"}
+    assert set(b) == {"token", "id", "key", "proof", "args", "intro", "isig"}
     inviter = NodeKey.from_private_bytes(bytes(range(32)))
     joiner = NodeKey.from_private_bytes(bytes(range(32, 64)))
     assert str(inviter.node_id) in EXAMPLE and str(joiner.node_id) in EXAMPLE
@@ -51,7 +51,7 @@ def test_join_example_is_byte_exact() -> None:
     intro = sign_introduction(
         inviter.sign, inviter.node_id, joiner.node_id, 1, SNAPSHOT_MS, SNAPSHOT_MS
     )
-    assert intro.signed_bytes() == b["intro"] and intro.signature == b["sig"]
+    assert intro.signed_bytes() == b["intro"] and intro.signature == b["isig"]
     wire = intro.encode()
     assert len(canonical_encode(wire)) == 173
     assert decode_introduction(wire).verify()
