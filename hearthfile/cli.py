@@ -750,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hearthfile import cli_trust  # its commands import this module's helpers
 
     cli_trust.add_commands(command)
+    from hearthfile import cli_downloads
+
+    cli_downloads.add_commands(command)
     return parser
 
 

@@ -219,6 +219,28 @@ class GossipConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DownloadsConfig:
+    """``downloads:`` the URL download cache (DESIGN.md section 12)."""
+
+    #: Downloads running at once; the rest wait as Pending, oldest first.
+    max_active: int = 3
+    #: A file larger than this (announced or received) fails instead of filling the disk.
+    max_bytes: int = 100 * GiB
+    #: Dialing the origin (DNS, TCP, TLS) gives up after this long.
+    connect_timeout_s: float = 15.0
+    #: An origin silent this long mid-body is asked again for the rest.
+    idle_timeout_s: float = 30.0
+    #: Redirects followed per request: enough for mirrors, not for a loop.
+    max_redirects: int = 5
+    #: Times a broken body is asked again for the rest before the download fails.
+    max_retries: int = 5
+    #: Bytes received are made durable at least this often (size or time):
+    #: a kill loses at most this tail.
+    flush_bytes: int = 64 * MiB
+    flush_interval_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; each component is handed only its own section."""
 
@@ -233,6 +255,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    downloads: DownloadsConfig = field(default_factory=DownloadsConfig)
     #: The file the settings came from; None when running on defaults.
     source_path: Path | None = None
 
@@ -460,6 +483,7 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         limits=_limits(top.sub("limits")),
         gossip=_gossip(top.sub("gossip")),
         http=_http(top.sub("http")),
+        downloads=_downloads(top.sub("downloads")),
         source_path=path.absolute(),
     )
 
@@ -483,6 +507,21 @@ def _node(sec: _Section, home: Path, path: Path) -> NodeConfig:
         # file means the same place however the daemon was started.
         data_dir = path.absolute().parent / Path(raw).expanduser()
     return NodeConfig(listen=listen, data_dir=data_dir)
+
+
+def _downloads(sec: _Section) -> DownloadsConfig:
+    _check_keys(sec, _names(DownloadsConfig))
+    d = DownloadsConfig()
+    return DownloadsConfig(
+        max_active=_int(sec, "max_active", d.max_active),
+        max_bytes=_size(sec, "max_bytes", d.max_bytes, 0),
+        connect_timeout_s=_seconds(sec, "connect_timeout_s", d.connect_timeout_s),
+        idle_timeout_s=_seconds(sec, "idle_timeout_s", d.idle_timeout_s),
+        max_redirects=_int(sec, "max_redirects", d.max_redirects, 0),
+        max_retries=_int(sec, "max_retries", d.max_retries, 0),
+        flush_bytes=_size(sec, "flush_bytes", d.flush_bytes, 256 * KiB),
+        flush_interval_s=_seconds(sec, "flush_interval_s", d.flush_interval_s),
+    )
 
 
 def _http(sec: _Section) -> HttpConfig:

@@ -53,6 +53,9 @@ from hearthfile.home import (
 )
 from hearthfile.identity import NodeId, NodeKey
 from hearthfile.services.directory import NodeDirectory
+from hearthfile.services.downloads.records import RecordBook
+from hearthfile.services.downloads.routes import DownloadRoutes
+from hearthfile.services.downloads.service import Downloads
 from hearthfile.services.file.service import FileService
 from hearthfile.services.http.app import Gateway
 from hearthfile.services.http.node_gateway import NodeGateway
@@ -201,6 +204,11 @@ async def _run(
     NodeService(
         store, transfers=transfers, directory=directory, events=bus, announce=gossip.publish
     ).register(registry)
+    downloads = Downloads(
+        astore, RecordBook(store.data_dir), config.downloads, announce=gossip.publish
+    )
+    downloads.register(registry)
+
     for spec in config.bootstrap:
         pool.keep_connected(spec.address, NodeId.parse(spec.node_id) if spec.node_id else None)
 
@@ -225,6 +233,7 @@ async def _run(
         held = [i.cid for i in await astore.list_cids()]
         gossip.publish(held, [], addresses=[str(listen)])
         nursery.start_soon(_gc_loop, astore, bus.publish, gossip.publish)
+        await nursery.start(downloads.serve)
         if http_sock is not None:
             gateway = NodeGateway(
                 store,
@@ -236,7 +245,8 @@ async def _run(
                 holders=lambda cid: len(directory.whohas(cid)),
             )
             token = load_or_create_http_token(home)
-            http = await nursery.start(serve_http, Gateway(gateway, token), http_sock)
+            app = Gateway(gateway, token, mounts={"downloads": DownloadRoutes(downloads)})
+            http = await nursery.start(serve_http, app, http_sock)
             directory.listening(listen, http=http)
         task_status.started(port)
 

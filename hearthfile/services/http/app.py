@@ -21,7 +21,7 @@ import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import python_multipart
 import trio
@@ -170,14 +170,27 @@ class Response:
         await self.json(exc.status, {"error": exc.error, "detail": exc.detail}, tuple(extra))
 
 
+class SubRoutes(Protocol):
+    """Routes under one first path segment served by another module (``/downloads``)."""
+
+    async def handle(self, request: Request, response: Response, args: list[str]) -> None: ...
+
+
 class Gateway:
     """The ASGI app: ``await gateway(scope, receive, send)``."""
 
     def __init__(
-        self, backend: GatewayBackend, token: bytes, limits: GatewayLimits = GatewayLimits()
+        self,
+        backend: GatewayBackend,
+        token: bytes,
+        limits: GatewayLimits = GatewayLimits(),
+        *,
+        mounts: dict[str, SubRoutes] | None = None,
     ) -> None:
         self._backend = backend
         self._token = token
+        #: First path segment -> its routes; writes among them need the token too.
+        self._mounts = mounts or {}
         self.limits = limits
         self.counters = HttpCounters()
 
@@ -209,6 +222,12 @@ class Gateway:
 
     async def _dispatch(self, request: Request, response: Response) -> None:
         method, parts = request.method, request.path.strip("/").split("/")
+        mount = self._mounts.get(parts[0])
+        if mount is not None:
+            if method not in ("GET", "HEAD"):
+                self._authorize(request)
+            await mount.handle(request, response, parts[1:])
+            return
         route = _ROUTES.get((method, parts[0], len(parts)))
         if route is None and method == "HEAD":
             route = _ROUTES.get(("GET", parts[0], len(parts)))

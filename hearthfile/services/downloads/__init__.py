@@ -1,0 +1,1 @@
+"""URL downloads cached into the store (DESIGN.md section 12)."""

@@ -1,0 +1,221 @@
+"""One download from its origin, over httpx (trio shell over ``core`` and ``partial``).
+
+The body is cut into 256 KiB chunks as it arrives; groups of chunks go to a
+writer task that hashes and writes them in a worker thread while the next
+group is received, and commits them with a prefix blob every ``flush_bytes``
+or ``flush_interval_s`` (so a kill loses at most that tail). A connection that
+breaks mid-body is asked again for the rest (Range + If-Range) up to
+``max_retries`` times; what the origin answers is judged by ``core.decide``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import httpx
+import trio
+
+from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest
+from hearthfile.blobs.facade import AsyncStore
+from hearthfile.config import DownloadsConfig
+from hearthfile.services.downloads import core
+from hearthfile.services.downloads.core import Action, Record, Validator
+from hearthfile.services.downloads.partial import PartialDownload
+
+log = logging.getLogger(__name__)
+
+#: Chunks handed to the writer at once: one thread hop per 8 MiB, not per chunk.
+GROUP_CHUNKS = 32
+
+
+class DownloadFailed(Exception):
+    """The download cannot finish: the reason becomes the record's ``error``."""
+
+
+class _Retry(Exception):
+    """A break worth asking again for (the connection dropped mid-body)."""
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the run tells its owner: the record as it changes, bytes as they come."""
+
+    save: Callable[[Record], Awaitable[None]]
+    received: Callable[[int], None]
+
+
+class OriginRun:
+    """Fetch ``rec.url`` into the store; ``run`` returns the finished manifest."""
+
+    def __init__(
+        self,
+        rec: Record,
+        store: AsyncStore,
+        client: httpx.AsyncClient,
+        config: DownloadsConfig,
+        progress: Progress,
+    ) -> None:
+        self.rec = rec
+        self._store = store
+        self._client = client
+        self._config = config
+        self._progress = progress
+        self._partial = PartialDownload(store.sync, rec.name, rec.expect)
+        self._tail = bytearray()
+        #: Full chunks cut from the body and not yet handed to the store.
+        self._queued = 0
+        self._finished = False
+
+    @property
+    def prefix_cid(self) -> str | None:
+        """The prefix blob left once the download finished (the owner drops it)."""
+        return self._partial.prefix_cid
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file we hold (in the store or in hand)."""
+        return self._partial.size + len(self._tail) + self._queued
+
+    async def run(self) -> Manifest:
+        try:
+            return await self._run()
+        except Exception:  # any failure: Failed keeps nothing (DESIGN.md section 12)
+            with trio.CancelScope(shield=True):
+                await self._store.run(self._partial.discard)
+            self._finished = True
+            raise
+        finally:
+            if not self._finished:
+                # Paused, removed or stopped: keep what arrived for a later resume.
+                with trio.CancelScope(shield=True):
+                    await self._flush()
+
+    async def _run(self) -> Manifest:
+        await self._store.run(self._partial.reopen, self.rec.partial_cid)
+        retries = 0
+        while True:
+            try:
+                manifest = await self._attempt()
+            except _Retry as exc:
+                retries += 1
+                if retries > self._config.max_retries:
+                    raise DownloadFailed(f"{exc} ({retries - 1} retries)") from None
+                log.info("download_retry id=%s offset=%d reason=%s", self.rec.id, self.offset, exc)
+                continue
+            self._finished = True
+            return manifest
+
+    async def _attempt(self) -> Manifest:
+        offset = self.offset
+        headers = core.request_headers(offset, self.rec.validator)
+        if offset and "Range" not in headers:
+            await self._restart()  # nothing to validate a range with: start over
+            offset = 0
+        try:
+            async with self._client.stream("GET", self.rec.url, headers=headers) as response:
+                await self._take(offset, response)
+                return await self._receive(response)
+        except httpx.TooManyRedirects:
+            raise DownloadFailed("too many redirects") from None
+        except httpx.UnsupportedProtocol as exc:
+            raise DownloadFailed(f"redirected to an unsupported URL: {exc}") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise DownloadFailed(f"cannot connect to the origin: {_reason(exc)}") from None
+        except httpx.TransportError as exc:
+            raise _Retry(f"connection to the origin broke: {_reason(exc)}") from None
+
+    async def _take(self, offset: int, response: httpx.Response) -> None:
+        """Judge the answer's status and headers; restart or fail as ``decide`` says."""
+        lower = {k.lower(): v for k, v in response.headers.items()}
+        decision = core.decide(
+            offset, self.rec.validator, response.status_code, lower, response.reason_phrase
+        )
+        if decision.action is Action.FAIL:
+            raise DownloadFailed(decision.error)
+        if decision.action is Action.RETRY_FROM_ZERO:
+            await self._restart()
+            raise _Retry("the origin's file changed or ignored our range")
+        if decision.action is Action.RESTART:
+            log.info("download_restart id=%s offset=%d", self.rec.id, offset)
+            await self._restart()
+        too_big = core.over_limit(decision.size, self._config.max_bytes)
+        if too_big:
+            raise DownloadFailed(too_big)
+        mime = self.rec.mime or core.mime_of(lower.get("content-type"), self.rec.name)
+        self.rec = replace(self.rec, size=decision.size, validator=decision.validator, mime=mime)
+        await self._progress.save(self.rec)
+
+    async def _restart(self) -> None:
+        self._tail.clear()
+        await self._store.run(self._partial.discard)
+        self.rec = replace(
+            self.rec, partial_cid=None, downloaded_bytes=0, validator=Validator(), size=None
+        )
+        await self._progress.save(self.rec)
+
+    async def _receive(self, response: httpx.Response) -> Manifest:
+        send, receive = trio.open_memory_channel[list[bytes]](1)
+        broken: httpx.TransportError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write, receive)
+            async with send:
+                try:
+                    await self._read(response, send)
+                except httpx.TransportError as exc:
+                    broken = exc  # the writer stores what came before the break
+        if broken is not None:
+            raise broken
+        size = self.offset
+        if self.rec.size is not None and size != self.rec.size:
+            raise _Retry(f"the origin sent {size} of {self.rec.size} bytes")
+        manifest = await self._store.run(self._partial.finish, bytes(self._tail), self.rec.mime)
+        self._tail.clear()
+        return manifest
+
+    async def _read(
+        self, response: httpx.Response, send: trio.MemorySendChannel[list[bytes]]
+    ) -> None:
+        group: list[bytes] = []
+        tail = self._tail
+        cfg = self._config
+        group_limit = max(1, min(GROUP_CHUNKS, cfg.flush_bytes // CHUNK_SIZE))
+        sent_at = trio.current_time()
+        async for piece in response.aiter_raw():
+            tail += piece
+            self._progress.received(len(piece))
+            if self.offset > cfg.max_bytes:
+                raise DownloadFailed(f"the body passed downloads.max_bytes ({cfg.max_bytes})")
+            while len(tail) >= CHUNK_SIZE:
+                group.append(bytes(tail[:CHUNK_SIZE]))
+                del tail[:CHUNK_SIZE]
+                self._queued += CHUNK_SIZE
+                now = trio.current_time()
+                if len(group) >= group_limit or now - sent_at >= cfg.flush_interval_s:
+                    await send.send(group)
+                    group, sent_at = [], now
+        if group:
+            await send.send(group)
+
+    async def _write(self, receive: trio.MemoryReceiveChannel[list[bytes]]) -> None:
+        since_flush = 0
+        last_flush = trio.current_time()
+        async with receive:
+            async for group in receive:
+                await self._store.run(self._partial.add, group)
+                self._queued -= CHUNK_SIZE * len(group)
+                since_flush += CHUNK_SIZE * len(group)
+                due = trio.current_time() - last_flush >= self._config.flush_interval_s
+                if since_flush >= self._config.flush_bytes or due:
+                    await self._flush()
+                    since_flush, last_flush = 0, trio.current_time()
+
+    async def _flush(self) -> None:
+        prefix = await self._store.run(self._partial.flush)
+        self.rec = replace(self.rec, partial_cid=prefix, downloaded_bytes=self._partial.size)
+        await self._progress.save(self.rec)
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,340 @@
+"""The download cache of a node: the queue, the runs, the records (trio shell).
+
+``Downloads`` owns every record (in memory, written through to ``RecordBook``
+on each change) and starts runs as ``core.to_start`` allows. A run writes the
+fields it owns (size, validator, mime, bytes stored, prefix blob) through
+``_update``; the status is the service's alone, so a pause that lands while a
+run flushes is never undone by the run. ``register`` offers the node.download*
+capabilities the CLI uses; ``services/downloads/routes.py`` offers the same
+over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import trio
+
+from hearthfile.blobs.facade import AsyncStore
+from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
+from hearthfile.cids import Cid
+from hearthfile.config import DownloadsConfig
+from hearthfile.errors import ServiceError
+from hearthfile.services.downloads import core
+from hearthfile.services.downloads.core import Record, Source, Status
+from hearthfile.services.downloads.partial import ExpectMismatch
+from hearthfile.services.downloads.records import RecordBook
+from hearthfile.services.downloads.run import DownloadFailed, OriginRun, Progress
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[list[Cid], list[Cid]], None]
+
+
+@dataclass(slots=True)
+class _Active:
+    """A download being fetched now."""
+
+    scope: trio.CancelScope
+    done: trio.Event = field(default_factory=trio.Event)
+    run: OriginRun | None = None
+    meter: core.SpeedMeter = field(default_factory=core.SpeedMeter)
+
+
+class Downloads:
+    def __init__(
+        self,
+        store: AsyncStore,
+        book: RecordBook,
+        config: DownloadsConfig,
+        *,
+        announce: Announce = lambda added, removed: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._book = book
+        self._config = config
+        self._announce = announce
+        self._clock = clock
+        self._records: dict[str, Record] = {}
+        self._active: dict[str, _Active] = {}
+        self._save_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    # -- running -------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the records, take up interrupted downloads, run until cancelled."""
+        now = self._clock()
+        for rec in await trio.to_thread.run_sync(self._book.all):
+            self._records[rec.id] = core.interrupted(rec, now)
+        cfg = self._config
+        timeout = httpx.Timeout(cfg.idle_timeout_s, connect=cfg.connect_timeout_s)
+        async with (
+            httpx.AsyncClient(
+                follow_redirects=True,
+                max_redirects=cfg.max_redirects,
+                timeout=timeout,
+                verify=True,
+                trust_env=False,
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            self._client, self._nursery = client, nursery
+            for id_ in list(self._records):
+                await self._drop_leftover(id_)  # a crash came between Completed and this
+            self._schedule()
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _schedule(self) -> None:
+        assert self._nursery is not None
+        for rec in core.to_start(list(self._records.values()), self._config.max_active):
+            self._records[rec.id] = core.start(rec, self._clock())
+            self._active[rec.id] = _Active(trio.CancelScope())
+            self._nursery.start_soon(self._run_one, rec.id)
+
+    async def _run_one(self, id_: str) -> None:
+        active = self._active[id_]
+        try:
+            with active.scope:
+                await self._save(id_)
+                await self._fetch(id_, active)
+        finally:
+            del self._active[id_]
+            active.done.set()
+            if self._nursery is not None and not self._nursery.cancel_scope.cancel_called:
+                self._schedule()
+
+    async def _fetch(self, id_: str, active: _Active) -> None:
+        assert self._client is not None
+        rec = self._records[id_]
+        progress = Progress(save=self._update, received=lambda n: self._received(active))
+        run = active.run = OriginRun(rec, self._store, self._client, self._config, progress)
+        log.info("download_start id=%s url=%s offset=%s", id_, rec.url, rec.downloaded_bytes)
+        try:
+            manifest = await run.run()
+        except (DownloadFailed, ExpectMismatch, ServiceError) as exc:
+            await self._finish(core.fail(self._records[id_], _message(exc), self._clock()))
+            return
+        except Exception as exc:  # one broad catch per run: a bug fails one download only
+            log.exception("download_crashed id=%s", id_)
+            await self._finish(
+                core.fail(self._records[id_], f"internal error: {exc}", self._clock())
+            )
+            return
+        done = core.complete(
+            self._records[id_], manifest.cid, manifest.size, Source.ORIGIN, self._clock()
+        )
+        leftover = run.prefix_cid if run.prefix_cid != manifest.cid else None
+        await self._finish(replace(done, mime=manifest.mime, partial_cid=leftover))
+        self._announce([manifest.cid], [])
+        await self._drop_leftover(id_)
+
+    async def _drop_leftover(self, id_: str) -> None:
+        """Remove the last prefix blob of a Completed download, then forget it."""
+        rec = self._records.get(id_)
+        if rec is None or rec.status is not Status.COMPLETED or rec.partial_cid is None:
+            return
+        with contextlib.suppress(ServiceError):  # already gone
+            await self._store.run(self._store.sync.remove, Cid(rec.partial_cid), force=True)
+        self._records[id_] = replace(self._records[id_], partial_cid=None)
+        await self._save(id_)
+
+    async def _finish(self, rec: Record) -> None:
+        log.info("download_%s id=%s cid=%s error=%s", rec.status.value, rec.id, rec.cid, rec.error)
+        self._records[rec.id] = rec
+        await self._save(rec.id)
+
+    def _received(self, active: _Active) -> None:
+        if active.run is not None:
+            active.meter.add(trio.current_time(), active.run.offset)
+
+    async def _update(self, from_run: Record) -> None:
+        """A run's view of its record: take the fields a run owns, keep the status."""
+        current = self._records.get(from_run.id)
+        if current is None:
+            return
+        self._records[from_run.id] = replace(
+            current,
+            size=from_run.size,
+            validator=from_run.validator,
+            mime=from_run.mime,
+            partial_cid=from_run.partial_cid,
+            downloaded_bytes=from_run.downloaded_bytes,
+            updated_at=self._clock(),
+        )
+        await self._save(from_run.id)
+
+    async def _save(self, id_: str) -> None:
+        """Write the record's latest state (or its absence); saves never reorder."""
+        async with self._save_lock:
+            rec = self._records.get(id_)
+            if rec is None:
+                await trio.to_thread.run_sync(self._book.delete, id_)
+            else:
+                await trio.to_thread.run_sync(self._book.save, rec)
+
+    # -- what callers ask ----------------------------------------------------------------
+
+    async def add(
+        self, url: object, name: object = None, expect: object = None, refresh: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Start caching ``url``, or find the download that already does.
+        Returns the record and whether it is new."""
+        url = core.check_url(url)
+        clean_name, clean_expect = core.check_name(name), core.check_expect(expect)
+        for rec in self._records.values():
+            if rec.url == url:
+                if refresh and rec.status in (Status.COMPLETED, Status.FAILED):
+                    await self._set(core.resume(rec, self._clock(), refresh=True))
+                return self.show(rec.id), False
+        rec = core.new_record(
+            secrets.token_hex(8), url, clean_name, clean_expect, refresh, self._clock()
+        )
+        await self._set(rec)
+        return self.show(rec.id), True
+
+    def find(self, url: str | None = None) -> list[dict[str, Any]]:
+        return [self._view(r) for r in self._records.values() if url is None or r.url == url]
+
+    def show(self, id_: str) -> dict[str, Any]:
+        return self._view(self._get(id_))
+
+    def record(self, id_: str) -> Record:
+        return self._get(id_)
+
+    async def pause(self, id_: str) -> dict[str, Any]:
+        await self._set(core.pause(self._get(id_), self._clock()))
+        active = self._active.get(id_)
+        if active is not None:
+            active.scope.cancel()
+            await active.done.wait()
+        return self.show(id_)
+
+    async def resume(self, id_: str) -> dict[str, Any]:
+        await self._set(core.resume(self._get(id_), self._clock()))
+        return self.show(id_)
+
+    async def remove(self, id_: str) -> None:
+        """Forget a download; a finished blob stays in the store (it is the user's)."""
+        self._get(id_)
+        active = self._active.get(id_)
+        if active is not None:
+            active.scope.cancel()
+            await active.done.wait()
+        rec = self._records.pop(id_)
+        if rec.partial_cid is not None and rec.partial_cid != rec.cid:
+            with contextlib.suppress(ServiceError):  # already gone
+                await self._store.run(self._store.sync.remove, Cid(rec.partial_cid), force=True)
+        await self._save(id_)
+
+    async def _set(self, rec: Record) -> None:
+        self._records[rec.id] = rec
+        await self._save(rec.id)
+        if self._nursery is not None:
+            self._schedule()
+
+    def _get(self, id_: str) -> Record:
+        rec = self._records.get(id_)
+        if rec is None:
+            raise ServiceError("not_found", f"no download {id_}")
+        return rec
+
+    def _view(self, rec: Record) -> dict[str, Any]:
+        active = self._active.get(rec.id)
+        if active is None or active.run is None or rec.status is not Status.IN_PROGRESS:
+            return rec.as_json()
+        live = replace(rec, downloaded_bytes=active.run.offset)
+        return live.as_json(active.meter.rate())
+
+    # -- node.* capabilities (the CLI) ---------------------------------------------------
+
+    def register(self, registry: Registry) -> None:
+        for name, handler in [
+            ("node.download", self._cap_add),
+            ("node.downloads", self._cap_list),
+            ("node.download.show", self._cap_show),
+            ("node.download.pause", self._cap_pause),
+            ("node.download.resume", self._cap_resume),
+            ("node.download.remove", self._cap_remove),
+        ]:
+            registry.register(
+                CapabilityDescriptor(
+                    name=name,
+                    version=(1, 0),
+                    trust_required=TrustLevel.SELF,
+                    max_concurrent=16,
+                    timeout_seconds=60,
+                    idempotent=False,
+                    stability="experimental",
+                ),
+                handler,
+            )
+
+    async def _cap_add(self, ctx: CallContext) -> dict[str, Any]:
+        a = _args(ctx)
+        with _bad_request():
+            rec, _ = await self.add(
+                a.get("url"), a.get("name"), a.get("expect"), bool(a.get("refresh"))
+            )
+        return rec
+
+    async def _cap_list(self, ctx: CallContext) -> list[dict[str, Any]]:
+        url = _args(ctx).get("url")
+        return self.find(url if isinstance(url, str) else None)
+
+    async def _cap_show(self, ctx: CallContext) -> dict[str, Any]:
+        return self.show(_id(ctx))
+
+    async def _cap_pause(self, ctx: CallContext) -> dict[str, Any]:
+        with _bad_request():
+            return await self.pause(_id(ctx))
+
+    async def _cap_resume(self, ctx: CallContext) -> dict[str, Any]:
+        with _bad_request():
+            return await self.resume(_id(ctx))
+
+    async def _cap_remove(self, ctx: CallContext) -> dict[str, Any]:
+        id_ = _id(ctx)
+        await self.remove(id_)
+        return {"id": id_, "removed": True}
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return f"{exc.code.replace('_', ' ')}: {exc.detail}" if exc.detail else exc.code
+    return str(exc)
+
+
+def _args(ctx: CallContext) -> dict[str, Any]:
+    if not isinstance(ctx.args, dict):
+        raise ServiceError("bad_request", "expected a map of arguments")
+    return ctx.args
+
+
+def _id(ctx: CallContext) -> str:
+    id_ = _args(ctx).get("id")
+    if not isinstance(id_, str) or not 0 < len(id_) <= 64:
+        raise ServiceError("bad_request", "expected a download id")
+    return id_
+
+
+@contextlib.contextmanager
+def _bad_request() -> Iterator[None]:
+    """Caller mistakes (``core.DownloadError``) become ``bad_request``."""
+    try:
+        yield
+    except core.DownloadError as exc:
+        raise ServiceError("bad_request", str(exc)) from None
+
+
+__all__ = ["Downloads"]
