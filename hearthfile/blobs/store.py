@@ -1142,6 +1142,10 @@ class WriteBatch:
             self.abort()
             code = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
             raise BlobError(code, f"committing writes: {exc.strerror}") from None
+        except sqlite3.OperationalError as exc:  # the index could not grow: a full disk
+            self.abort()
+            code = "disk_full" if "full" in str(exc) else "io_error"
+            raise BlobError(code, f"committing to the index: {exc}") from None
         except BaseException:
             self.abort()
             raise
