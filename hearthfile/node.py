@@ -53,6 +53,7 @@ from hearthfile.home import (
 )
 from hearthfile.identity import NodeId, NodeKey
 from hearthfile.services.directory import NodeDirectory
+from hearthfile.services.downloads.peers import PeerCache
 from hearthfile.services.downloads.records import RecordBook
 from hearthfile.services.downloads.routes import DownloadRoutes
 from hearthfile.services.downloads.service import Downloads
@@ -205,7 +206,11 @@ async def _run(
         store, transfers=transfers, directory=directory, events=bus, announce=gossip.publish
     ).register(registry)
     downloads = Downloads(
-        astore, RecordBook(store.data_dir), config.downloads, announce=gossip.publish
+        astore,
+        RecordBook(store.data_dir),
+        config.downloads,
+        announce=gossip.publish,
+        peers=PeerCache(finder.known, lambda cid: transfers.fetch(cid, None, False, _quiet)),
     )
     downloads.register(registry)
 
@@ -262,6 +267,10 @@ async def _gc_loop(store: AsyncStore, publish: Publish, announce: Announce) -> N
             for cid in report.blobs_removed:
                 publish(BlobEvicted(cid))
             announce([], list(report.blobs_removed))
+
+
+def _quiet(progress: object) -> None:
+    """A fetch's progress nobody follows (a download from peers reports at its end)."""
 
 
 def tune_malloc() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hearthfile.services.downloads.core import url_key
 from tests.integration.nodes import Daemon, wait_for
 from tests.origin import Origin, Served
 from tests.unit.test_chunker import payload
@@ -153,3 +154,34 @@ def test_http_routes(make_node: Callable[[str], Daemon], origin: Origin) -> None
     assert curl(base + f"/downloads/{slow['id']}")[0] == 404
     code, body, _ = curl(*auth, "-X", "POST", base + "/downloads", "-d", '{"url": "ftp://x/y"}')
     assert code == 400 and json.loads(body)["error"] == "bad_request"
+
+
+def test_second_node_gets_a_cached_url_from_the_first_not_the_origin(
+    make_node: Callable[[str], Daemon], origin: Origin
+) -> None:
+    data = payload(3 * MiB + 5, seed=35)
+    origin.files["/shared.tar"] = Served(data)
+    url = origin.url("/shared.tar")
+    n1, n2 = make_node("n1"), make_node("n2")
+    trust = f"trust:\n  {n1.node_id}: member\n  {n2.node_id}: member\n"
+    config = f"gossip:\n  interval_s: 0.3\n{trust}"
+    n1.start(config=config)
+    n2.start(n1, config=config)
+    cid = n1.ok("download", url).strip()
+    key = url_key(url)
+    wait_for(
+        lambda: n1.node_id in n2.ok("whohas", key) and n1.node_id in n2.ok("whohas", cid),
+        60,
+        "node 2 to learn node 1 cached the URL",
+    )
+    assert n2.ok("download", url).strip() == cid
+    assert len(origin.hits("/shared.tar")) == 1  # the origin saw node 1 only
+    rec = json.loads(n2.ok("--json", "downloads"))[0]
+    assert (rec["status"], rec["source"], rec["name"]) == ("Completed", "peers", "shared.tar")
+    assert n2.cli("cat", cid).stdout == data
+    stat = json.loads(n2.ok("--json", "stat", cid))
+    assert stat["pinned"] is True
+    # --refresh goes to the origin anyway.
+    assert n2.ok("download", url, "--refresh").strip() == cid
+    assert len(origin.hits("/shared.tar")) == 2
+    assert json.loads(n2.ok("--json", "downloads"))[0]["source"] == "origin"

@@ -121,3 +121,14 @@ def test_mime_from_the_origin_or_the_name() -> None:
     assert core.mime_of("text/plain; charset=utf-8", "x.bin") == "text/plain"
     assert core.mime_of("application/octet-stream", "x.json") == "application/json"
     assert core.mime_of(None, "noext") is None
+
+
+def test_url_key_is_blake3_of_the_tagged_url() -> None:
+    import blake3
+
+    key = core.url_key("https://example.org/a.iso")
+    assert (
+        key
+        == "blake3:" + blake3.blake3(b"hearthfile/url/1\x00https://example.org/a.iso").hexdigest()
+    )
+    assert key != core.url_key("https://example.org/a.iso?")

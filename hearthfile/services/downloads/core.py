@@ -43,6 +43,8 @@ import urllib.parse
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from hearthfile.cids import Cid, cid_of
+
 #: Bounds on what a caller may hand us (a URL rides in every list reply).
 MAX_URL_BYTES: Final = 8 * 1024
 MAX_NAME_BYTES: Final = 255
@@ -50,6 +52,21 @@ DEFAULT_NAME: Final = "download"
 _EXPECT_RE: Final = re.compile(r"(blake3|sha256):([0-9a-f]{64})")
 #: Content types that say nothing about the file: the name decides the mime then.
 _NO_MIME: Final = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+
+
+#: Domain tag of a URL key (``url_key``, docs/PROTOCOL.md "URL downloads"): keeps a
+#: key apart from the CID of a blob whose bytes happen to be a URL.
+URL_KEY_TAG: Final = b"hearthfile/url/1\x00"
+
+
+def url_key(url: str) -> Cid:
+    """The key under which a node announces that it cached ``url``.
+
+    Announced among the node's holdings in its signed adverts (DESIGN.md 12:
+    "the URL -> CID mapping is announced with the node's holdings"), so any
+    node finds who cached a URL the way it finds who holds a blob; the holder
+    then answers ``download.resolve`` with the blob's CID."""
+    return cid_of(URL_KEY_TAG + url.encode())
 
 
 class DownloadError(ValueError):

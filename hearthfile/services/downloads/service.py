@@ -12,6 +12,7 @@ over HTTP.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -22,7 +23,9 @@ from typing import Any
 import httpx
 import trio
 
+from hearthfile.blobs.chunker import Manifest
 from hearthfile.blobs.facade import AsyncStore
+from hearthfile.blobs.store import BlobStore
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.cids import Cid
 from hearthfile.config import DownloadsConfig
@@ -30,6 +33,7 @@ from hearthfile.errors import ServiceError
 from hearthfile.services.downloads import core
 from hearthfile.services.downloads.core import Record, Source, Status
 from hearthfile.services.downloads.partial import ExpectMismatch
+from hearthfile.services.downloads.peers import PeerCache
 from hearthfile.services.downloads.records import RecordBook
 from hearthfile.services.downloads.run import DownloadFailed, OriginRun, Progress
 
@@ -56,12 +60,16 @@ class Downloads:
         config: DownloadsConfig,
         *,
         announce: Announce = lambda added, removed: None,
+        peers: PeerCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``announce(added, removed)`` tells gossip what the node holds; ``peers``
+        finds URLs other nodes cached (None: always the origin)."""
         self._store = store
         self._book = book
         self._config = config
         self._announce = announce
+        self._peers = peers
         self._clock = clock
         self._records: dict[str, Record] = {}
         self._active: dict[str, _Active] = {}
@@ -91,6 +99,8 @@ class Downloads:
             self._client, self._nursery = client, nursery
             for id_ in list(self._records):
                 await self._drop_leftover(id_)  # a crash came between Completed and this
+            cached = [r for r in self._records.values() if r.status is Status.COMPLETED]
+            self._announce([core.url_key(r.url) for r in cached], [])
             self._schedule()
             task_status.started()
             await trio.sleep_forever()
@@ -117,6 +127,12 @@ class Downloads:
     async def _fetch(self, id_: str, active: _Active) -> None:
         assert self._client is not None
         rec = self._records[id_]
+        manifest = await self._from_peers(rec)
+        if manifest is not None:
+            done = core.complete(rec, manifest.cid, manifest.size, Source.PEERS, self._clock())
+            await self._finish(done)
+            self._announce([manifest.cid, core.url_key(rec.url)], [])
+            return
         progress = Progress(save=self._update, received=lambda n: self._received(active))
         run = active.run = OriginRun(rec, self._store, self._client, self._config, progress)
         log.info("download_start id=%s url=%s offset=%s", id_, rec.url, rec.downloaded_bytes)
@@ -136,7 +152,7 @@ class Downloads:
         )
         leftover = run.prefix_cid if run.prefix_cid != manifest.cid else None
         await self._finish(replace(done, mime=manifest.mime, partial_cid=leftover))
-        self._announce([manifest.cid], [])
+        self._announce([manifest.cid, core.url_key(rec.url)], [])
         await self._drop_leftover(id_)
 
     async def _drop_leftover(self, id_: str) -> None:
@@ -148,6 +164,26 @@ class Downloads:
             await self._store.run(self._store.sync.remove, Cid(rec.partial_cid), force=True)
         self._records[id_] = replace(self._records[id_], partial_cid=None)
         await self._save(id_)
+
+    async def _from_peers(self, rec: Record) -> Manifest | None:
+        """The URL fetched from members that cached it, pinned and named; None when
+        none did (or ``refresh``), or their copy fails: then the origin is asked."""
+        if self._peers is None or rec.refresh:
+            return None
+        try:
+            cid = await self._peers.lookup(rec.url)
+            if cid is None:
+                return None
+            log.info("download_from_peers id=%s cid=%s", rec.id, cid)
+            manifest = await self._peers.fetch(cid)
+            if not await self._store.run(_matches, self._store.sync, manifest, rec.expect):
+                log.warning("download_peers_mismatch id=%s cid=%s", rec.id, cid)
+                return None
+            await self._store.run(_keep, self._store.sync, manifest, rec.name)
+        except ServiceError as exc:
+            log.info("download_peers_failed id=%s code=%s detail=%s", rec.id, exc.code, exc.detail)
+            return None
+        return manifest
 
     async def _finish(self, rec: Record) -> None:
         log.info("download_%s id=%s cid=%s error=%s", rec.status.value, rec.id, rec.cid, rec.error)
@@ -232,6 +268,8 @@ class Downloads:
             active.scope.cancel()
             await active.done.wait()
         rec = self._records.pop(id_)
+        if rec.status is Status.COMPLETED:
+            self._announce([], [core.url_key(rec.url)])
         if rec.partial_cid is not None and rec.partial_cid != rec.cid:
             with contextlib.suppress(ServiceError):  # already gone
                 await self._store.run(self._store.sync.remove, Cid(rec.partial_cid), force=True)
@@ -279,6 +317,27 @@ class Downloads:
                 ),
                 handler,
             )
+        registry.register(
+            CapabilityDescriptor(
+                name="download.resolve",
+                version=(1, 0),
+                trust_required=TrustLevel.MEMBER,
+                max_concurrent=16,
+                timeout_seconds=10,
+                idempotent=True,
+                stability="experimental",
+            ),
+            self._cap_resolve,
+        )
+
+    async def _cap_resolve(self, ctx: CallContext) -> dict[str, Any]:
+        """``download.resolve {url}``: a member asks which blob we cached ``url`` as."""
+        url = _args(ctx).get("url")
+        for rec in self._records.values():
+            done = rec.url == url and rec.status is Status.COMPLETED and rec.cid is not None
+            if done and await self._store.has_blob(Cid(str(rec.cid))):
+                return {"cid": rec.cid, "size": rec.size, "name": rec.name}
+        raise ServiceError("not_found", "no completed download of that URL here")
 
     async def _cap_add(self, ctx: CallContext) -> dict[str, Any]:
         a = _args(ctx)
@@ -307,6 +366,25 @@ class Downloads:
         id_ = _id(ctx)
         await self.remove(id_)
         return {"id": id_, "removed": True}
+
+
+def _matches(store: BlobStore, manifest: Manifest, expect: str | None) -> bool:
+    """Whether a blob has the whole-file hash a download expects (blocking)."""
+    if expect is None:
+        return True
+    kind, _, want = expect.partition(":")
+    if kind == "blake3":
+        return manifest.content == f"blake3:{want}"
+    digest = hashlib.sha256()
+    for view in store.read_blob_stream(manifest.cid, 0, None):
+        digest.update(view)
+    return digest.hexdigest() == want
+
+
+def _keep(store: BlobStore, manifest: Manifest, name: str) -> None:
+    """Pin a blob fetched for a download and give it the download's name (blocking)."""
+    with store.batch() as batch:
+        batch.write_manifest(replace(manifest, name=name), pin=True)
 
 
 def _message(exc: BaseException) -> str:
