@@ -246,7 +246,8 @@ class Config:
 
     node: NodeConfig = field(default_factory=NodeConfig)
     bootstrap: tuple[PeerSpec, ...] = ()
-    #: (NodeID text, level) pairs sorted by NodeID; see ``effective_trust``.
+    #: (NodeID text, level) pairs sorted by NodeID; hearthfile/trust/ merges them
+    #: with the grants made while running (trust.json wins).
     trust: tuple[tuple[str, _Granted], ...] = ()
     #: Treat every authenticated stranger as a member. Off: a node serves only
     #: the peers its operator named.
@@ -304,7 +305,8 @@ def with_overrides(
 
 
 def load_trust(home: Path) -> dict[str, _Granted]:
-    """Trust levels granted with ``hearthfile trust`` (``<home>/trust.yaml``); {} if none."""
+    """The ``<home>/trust.yaml`` an older version kept (NodeID -> level); {} if none.
+    hearthfile/trust/storage.py takes it over into trust.json."""
     path = home / TRUST_FILENAME
     if not path.exists():
         return {}

@@ -36,7 +36,7 @@ from hearthfile.trust.introductions import (
 
 log = logging.getLogger(__name__)
 
-#: Rows one ``node.trusted`` answer carries; a book larger than this is cut (and says so).
+#: Rows one ``node.trusted`` answer carries (it must fit in one frame).
 MAX_TRUSTED_ROWS: Final = 10_000
 
 
