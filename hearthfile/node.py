@@ -30,7 +30,7 @@ from hearthfile.bus.capability import Registry, TrustLevel
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.pool import PeerPool
 from hearthfile.bus.server import serve_secure
-from hearthfile.config import Address, Config
+from hearthfile.config import Address, Config, parse_address
 from hearthfile.events import (
     BlobEvicted,
     Counters,
@@ -216,6 +216,9 @@ async def _run(
 
     for spec in config.bootstrap:
         pool.keep_connected(spec.address, NodeId.parse(spec.node_id) if spec.node_id else None)
+    for entry in trust.entries():  # the inviters this node joined through
+        if entry.address is not None:
+            pool.keep_connected(parse_address(entry.address), entry.node)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.serve)

@@ -170,7 +170,9 @@ class InviteService:
         )
         if not isinstance(answer, dict) or answer.get("node_id") != str(token.inviter):
             raise ServiceError("internal", "the inviter gave an unexpected answer")
-        change = self._book.grant(token.inviter, token.level, now=self._clock(), source="joined")
+        change = self._book.grant(
+            token.inviter, token.level, now=self._clock(), source="joined", address=str(address)
+        )
         self._live.apply(change)
         self._pool.keep_connected(address, token.inviter)
         log.info("joined inviter=%s level=%s", token.inviter.short(), token.level.label)

@@ -47,6 +47,8 @@ class TrustEntry:
     source: Source
     since: float
     introducer: NodeId | None = None
+    #: Where to reach the peer after a restart: the inviter's address a join used.
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class TrustBook:
         now: float,
         source: Source = "local",
         introducer: NodeId | None = None,
+        address: str | None = None,
     ) -> TrustChange:
         """Trust ``node`` at ``level`` (member or trusted) and keep it."""
         if node == self.me:
@@ -128,9 +131,9 @@ class TrustBook:
         before = self.level(node)
         old = self._granted.get(node)
         if old is not None and old.level == level and old.source == source:
-            entry = replace(old, introducer=introducer)
+            entry = replace(old, introducer=introducer, address=address or old.address)
         else:
-            entry = TrustEntry(node, level, source, now, introducer)
+            entry = TrustEntry(node, level, source, now, introducer, address)
         self._granted[node] = entry
         self._save()
         return TrustChange(node, before, level)

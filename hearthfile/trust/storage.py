@@ -174,6 +174,7 @@ def _plain(e: TrustEntry) -> dict[str, Any]:
         "source": e.source,
         "since": e.since,
         "introducer": None if e.introducer is None else str(e.introducer),
+        "address": e.address,
     }
 
 
@@ -181,13 +182,16 @@ def _entry(item: dict[str, Any]) -> TrustEntry:
     source = item["source"]
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
-    introducer = item.get("introducer")
+    introducer, address = item.get("introducer"), item.get("address")
+    if address is not None and not isinstance(address, str):
+        raise ValueError("address must be text")
     return TrustEntry(
         NodeId.parse(item["node_id"]),
         _stored_level(item["level"]),
         source,
         float(item["since"]),
         None if introducer is None else NodeId.parse(introducer),
+        address,
     )
 
 

@@ -75,6 +75,9 @@ def test_invite_join_fetch_and_refusals(make_node: Callable[[str], Daemon], tmp_
     refused(a, invite(a), "made by this node")
     assert c.node_id not in trusted(a)
     assert a.cli("invite", "--ttl", "soon").returncode == 2
+    assert b.stop() == 0
+    b.start(config=FAST_GOSSIP)  # no --peer: the join is remembered
+    wait_for(lambda: b.connected_to(a), 30, "b to reconnect to its inviter after a restart")
 
 
 async def test_a_replayed_join_message_grants_nothing(make_node: Callable[[str], Daemon]) -> None:
