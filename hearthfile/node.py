@@ -251,6 +251,7 @@ async def _run(
                 events=bus,
                 transfers=transfers,
                 holders=lambda cid: len(directory.whohas(cid)),
+                counters=counters,
             )
             token = load_or_create_http_token(home)
             app = Gateway(gateway, token, mounts={"downloads": DownloadRoutes(downloads)})

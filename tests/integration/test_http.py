@@ -319,6 +319,8 @@ def test_status_metrics_events(gw: Gateway, tmp_path: Path) -> None:
     names = [line.split()[0] for line in metrics.body.decode().splitlines() if line[0] != "#"]
     assert all(n.startswith("hearthfile_") for n in names)
     assert "hearthfile_http_requests_total" in names
+    assert "hearthfile_gc_evictions_total" in names
+    assert "hearthfile_fetched_bytes_total" in names
     assert all("{" not in n for n in names)  # no labels, so no CID or peer labels
     events = json.loads(curl(f"{gw.url}/events?since=0").body)
     last = events[-1]["id"] if events else 0

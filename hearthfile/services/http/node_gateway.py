@@ -26,7 +26,7 @@ from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
-from hearthfile.events import EventBus
+from hearthfile.events import Counters, EventBus
 from hearthfile.services import ops
 from hearthfile.services.http.backend import Added, BlobMeta, GatewayError, Metric
 from hearthfile.transfer.manager import TransferManager
@@ -59,6 +59,7 @@ class NodeGateway:
         events: EventBus,
         transfers: TransferManager,
         holders: Callable[[Cid], int],
+        counters: Counters,
     ) -> None:
         self._store = store
         self._fetch = fetch
@@ -67,6 +68,7 @@ class NodeGateway:
         self._events = events
         self._transfers = transfers
         self._holders = holders
+        self._counters = counters
         self._recent: OrderedDict[Cid, _Recent] = OrderedDict()
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -152,10 +154,11 @@ class NodeGateway:
     async def read(
         self, meta: BlobMeta, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
     ) -> None:
-        if meta.local:
-            await self._read_local(meta, start, end, write)
-        else:
-            await self._read_fetching(meta, start, end, write)
+        with self._store.using(meta.cid):  # no GC of a blob being served
+            if meta.local:
+                await self._read_local(meta, start, end, write)
+            else:
+                await self._read_fetching(meta, start, end, write)
 
     async def _read_local(
         self, meta: BlobMeta, start: int, end: int, write: Callable[[memoryview], Awaitable[None]]
@@ -310,22 +313,40 @@ class NodeGateway:
         return self._status()
 
     def metrics(self) -> list[Metric]:
-        running = self._transfers.snapshot()
-        return [
+        counted = self._counters.snapshot()
+        samples = [
             Metric("store_blobs", "gauge", "Complete blobs held.", self._store.count()),
             Metric("store_bytes", "gauge", "Bytes held in the store.", self._store.total_bytes()),
-            Metric("transfers_active", "gauge", "Fetches under way.", len(running)),
-            Metric("events_total", "counter", "Node events recorded.", self._events_total()),
+            Metric("events_total", "counter", "Node events recorded.", self._events.last_id),
         ]
-
-    def _events_total(self) -> int:
-        return self._events.last_id
+        for key, (name, kind, help_) in _COUNTERS.items():
+            samples.append(Metric(name, kind, help_, counted.get(key, 0)))
+        return samples
 
     def events_since(self, after: int) -> list[dict[str, Any]]:
         return [_event_json(e.to_wire()) for e in self._events.recorded(after)]
 
     async def wait_events(self, after: int) -> None:
         await self._events.wait_since(after, math.inf)
+
+
+#: The node's Counters as Prometheus samples: field -> (name, kind, help). Base units,
+#: ``_total`` on counters, no CID or peer labels.
+_COUNTERS: Final[dict[str, tuple[str, str, str]]] = {
+    "bytes_served": ("served_bytes_total", "counter", "Chunk bytes served to peers."),
+    "bytes_fetched": ("fetched_bytes_total", "counter", "Chunk bytes fetched from peers."),
+    "bytes_uploaded": ("pushed_bytes_total", "counter", "Bytes pushed to peers."),
+    "failed_hash_bytes": ("failed_hash_bytes_total", "counter", "Bytes that failed their hash."),
+    "redundant_bytes": ("redundant_bytes_total", "counter", "Bytes fetched twice (endgame)."),
+    "sources_quarantined": ("sources_quarantined_total", "counter", "Sources quarantined."),
+    "transfers_done": ("transfers_done_total", "counter", "Fetches completed."),
+    "transfers_failed": ("transfers_failed_total", "counter", "Fetches failed."),
+    "transfers_active": ("transfers_active", "gauge", "Fetches under way."),
+    "gc_evictions": ("gc_evictions_total", "counter", "Blobs evicted by GC."),
+    "gossip_records": ("gossip_records_total", "counter", "Gossip records accepted."),
+    "gossip_rejected": ("gossip_records_rejected_total", "counter", "Gossip records rejected."),
+    "peers_connected": ("peers_connected", "gauge", "Peers connected now."),
+}
 
 
 @dataclass(frozen=True, slots=True)
