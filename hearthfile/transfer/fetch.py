@@ -29,12 +29,12 @@ from hearthfile.errors import PeerUnavailable, ServiceError, collapse
 from hearthfile.events import Publish, TransferShares
 from hearthfile.identity import NodeId
 from hearthfile.transfer.fileproto import (
-    ManifestReceiver,
     bad,
     from_ranges,
     to_ranges,
     want_map,
 )
+from hearthfile.transfer.manifests import manifest_from_any
 from hearthfile.transfer.peer import Peer, Progress, ProgressFn, bytes_of
 from hearthfile.transfer.schedule import (
     Cancel,
@@ -112,7 +112,10 @@ async def fetch_blob(
         return await trio.to_thread.run_sync(store.read_manifest, cid)
     if not sources:
         raise ServiceError("not_found", f"{cid}: no known source")
-    manifest = await _known_manifest(store, cid) or await _manifest_from_any(store, cid, sources)
+    manifest = await _known_manifest(store, cid)
+    if manifest is None:
+        manifest = await manifest_from_any(cid, sources)
+        await AsyncStore(store).begin_blob(manifest)
     missing = await trio.to_thread.run_sync(store.missing_chunks, cid)
     if span is not None:
         covering = set(manifest.chunk_range(*span))
@@ -146,49 +149,6 @@ async def _known_manifest(store: BlobStore, cid: Cid) -> Manifest | None:
         if exc.code == "not_found":
             return None
         raise
-
-
-async def _manifest_from_any(store: BlobStore, cid: Cid, sources: Sequence[Peer]) -> Manifest:
-    failures: list[str] = []
-    for source in sources:
-        try:
-            return await _fetch_manifest(store, cid, source)
-        except (ServiceError, PeerUnavailable) as exc:
-            failures.append(f"{source.peer.short()}: {exc}")
-    if all(": not_found" in f for f in failures):
-        raise ServiceError("not_found", f"{cid}: no source holds it")
-    raise ServiceError("unavailable", f"{cid}: no source gave its manifest ({'; '.join(failures)})")
-
-
-async def _fetch_manifest(store: BlobStore, cid: Cid, source: Peer) -> Manifest:
-    """Ask for the manifest alone (an empty chunk list) and verify it against ``cid``."""
-    async with source.open_call("file.read", {"cid": cid, "chunks": []}) as call:
-        receiver: ManifestReceiver | None = None
-        manifest: Manifest | None = None
-        async for item in call:
-            entry = want_map(item, "stream item")
-            if receiver is None:
-                receiver = ManifestReceiver(cid, entry.get("manifest_size"))  # type: ignore[arg-type]
-            manifest = receiver.feed(entry)
-            if manifest is not None:
-                name, mime = entry.get("name"), entry.get("mime")
-                manifest = Manifest(
-                    manifest.size,
-                    manifest.chunk_size,
-                    manifest.chunks,
-                    manifest.content,
-                    _text(name),
-                    _text(mime),
-                )
-        await call.result()
-    if manifest is None:
-        raise bad(f"{source.peer.short()} sent no manifest for {cid}")
-    await AsyncStore(store).begin_blob(manifest)
-    return manifest
-
-
-def _text(value: object) -> str | None:
-    return value[:1024] if isinstance(value, str) else None
 
 
 _FAIL_REASONS: Final[dict[str, FailReason]] = {"not_found": "not_found", "timeout": "timeout"}

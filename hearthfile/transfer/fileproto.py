@@ -28,8 +28,11 @@ from hearthfile.cids import Cid, is_cid
 from hearthfile.errors import ServiceError
 
 MANIFEST_PIECE_BYTES: Final = 192 * 1024
-#: Largest manifest accepted: one CID string (73 bytes) per chunk plus the rest.
-MAX_MANIFEST_BYTES: Final = MAX_CHUNKS * 80
+#: Largest manifest the format allows: per chunk one CID (a msgpack str8 of
+#: "blake3:" and 64 hex digits: 2 + 71 bytes), plus the map, its five keys, the
+#: array header, size, chunk_size and content (under 160 bytes). A peer announcing
+#: more is lying, and is refused before we buffer any of it.
+MAX_MANIFEST_BYTES: Final = MAX_CHUNKS * (2 + len("blake3:") + 64) + 160
 MAX_RANGES_PER_ITEM: Final = 8192
 MAX_LIST_LIMIT: Final = 1000
 MAX_ADVERTISE_CIDS: Final = 1024

@@ -8,13 +8,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest, chunk_blob
 from hearthfile.blobs.store import BlobStore
+from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeId, NodeKey
+from hearthfile.transfer import manifests
 from hearthfile.transfer.fetch import fetch_blob
-from hearthfile.transfer.fileproto import from_ranges
+from hearthfile.transfer.fileproto import MAX_MANIFEST_BYTES, from_ranges, manifest_items
 from hearthfile.transfer.peer import Progress
 from tests.unit.test_chunker import payload
 
@@ -82,3 +86,80 @@ async def test_a_chunk_landing_after_its_fetch_ended_is_dropped(tmp_path: Path) 
     assert store.has_blob(manifest.cid)
     assert b"".join(bytes(v) for v in store.read_blob_stream(manifest.cid)) == b"".join(chunks)
     store.close()
+
+
+# --- hostile manifest holders (issue 13 item 4) ---------------------------------------------
+
+
+class ManifestSource(FakeSource):
+    """A holder that also serves the manifest; ``silent`` ones never answer at all, and
+    ``claimed_size`` overrides the manifest_size it announces."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        chunks: list[bytes],
+        *,
+        silent: bool = False,
+        claimed_size: int | None = None,
+    ) -> None:
+        ready = trio.Event()
+        if not silent:
+            ready.set()
+        super().__init__(manifest, chunks, ready)
+        self.claimed_size = claimed_size
+        self.manifest_reads = 0
+
+    @asynccontextmanager
+    async def open_call(self, cap: str, args: Any = None, **_: Any) -> AsyncIterator[_Stream]:
+        if args.get("chunks") != []:
+            async with super().open_call(cap, args) as stream:
+                yield stream
+            return
+        self.manifest_reads += 1
+        items = list(manifest_items(self._manifest.encode()))
+        items[0]["manifest_size"] = self.claimed_size or len(self._manifest.encode())
+        yield _Stream(items, self._gate)
+
+
+async def test_a_silent_holder_does_not_delay_an_honest_one(tmp_path: Path) -> None:
+    manifest, chunks = chunk_blob(payload(3 * CHUNK_SIZE, 5))
+    silent = ManifestSource(manifest, chunks, silent=True)
+    honest = ManifestSource(manifest, chunks)
+    store = BlobStore(tmp_path / "data")
+    try:
+        with trio.fail_after(60):
+            await fetch_blob(store, manifest.cid, [silent, honest])
+        assert store.has_blob(manifest.cid)
+        assert silent.manifest_reads == 1 and honest.manifest_reads == 1
+    finally:
+        store.close()
+
+
+async def test_a_silent_only_holder_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manifests, "BASE_TIMEOUT_S", 0.2)
+    manifest, chunks = chunk_blob(payload(CHUNK_SIZE, 6))
+    store = BlobStore(tmp_path / "data")
+    try:
+        with trio.fail_after(60), pytest.raises(ServiceError) as info:
+            await fetch_blob(store, manifest.cid, [ManifestSource(manifest, chunks, silent=True)])
+        assert info.value.code == "unavailable" and "timeout" in info.value.detail
+    finally:
+        store.close()
+
+
+async def test_a_holder_claiming_an_impossible_manifest_size_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    manifest, chunks = chunk_blob(payload(2 * CHUNK_SIZE, 7))
+    bloated = ManifestSource(manifest, chunks, claimed_size=MAX_MANIFEST_BYTES + 1)
+    honest = ManifestSource(manifest, chunks)
+    store = BlobStore(tmp_path / "data")
+    try:
+        with trio.fail_after(60):
+            await fetch_blob(store, manifest.cid, [bloated, honest])
+        assert store.has_blob(manifest.cid) and honest.manifest_reads == 1
+    finally:
+        store.close()
