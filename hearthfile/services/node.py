@@ -26,6 +26,7 @@ from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.events import BlobEvicted, EventBus
 from hearthfile.services import ops
+from hearthfile.services.threads import run_stoppable
 from hearthfile.transfer.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.transfer.peer import Progress, ProgressFn
 from hearthfile.transfer.push import PushResult
@@ -124,8 +125,12 @@ class NodeService:
             registry.register(_descriptor(name, timeout, limit), handler)
 
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self._mapped(trio.to_thread.run_sync(lambda: fn(*args, **kwargs)))
+
+    async def _mapped(self, work: Awaitable[Any]) -> Any:
+        """``work``'s result, with store and path errors as wire errors."""
         try:
-            return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+            return await work
         except (BlobError, PinnedError) as exc:
             raise service_error(exc) from None
         except ops.PathError as exc:
@@ -147,7 +152,13 @@ class NodeService:
             raise bad(f"paths must be a list of 1..{MAX_ADD_PATHS} file paths")
         if not all(isinstance(p, str) and p.startswith("/") for p in paths):
             raise bad("paths must be absolute")
-        cids = await self._run(ops.add_paths, self._store, paths, pin=bool(args.get("pin")))
+        pin = bool(args.get("pin"))
+        # Adding stops when the client goes away (Ctrl-C, a closed connection, SIGTERM).
+        cids = await self._mapped(
+            run_stoppable(
+                lambda stop: ops.add_paths(self._store, paths, pin=pin, progress_for=stop.per_file)
+            )
+        )
         self._announce(cids, [])
         return {"cids": cids}
 

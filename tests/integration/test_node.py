@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -226,3 +227,63 @@ def test_range_fetch_and_transfers_listing(
     bad = b.cli("get", cid, "--range", "9-3")
     assert bad.returncode == 2 and "--range" in bad.stderr
     assert b.cli("cat", cid).stdout == src.read_bytes()
+
+
+def _data_bytes(node: Daemon) -> int:
+    total = 0
+    for path in (node.home / "data").rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # a temporary file may go meanwhile
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
+def test_an_endless_add_stops_with_its_client_and_sigterm_stops_the_daemon(
+    make_node: Callable[[str], Daemon],
+) -> None:
+    """``add /dev/urandom`` (endless, like /dev/zero) through a daemon, then Ctrl-C: the
+    daemon stops hashing and drops what it wrote; a second one is stopped by SIGTERM
+    within seconds (issue 13 item 9: the daemon hashed on at 100% CPU and ignored
+    SIGTERM)."""
+    a = make_node("a").start()
+    before = _data_bytes(a)
+    command = [sys.executable, "-m", "hearthfile", "--home", str(a.home), "add", "/dev/urandom"]
+    grows = 16 * 1024 * 1024
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: _data_bytes(a) > before + grows, 60, "the daemon to hash /dev/urandom")
+        first.send_signal(signal.SIGINT)
+        first.wait(30)
+        wait_for(lambda: _data_bytes(a) < before + grows, 60, "the abandoned add to roll back")
+    finally:
+        first.kill()
+    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: _data_bytes(a) > before + grows, 60, "the daemon to hash again")
+        assert a.stop(signal.SIGTERM, timeout_s=30) == 0
+        second.wait(30)
+        assert second.returncode != 0, "an add cut short is not reported as done"
+    finally:
+        second.kill()
+    assert "Traceback" not in a.log()
+
+
+def test_add_of_a_fifo_without_writer_can_be_abandoned(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    """A FIFO nobody writes to blocks its reader: Ctrl-C frees the CLI, the daemon
+    still answers, and SIGTERM still stops it."""
+    a = make_node("a").start()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "hearthfile", "--home", str(a.home), "add", str(fifo)]
+    add = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            add.wait(2)  # it must not finish: nothing was written
+        assert add.poll() is None, "add of an empty FIFO returned without a writer"
+        add.send_signal(signal.SIGINT)
+        add.wait(30)
+    finally:
+        add.kill()
+    assert a.ok("status")
+    assert a.stop(signal.SIGTERM, timeout_s=30) == 0
