@@ -272,3 +272,22 @@ async def test_records_survive_a_restart_and_resume_with_a_range(
             done = await finished(d, rec["id"])
             assert blob_bytes(store, done["cid"]) == data
     assert origin.hits("/r")[-1].range == f"bytes={kept}-"
+
+
+async def test_empty_file_and_a_pause_while_pending(tmp_path: Path, origin: Origin) -> None:
+    origin.files["/empty"] = Served(b"")
+    origin.files["/slow"] = Served(payload(MiB, seed=12), rate=256 * 1024)
+    one = replace(CONFIG, max_active=1)
+    with trio.fail_after(60):
+        async with service(tmp_path / "data", one) as (d, store):
+            slow, _ = await d.add(origin.url("/slow"))
+            empty, _ = await d.add(origin.url("/empty"))
+            assert d.show(empty["id"])["status"] == "Pending"
+            assert (await d.pause(empty["id"]))["status"] == "Paused"
+            await d.remove(slow["id"])  # the slot frees; a paused download stays paused
+            assert d.show(empty["id"])["status"] == "Paused"
+            await d.resume(empty["id"])
+            done = await finished(d, empty["id"])
+            assert done["status"] == "Completed" and done["size"] == 0
+            assert blob_bytes(store, done["cid"]) == b""
+            assert [i.cid for i in store.list_cids()] == [done["cid"]]  # nothing of /slow
