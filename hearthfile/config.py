@@ -252,6 +252,10 @@ class Config:
     #: Treat every authenticated stranger as a member. Off: a node serves only
     #: the peers its operator named.
     open_membership: bool = False
+    #: Whose signed introductions this node follows (DESIGN.md section 11):
+    #: ``trusted`` its trusted peers and the node it joined through, ``joined`` only
+    #: the latter, ``none`` nobody's (every peer by hand or by invite).
+    introducers: str = "trusted"
     file: FileConfig = field(default_factory=FileConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
@@ -481,6 +485,7 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         bootstrap=_bootstrap(top),
         trust=_parse_trust(top.data.get("trust"), top.source, "trust"),
         open_membership=_bool(top, "open_membership", False),
+        introducers=_introducers(top),
         file=_file(top.sub("file")),
         limits=_limits(top.sub("limits")),
         gossip=_gossip(top.sub("gossip")),
@@ -488,6 +493,13 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         downloads=_downloads(top.sub("downloads")),
         source_path=path.absolute(),
     )
+
+
+def _introducers(top: _Section) -> str:
+    value = top.data.get("introducers", "trusted")
+    if value not in ("trusted", "joined", "none"):
+        raise top.error("introducers", "one of trusted, joined, none", value)
+    return str(value)
 
 
 def _names(cls: type[DataclassInstance]) -> tuple[str, ...]:

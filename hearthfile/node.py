@@ -192,6 +192,7 @@ async def _run(
         intros=open_intros(home, me, key.sign),
         spreader=intro_spreader,
         save_intros=IntroFile(home).save,
+        introducers=config.introducers,
     )
     bus.subscribe(PeerLinks(live_trust).observe)
     TrustService(live_trust).register(registry)

@@ -81,6 +81,7 @@ class LiveTrust:
         intros: IntroBook | None = None,
         spreader: IntroSpreader | None = None,
         save_intros: Callable[[list[Introduction]], None] | None = None,
+        introducers: str = "trusted",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
@@ -90,6 +91,7 @@ class LiveTrust:
         self._intros = intros
         self._spreader = spreader
         self._save_intros = save_intros
+        self._policy = introducers
         self._clock = clock
         if intros is not None and spreader is not None:
             spreader.spread(intros.records(), ())  # what a new member connection is sent
@@ -161,7 +163,8 @@ class LiveTrust:
             changes = [
                 c
                 for record in self._intros.records()
-                if (c := apply_introduction(self.book, record, self._clock())) is not None
+                if (c := apply_introduction(self.book, record, self._clock(), self._policy))
+                is not None
             ]
             for change in changes:
                 self._act(change)

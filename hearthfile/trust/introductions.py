@@ -185,18 +185,27 @@ class IntroBook:
         self._records[record.key] = record
 
 
-def is_introducer(book: TrustBook, node: NodeId) -> bool:
-    """Whose introductions this node follows: its trusted peers and the node it joined."""
+#: ``introducers`` in config.yaml: whose introductions a node follows.
+INTRODUCER_POLICIES: Final = ("trusted", "joined", "none")
+
+
+def is_introducer(book: TrustBook, node: NodeId, policy: str = "trusted") -> bool:
+    """Whose introductions this node follows: by default its trusted peers and the node
+    it joined through; ``joined``: only the latter; ``none``: nobody."""
     entry = book.entry(node)
-    if entry is None:
+    if entry is None or policy == "none":
         return False
-    return entry.level >= TrustLevel.TRUSTED or entry.source == "joined"
+    if entry.source == "joined" and entry.level >= TrustLevel.MEMBER:
+        return True
+    return policy == "trusted" and entry.level >= TrustLevel.TRUSTED
 
 
-def apply_introduction(book: TrustBook, record: Introduction, now: float) -> TrustChange | None:
+def apply_introduction(
+    book: TrustBook, record: Introduction, now: float, policy: str = "trusted"
+) -> TrustChange | None:
     """What a held record does to this node's trust book, if anything."""
     subject, introducer = record.subject, record.introducer
-    if subject == book.me or not is_introducer(book, introducer):
+    if subject == book.me or not is_introducer(book, introducer, policy):
         return None
     entry = book.entry(subject)
     if record.revoked:

@@ -494,3 +494,11 @@ def test_max_store_bytes_is_a_size_or_unset(tmp_path: Path) -> None:
     path.write_text("file:\n  max_store_bytes: lots\n")
     with pytest.raises(ConfigError, match="max_store_bytes"):
         load_config(tmp_path, path)
+
+
+def test_introducers_policy(tmp_path: Path) -> None:
+    assert load_config(tmp_path, write_config(tmp_path, "introducers: joined\n")).introducers == (
+        "joined"
+    )
+    with pytest.raises(ConfigError, match="introducers: expected one of trusted, joined, none"):
+        load_config(tmp_path, write_config(tmp_path, "introducers: everyone\n"))

@@ -111,3 +111,11 @@ def test_an_introducer_vouches_for_what_it_accepted() -> None:
     assert to_introduce(book, intros) == [(INTRODUCER.node_id, 2)]
     mine = intros.sign(INTRODUCER.node_id, 2, NOW_MS)
     assert mine.seq > NOW_MS and to_introduce(book, intros) == []
+
+
+def test_introducer_policies() -> None:
+    trusted_peer = trusting_introducer(TrustLevel.TRUSTED)
+    joined = trusting_introducer(TrustLevel.MEMBER, "joined")
+    assert apply_introduction(trusted_peer, record(), 1, "joined") is None
+    assert apply_introduction(joined, record(), 1, "none") is None
+    assert apply_introduction(joined, record(), 1, "joined") is not None
