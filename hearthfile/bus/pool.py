@@ -240,7 +240,13 @@ class PeerPool:
         entries = self._entries.setdefault(entry.conn.peer, [])
         entries.append(entry)
         if len(entries) == 1:
-            log.info("peer %s up (%s, %s)", entry.conn.peer.short(), entry.direction, entry.remote)
+            log.log(
+                self._level(entry.conn.peer),
+                "peer %s up (%s, %s)",
+                entry.conn.peer.short(),
+                entry.direction,
+                entry.remote,
+            )
             self._emit(PeerConnected(entry.conn.peer, entry.remote, entry.direction))
 
     def _unregister(self, entry: _Entry) -> None:
@@ -250,8 +256,12 @@ class PeerPool:
         if not entries:
             del self._entries[peer]
             reason = entry.conn.close_reason or "closed"
-            log.info("peer %s down: %s", peer.short(), reason)
+            log.log(self._level(peer), "peer %s down: %s", peer.short(), reason)
             self._emit(PeerDisconnected(peer, reason))
+
+    def _level(self, peer: NodeId) -> int:
+        """The node's own CLI connections are not news: logged at debug level."""
+        return logging.DEBUG if peer == self._node_key.node_id else logging.INFO
 
     def _emit(self, event: PeerEvent) -> None:
         if self._on_event is not None:

@@ -277,7 +277,7 @@ class _SecureServer:
                 f"over {self._limits.max_connections_per_peer} connections from this node"
             )
         self._per_peer[peer] += 1
-        logger.info("peer %s connected from %s", peer.short(), channel.remote)
+        logger.debug("peer %s connected from %s", peer.short(), channel.remote)
         code: int = CLOSE_INTERNAL_ERROR
         reason: str | None = "internal error"
         try:
@@ -288,7 +288,7 @@ class _SecureServer:
             if not self._per_peer[peer]:
                 del self._per_peer[peer]
             await channel.close(code, reason)
-            logger.info("peer %s disconnected", peer.short())
+            logger.debug("peer %s disconnected", peer.short())
 
     async def _refuse(self, stream: trio.SocketStream, connection: _Connection) -> None:
         if not self._refusing:

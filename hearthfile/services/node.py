@@ -4,7 +4,9 @@ Only the node's own key reaches trust ``self``, so every capability here
 requires it: a peer, however trusted, cannot list, remove or push our blobs.
 Store work runs in worker threads through ``services.ops``, the same code the
 CLI runs when no daemon is up. Network work (fetch, push, peers) is
-handed in as callables by the daemon, which owns the pool and the sources.
+handed in as objects by the daemon, which owns the pool and the sources.
+Handlers return the typed results of ``services.results``; ``send_result``
+encodes them once, at the seam.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import msgpack
 import trio
@@ -21,11 +23,34 @@ import trio
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.facade import service_error
 from hearthfile.blobs.store import BlobStore, PinnedError
-from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
+from hearthfile.bus.capability import (
+    CallContext,
+    CapabilityDescriptor,
+    Handler,
+    Registry,
+    TrustLevel,
+)
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.events import BlobEvicted, EventBus
 from hearthfile.services import ops
+from hearthfile.services.results import (
+    Added,
+    BlobEntry,
+    Cancelled,
+    Fetched,
+    GcResult,
+    Holder,
+    NodeStatus,
+    PeerRow,
+    PinState,
+    Pushed,
+    Removed,
+    TransferState,
+    VerifyResult,
+    from_wire,
+    to_wire,
+)
 from hearthfile.services.threads import run_stoppable
 from hearthfile.transfer.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.transfer.peer import Progress, ProgressFn
@@ -38,7 +63,7 @@ MAX_ADD_PATHS: Final = 100_000
 PAGE_BYTES: Final = 64 * 1024
 #: Progress streamed to the CLI at most this often (and once at the end).
 PROGRESS_INTERVAL_S: Final = 0.1
-
+T = TypeVar("T")
 
 
 def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> CapabilityDescriptor:
@@ -53,11 +78,32 @@ def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> C
     )
 
 
-async def send_pages(ctx: CallContext, key: str, values: list[Any]) -> None:
+async def send_pages(ctx: CallContext, key: str, values: list[object]) -> None:
     """Stream ``values`` as ``{key: [...]}`` items of about ``PAGE_BYTES`` each (sized by
     packing them: exact, and faster than estimating in Python)."""
     for page in ops.pages(values, PAGE_BYTES, lambda v: len(msgpack.packb(v))):
         await ctx.send({key: page})
+
+
+async def send_result(ctx: CallContext, result: object) -> dict[str, object]:
+    """Encode a handler's result once: a list result goes as ``{"items": [...]}`` pages
+    and answers ``{"count": n}``; each list field of a result goes as ``{field: [...]}``
+    pages and the rest is the answer."""
+    if isinstance(result, list):
+        await send_pages(ctx, "items", [to_wire(r) for r in result])
+        return {"count": len(result)}
+    wire = to_wire(result)
+    for key in [k for k, v in wire.items() if isinstance(v, list)]:
+        values = wire.pop(key)
+        await (send_pages(ctx, key, values) if values else ctx.send({key: []}))
+    return wire
+
+
+def answering(handler: Callable[[CallContext], Awaitable[object]]) -> Handler:
+    async def answer(ctx: CallContext) -> dict[str, object]:
+        return await send_result(ctx, await handler(ctx))
+
+    return answer
 
 
 class NodeTransfers(Protocol):
@@ -102,7 +148,7 @@ class NodeService:
 
     def register(self, registry: Registry) -> None:
         day = 24 * 3600.0
-        for name, handler, timeout in [
+        handlers: list[tuple[str, Callable[[CallContext], Awaitable[object]], float]] = [
             ("node.status", self.status, 10),
             ("node.peers", self.peers, 10),
             ("node.add", self.add, day),
@@ -117,17 +163,18 @@ class NodeService:
             ("node.push", self.push, day),
             ("node.transfers", self.transfers, 10),
             ("node.whohas", self.whohas, 10),
-            ("node.events", self.events, 365 * day),
             ("node.cancel", self.cancel, 10),
-        ]:
-            # Many CIDs are fetched at once by one get (cli.GET_CONCURRENCY).
+        ]
+        for name, handler, timeout in handlers:
+            # Many CIDs are fetched at once by one get.
             limit = 64 if name == "node.fetch" else 16
-            registry.register(_descriptor(name, timeout, limit), handler)
+            registry.register(_descriptor(name, timeout, limit), answering(handler))
+        registry.register(_descriptor("node.events", 365 * day), self.events)
 
-    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._mapped(trio.to_thread.run_sync(lambda: fn(*args, **kwargs)))
 
-    async def _mapped(self, work: Awaitable[Any]) -> Any:
+    async def _mapped(self, work: Awaitable[T]) -> T:
         """``work``'s result, with store and path errors as wire errors."""
         try:
             return await work
@@ -136,16 +183,13 @@ class NodeService:
         except ops.PathError as exc:
             raise ServiceError("bad_request", str(exc)) from None
 
-    async def status(self, ctx: CallContext) -> dict[str, Any]:
-        return self._status()
+    async def status(self, ctx: CallContext) -> NodeStatus:
+        return from_wire(NodeStatus, self._status())
 
-    async def peers(self, ctx: CallContext) -> dict[str, Any]:
-        """Streams ``{"items": [peer, ...]}`` pages; answers ``{"count": n}``."""
-        rows = self._peers()
-        await send_pages(ctx, "items", rows)
-        return {"count": len(rows)}
+    async def peers(self, ctx: CallContext) -> list[PeerRow]:
+        return [from_wire(PeerRow, row) for row in self._peers()]
 
-    async def add(self, ctx: CallContext) -> dict[str, Any]:
+    async def add(self, ctx: CallContext) -> Added:
         args = want_map(ctx.args)
         paths = args.get("paths")
         if not isinstance(paths, list) or not paths or len(paths) > MAX_ADD_PATHS:
@@ -160,9 +204,9 @@ class NodeService:
             )
         )
         self._announce(cids, [])
-        return {"cids": cids}
+        return Added(cids)
 
-    async def fetch(self, ctx: CallContext) -> dict[str, Any]:
+    async def fetch(self, ctx: CallContext) -> Fetched:
         args = want_map(ctx.args)
         cid = want_cid(args.get("cid"))
         span = args.get("range")
@@ -173,54 +217,38 @@ class NodeService:
         manifest: Manifest = await _with_progress(
             ctx, lambda report: self._fetch(cid, span, args.get("stream") is True, report)
         )
-        return {"cid": cid, "size": manifest.size, "name": manifest.name}
+        return Fetched(cid, manifest.size, manifest.name)
 
-    async def ls(self, ctx: CallContext) -> dict[str, Any]:
-        """Streams ``{"items": [info, ...]}`` pages; answers ``{"count": n}``."""
+    async def ls(self, ctx: CallContext) -> list[BlobEntry]:
         prefix = want_map(ctx.args).get("prefix") or ""
         if not isinstance(prefix, str):
             raise bad("prefix must be text")
-        infos: list[dict[str, Any]] = await self._run(ops.ls, self._store, prefix)
-        await send_pages(ctx, "items", infos)
-        return {"count": len(infos)}
+        return await self._run(ops.ls, self._store, prefix)
 
-    async def stat(self, ctx: CallContext) -> dict[str, Any]:
-        return await self._cid_op(ctx, ops.stat)
+    async def stat(self, ctx: CallContext) -> BlobEntry:
+        return await self._run(ops.stat, self._store, _cid_arg(ctx))
 
-    async def pin(self, ctx: CallContext) -> dict[str, Any]:
-        return await self._cid_op(ctx, ops.pin)
+    async def pin(self, ctx: CallContext) -> PinState:
+        return await self._run(ops.pin, self._store, _cid_arg(ctx))
 
-    async def unpin(self, ctx: CallContext) -> dict[str, Any]:
-        return await self._cid_op(ctx, ops.unpin)
+    async def unpin(self, ctx: CallContext) -> PinState:
+        return await self._run(ops.unpin, self._store, _cid_arg(ctx))
 
-    async def rm(self, ctx: CallContext) -> dict[str, Any]:
-        result = await self._cid_op(ctx, ops.rm)
-        self._announce([], [result["cid"]])
+    async def rm(self, ctx: CallContext) -> Removed:
+        result = await self._run(ops.rm, self._store, _cid_arg(ctx))
+        self._announce([], [result.cid])
         return result
 
-    async def _cid_op(
-        self, ctx: CallContext, op: Callable[[BlobStore, Cid], dict[str, Any]]
-    ) -> dict[str, Any]:
-        cid = want_cid(want_map(ctx.args).get("cid"))
-        result: dict[str, Any] = await self._run(op, self._store, cid)
-        return result
-
-    async def gc(self, ctx: CallContext) -> dict[str, Any]:
-        """Streams ``{"removed": [CID, ...]}`` pages; answers ``{"bytes_freed": n}``."""
+    async def gc(self, ctx: CallContext) -> GcResult:
         everything = bool(want_map(ctx.args).get("all"))
-        result: dict[str, Any] = await self._run(ops.gc, self._store, everything)
-        removed = result.pop("removed")
-        for cid in removed:
+        result = await self._run(ops.gc, self._store, everything)
+        for cid in result.removed:
             self._events.publish(BlobEvicted(cid))
-        self._announce([], removed)
-        await send_pages(ctx, "removed", removed)
+        self._announce([], result.removed)
         return result
 
-    async def whohas(self, ctx: CallContext) -> dict[str, Any]:
-        """Streams ``{"items": [holder, ...]}`` pages; answers ``{"count": n}``."""
-        rows = self._whohas(want_cid(want_map(ctx.args).get("cid")))
-        await send_pages(ctx, "items", rows)
-        return {"count": len(rows)}
+    async def whohas(self, ctx: CallContext) -> list[Holder]:
+        return [from_wire(Holder, row) for row in self._whohas(_cid_arg(ctx))]
 
     async def events(self, ctx: CallContext) -> dict[str, Any]:
         """Past events after ``after``; with ``follow``, then new ones until cancelled."""
@@ -234,15 +262,10 @@ class NodeService:
             await ctx.send(entry.to_wire())
         return {}
 
-    async def verify(self, ctx: CallContext) -> dict[str, Any]:
-        """Streams ``{"corrupt": [...]}`` and ``{"missing": [...]}`` pages; answers the
-        counts and the rest of the report."""
-        result: dict[str, Any] = await self._run(ops.verify, self._store)
-        for key in ops.PAGED_RESULTS["verify"]:
-            await send_pages(ctx, key, result.pop(key))
-        return result
+    async def verify(self, ctx: CallContext) -> VerifyResult:
+        return await self._run(ops.verify, self._store)
 
-    async def push(self, ctx: CallContext) -> dict[str, Any]:
+    async def push(self, ctx: CallContext) -> Pushed:
         args = want_map(ctx.args)
         cid = want_cid(args.get("cid"))
         target = args.get("to")
@@ -251,25 +274,27 @@ class NodeService:
         result: PushResult = await _with_progress(
             ctx, lambda report: self._push(cid, target, report)
         )
-        return {"cid": cid, "sent": result.sent, "skipped": result.skipped}
+        return Pushed(cid, result.sent, result.skipped)
 
-    async def transfers(self, ctx: CallContext) -> list[dict[str, Any]]:
-        return [asdict(p) for p in self._transfers.snapshot()]
+    async def transfers(self, ctx: CallContext) -> list[TransferState]:
+        return [TransferState(**asdict(p)) for p in self._transfers.snapshot()]
 
-    async def cancel(self, ctx: CallContext) -> dict[str, Any]:
-        cid = want_cid(want_map(ctx.args).get("cid"))
+    async def cancel(self, ctx: CallContext) -> Cancelled:
+        cid = _cid_arg(ctx)
         if not self._transfers.cancel(cid):
             raise ServiceError("not_found", f"no fetch of {cid} is running")
-        return {"cid": cid, "cancelled": True}
+        return Cancelled(cid, cancelled=True)
 
 
-async def _with_progress(
-    ctx: CallContext, job: Callable[[ProgressFn], Awaitable[Any]]
-) -> Any:
+def _cid_arg(ctx: CallContext) -> Cid:
+    return want_cid(want_map(ctx.args).get("cid"))
+
+
+async def _with_progress(ctx: CallContext, job: Callable[[ProgressFn], Awaitable[T]]) -> T:
     """Run ``job``, streaming its progress to the caller; the latest state wins when
     the caller lags. The job's own exception is re-raised as is (not as a group)."""
     send, receive = trio.open_memory_channel[dict[str, Any]](1)
-    outcome: list[Any] = []
+    outcome: list[T] = []
     failure: list[Exception] = []
 
     last_sent = [-math.inf]

@@ -3,7 +3,7 @@
 The same functions serve both ways the CLI works: directly on the store when
 no daemon runs, and inside the daemon behind the ``node.*`` capabilities. So a
 command behaves the same either way, and its output is printed by one piece of
-code. Results are msgpack-friendly dicts and lists.
+code. Results are the typed results of ``services.results``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import mimetypes
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 from hearthfile.blobs.chunker import BlobError, Manifest
-from hearthfile.blobs.store import BlobInfo, BlobStore
+from hearthfile.blobs.store import BlobInfo, BlobStore, WriteBatch
 from hearthfile.cids import Cid
 from hearthfile.errors import HearthError
+from hearthfile.services.results import BlobEntry, GcResult, PinState, Removed, VerifyResult
 
 #: Files added in one call share a flush; this bounds what a crash can lose.
 ADD_BATCH_BYTES: Final = 256 * 1024 * 1024
@@ -32,18 +33,6 @@ class PathError(HearthError):
     def __init__(self, message: str, *, usage: bool = False) -> None:
         super().__init__(message)
         self.usage = usage
-
-
-#: The lists of each result that a daemon streams to the CLI in pages, one stream item
-#: ``{key: [...]}`` each (``node.*``): a whole list of a large store would not fit in
-#: one frame. An ``items`` list is the whole result, as ``ls`` answers locally.
-PAGED_RESULTS: Final[dict[str, tuple[str, ...]]] = {
-    "ls": ("items",),
-    "peers": ("items",),
-    "whohas": ("items",),
-    "gc": ("removed",),
-    "verify": ("corrupt", "missing"),
-}
 
 
 def pages(values: Iterable[T], budget: int, size: Callable[[T], int]) -> Iterator[list[T]]:
@@ -63,19 +52,19 @@ def pages(values: Iterable[T], budget: int, size: Callable[[T], int]) -> Iterato
         yield page
 
 
-def info_dict(info: BlobInfo) -> dict[str, Any]:
-    return {
-        "cid": info.cid,
-        "size": info.size,
-        "chunks": info.chunk_count,
-        "content": info.content,
-        "pinned": info.pinned,
-        "complete": info.complete,
-        "name": info.name,
-        "mime": info.mime,
-        "added_at": info.added_at,
-        "last_access": info.last_access,
-    }
+def entry(info: BlobInfo) -> BlobEntry:
+    return BlobEntry(
+        cid=info.cid,
+        size=info.size,
+        chunks=info.chunk_count,
+        content=info.content,
+        pinned=info.pinned,
+        complete=info.complete,
+        name=info.name,
+        mime=info.mime,
+        added_at=info.added_at,
+        last_access=info.last_access,
+    )
 
 
 def check_paths(paths: list[str]) -> list[Path]:
@@ -93,13 +82,13 @@ def add_paths(
     paths: list[str],
     *,
     pin: bool = False,
-    on_durable: Callable[[list[str]], None] = lambda cids: None,
+    on_durable: Callable[[list[Cid]], None] = lambda cids: None,
     progress_for: Callable[[Path, int], Callable[[int], None]] = lambda p, n: lambda k: None,
-) -> list[str]:
+) -> list[Cid]:
     """Add files; ``on_durable`` gets each group of CIDs once they are durable."""
     files = check_paths(paths)
-    added: list[str] = []
-    pending: list[str] = []
+    added: list[Cid] = []
+    pending: list[Cid] = []
     batch = store.batch()
     try:
         for path in files:
@@ -120,7 +109,7 @@ def add_paths(
 
 def _add_file(
     store: BlobStore,
-    batch: Any,
+    batch: WriteBatch,
     path: Path,
     pin: bool,
     progress_for: Callable[[Path, int], Callable[[int], None]],
@@ -145,47 +134,47 @@ def _add_file(
             raise PathError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def ls(store: BlobStore, prefix: str = "") -> list[dict[str, Any]]:
-    return [info_dict(i) for i in store.list_cids(prefix)]
+def ls(store: BlobStore, prefix: str = "") -> list[BlobEntry]:
+    return [entry(i) for i in store.list_cids(prefix)]
 
 
-def stat(store: BlobStore, cid: Cid) -> dict[str, Any]:
+def stat(store: BlobStore, cid: Cid) -> BlobEntry:
     """A complete blob's metadata; a partial one (a fetch or put under way) is not shown."""
     info = store.stat(cid)
     if not info.complete:
         raise BlobError("not_found", cid)
-    return info_dict(info)
+    return entry(info)
 
 
-def pin(store: BlobStore, cid: Cid) -> dict[str, Any]:
+def pin(store: BlobStore, cid: Cid) -> PinState:
     store.pin(cid)
-    return {"cid": cid, "pinned": True}
+    return PinState(cid, pinned=True)
 
 
-def unpin(store: BlobStore, cid: Cid) -> dict[str, Any]:
+def unpin(store: BlobStore, cid: Cid) -> PinState:
     store.unpin(cid)
-    return {"cid": cid, "pinned": False}
+    return PinState(cid, pinned=False)
 
 
-def rm(store: BlobStore, cid: Cid) -> dict[str, Any]:
-    return {"cid": cid, "bytes_freed": store.remove(cid)}
+def rm(store: BlobStore, cid: Cid) -> Removed:
+    return Removed(cid, bytes_freed=store.remove(cid))
 
 
-def gc(store: BlobStore, everything: bool = False) -> dict[str, Any]:
+def gc(store: BlobStore, everything: bool = False) -> GcResult:
     report = store.gc(everything=everything)
-    return {"removed": list(report.blobs_removed), "bytes_freed": report.bytes_freed}
+    return GcResult(removed=list(report.blobs_removed), bytes_freed=report.bytes_freed)
 
 
-def verify(store: BlobStore) -> dict[str, Any]:
+def verify(store: BlobStore) -> VerifyResult:
     r = store.verify()
-    return {
-        "chunks_checked": r.chunks_checked,
-        "manifests_checked": r.manifests_checked,
-        "corrupt": r.corrupt,
-        "missing": r.missing,
-        "manifests_restored": r.manifests_restored,
-        "untracked_removed": r.untracked_removed,
-        "adopted": r.adopted,
-        "affected": r.affected,
-        "clean": r.clean,
-    }
+    return VerifyResult(
+        chunks_checked=r.chunks_checked,
+        manifests_checked=r.manifests_checked,
+        corrupt=r.corrupt,
+        missing=r.missing,
+        manifests_restored=r.manifests_restored,
+        untracked_removed=r.untracked_removed,
+        adopted=r.adopted,
+        affected=r.affected,
+        clean=r.clean,
+    )

@@ -126,7 +126,17 @@ class SourceFinder:
         async with trio.open_nursery() as nursery:
             for conn in self.connected():
                 nursery.start_soon(ask, conn)
+        if not found:
+            self._no_holder_online(cid)
         return found
+
+    def _no_holder_online(self, cid: Cid) -> None:
+        """Holders are known but none answers: say so, not "no known source"."""
+        known = [h for h in self._index.sources(cid, self._clock()) if h.node != self._me]
+        if known:
+            raise ServiceError(
+                "unavailable", f"{cid}: every known holder is offline ({len(known)} known)"
+            )
 
     async def _lists(self, conn: Peer, cid: Cid) -> bool:
         try:

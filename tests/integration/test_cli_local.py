@@ -19,7 +19,7 @@ MISSING = "blake3:" + "0" * 64
 
 
 def add(home: Path, *paths: Path, pin: bool = False) -> str:
-    result = run_cli(home, "add", *map(str, paths), *(["--pin"] if pin else []))
+    result = run_cli(home, "add", *map(str, paths), *([] if pin else ["--no-pin"]))
     assert result.returncode == 0, result.stderr
     return result.out.strip().splitlines()[-1]
 
@@ -36,7 +36,7 @@ def test_add_cat_get_stat_ls(home: Path, tmp_path: Path) -> None:
     assert out.read_bytes() == src.read_bytes()
     stat = json.loads(run_cli(home, "--json", "stat", cid).out)
     assert stat["size"] == 700_000 and stat["chunks"] == 3 and stat["name"] == "photo.jpg"
-    assert stat["mime"] == "image/jpeg" and stat["pinned"] is False
+    assert stat["mime"] == "image/jpeg" and stat["pinned"] is False, "added with --no-pin"
     listed = json.loads(run_cli(home, "ls", "--json").out)
     assert [entry["cid"] for entry in listed] == [cid]
 

@@ -48,7 +48,7 @@ def test_advert_crosses_the_line_fetch_and_withdraw(
     n1, _, _, _, n5 = start_line(make_node, 5)
     src = tmp_path / "far.bin"
     src.write_bytes(payload(3 * CS + 9, 21))
-    cid = n1.ok("add", str(src)).split()[-1]
+    cid = n1.ok("add", "--no-pin", str(src)).split()[-1]
     wait_for(lambda: n1.node_id in sources(n5, cid), 60, "node 5 to learn node 1 holds it")
     n5.ok("get", cid, "-o", str(tmp_path / "got.bin"))
     assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()

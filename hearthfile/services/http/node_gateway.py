@@ -29,6 +29,7 @@ from hearthfile.errors import ServiceError
 from hearthfile.events import Counters, EventBus
 from hearthfile.services import ops
 from hearthfile.services.http.backend import Added, BlobMeta, GatewayError, Metric
+from hearthfile.services.results import to_wire
 from hearthfile.transfer.manager import TransferManager
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class NodeGateway:
 
     async def list_blobs(self, prefix: str, after: str, limit: int) -> list[dict[str, Any]]:
         infos = await self._run(lambda: self._store.list_cids(prefix, after=after, limit=limit))
-        return [ops.info_dict(i) for i in infos]
+        return [to_wire(ops.entry(i)) for i in infos]
 
     # -- writes --------------------------------------------------------------
 

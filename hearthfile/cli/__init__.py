@@ -1,0 +1,99 @@
+"""The ``hearthfile`` command line (DESIGN.md section 8).
+
+Commands, flags and exit codes are a contract: 0 ok, 1 the operation failed,
+2 usage or configuration error. Every failure is one line on stderr (one JSON
+object under ``--json``), never a traceback; a closed pipe is not a failure.
+
+The parts: ``parser`` (arguments), ``commands`` (one function per command),
+``client`` (a typed client of the node, the same protocol whether a daemon runs
+or not) and ``output`` (text, JSON, progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import trio
+
+from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.store import PinnedError, StoreLocked
+from hearthfile.cids import CidError
+from hearthfile.cli.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    OutputError,
+    describe,
+    describe_os_error,
+    error_code,
+    first_failure,
+)
+from hearthfile.cli.output import Output, silence_stdout
+from hearthfile.cli.parser import build_parser
+from hearthfile.config import ConfigError
+from hearthfile.errors import PeerUnavailable, RemoteProtocolError, ServiceError
+from hearthfile.identity import IdentityError
+from hearthfile.services import ops
+
+__all__ = ["build_parser", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("hearthfile: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    out = Output(json_mode=args.json)
+    try:
+        code = _run(args, out)
+        out.flush()
+        return code
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_OK
+    except CliError as exc:
+        if isinstance(exc, OutputError):
+            silence_stdout()  # what stayed buffered must not fail again at exit
+        return _fail(out, exc, str(exc), exc.code)
+    except (ConfigError, CidError) as exc:
+        return _fail(out, exc, str(exc), EXIT_USAGE)
+    except ops.PathError as exc:
+        return _fail(out, exc, str(exc), EXIT_USAGE if exc.usage else EXIT_FAILED)
+    except (BlobError, ServiceError, PinnedError, StoreLocked, IdentityError) as exc:
+        return _fail(out, exc, describe(exc), EXIT_FAILED)
+    except (PeerUnavailable, RemoteProtocolError) as exc:
+        return _fail(out, exc, f"connection to the daemon failed: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt as exc:
+        return _fail(out, exc, "interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:  # the home or the store cannot be used
+        return _fail(out, exc, describe_os_error(exc), EXIT_FAILED)
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
+    """Run the command; a failure that arrives wrapped in exception groups (from a
+    nursery) is raised as itself, so it is reported like any other."""
+    try:
+        return int(trio.run(args.func, args, out))
+    except BaseExceptionGroup as group:
+        leaf = first_failure(group)
+        if isinstance(leaf, Exception | KeyboardInterrupt):
+            raise leaf from None
+        raise
+
+
+def _fail(out: Output, exc: BaseException, message: str, code: int) -> int:
+    if out.json:
+        fields = {"error": message, "exit_code": code, "code": error_code(exc)}
+        print(json.dumps(fields, sort_keys=True), file=sys.stderr)
+    else:
+        print(f"hearthfile: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""A typed client of the node: what every command calls, daemon or not.
+
+``NodeClient`` is one protocol with two implementations. ``BusClient`` talks to
+the home's daemon over the bus (``node.*``, signed with the node's own key, so at
+trust ``self``); blob bytes it reads from the daemon's store directly (read-only),
+which spares them a trip through the encrypted channel. ``LocalClient`` works on
+the store itself when no daemon runs; network operations say that none runs.
+Both answer with the result types of ``services.results``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+import trio
+
+from hearthfile import home as node_home
+from hearthfile.blobs.backend import Buffer
+from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.store import BlobStore, StoreLocked
+from hearthfile.cids import Cid
+from hearthfile.cli.errors import CliError
+from hearthfile.errors import PeerUnavailable, RemoteProtocolError
+from hearthfile.identity import IdentityError, NodeId, NodeKey
+from hearthfile.services import ops
+from hearthfile.services.results import (
+    Added,
+    BlobEntry,
+    Cancelled,
+    DownloadRecord,
+    DownloadRemoved,
+    Fetched,
+    GcResult,
+    Holder,
+    Invitation,
+    Joined,
+    NodeStatus,
+    PeerRow,
+    PinState,
+    Pushed,
+    Removed,
+    TransferState,
+    TrustChanged,
+    TrustRow,
+    VerifyResult,
+    from_wire,
+)
+from hearthfile.trust.book import TrustError
+
+if TYPE_CHECKING:  # the bus loads only when a daemon runs
+    from hearthfile.bus.capability import TrustLevel
+    from hearthfile.bus.connection import Connection
+    from hearthfile.trust.book import TrustBook
+
+#: Bytes of paths per ``node.add`` call: a request must fit in one frame.
+ADD_BATCH_BYTES: Final = 128 * 1024
+
+Span = tuple[int, int] | None  # [start, end) in bytes
+Write = Callable[[Buffer], object]
+OnProgress = Callable[[TransferState], None]
+OnEvent = Callable[[dict[str, Any]], None]
+#: ``{url, name, expect, refresh}`` of ``hearthfile download``.
+DownloadRequest = dict[str, str | bool | None]
+R = TypeVar("R")
+
+
+def _ignore(state: TransferState) -> None:
+    pass
+
+
+class NodeClient(Protocol):
+    home: Path
+
+    async def add(self, paths: list[str], *, pin: bool) -> Added: ...
+    async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched: ...
+    async def read(self, cid: Cid, span: Span, write: Write) -> None:
+        """Write the blob's bytes (or the span) in order, fetching what is missing."""
+        ...
+
+    async def ls(self, prefix: str) -> list[BlobEntry]: ...
+    async def stat(self, cid: Cid) -> BlobEntry: ...
+    async def pin(self, cid: Cid) -> PinState: ...
+    async def unpin(self, cid: Cid) -> PinState: ...
+    async def rm(self, cid: Cid) -> Removed: ...
+    async def gc(self, everything: bool) -> GcResult: ...
+    async def verify(self) -> VerifyResult: ...
+    async def status(self) -> NodeStatus: ...
+    async def peers(self) -> list[PeerRow]: ...
+    async def push(self, cid: Cid, to: NodeId, progress: OnProgress = _ignore) -> Pushed: ...
+    async def trust(self, node: NodeId, level: str) -> TrustChanged: ...
+    async def untrust(self, node: NodeId) -> TrustChanged: ...
+    async def trusted(self) -> list[TrustRow]: ...
+    async def invite(self, level: str, uses: int, ttl_s: float) -> Invitation: ...
+    async def join(self, token: str) -> Joined: ...
+    async def download(self, request: DownloadRequest) -> DownloadRecord: ...
+    async def downloads(self) -> list[DownloadRecord]: ...
+    async def download_op(self, action: str, id_: str) -> DownloadRecord:
+        """``show``, ``pause`` or ``resume`` one download."""
+        ...
+
+    async def download_remove(self, id_: str) -> DownloadRemoved: ...
+    async def transfers(self) -> list[TransferState]: ...
+    async def cancel(self, cid: Cid) -> Cancelled: ...
+    async def whohas(self, cid: Cid) -> list[Holder]: ...
+    async def events(self, follow: bool, on_event: OnEvent) -> None: ...
+
+
+def _write_span(store: BlobStore, cid: Cid, span: Span, write: Write) -> None:
+    start, end = (0, None) if span is None else span
+    for view in store.read_blob_stream(cid, start, end):
+        write(view)
+
+
+class LocalClient:
+    """The store itself, when no daemon runs (opened on first use)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._store: BlobStore | None = None
+
+    @property
+    def store(self) -> BlobStore:
+        if self._store is None:
+            self._store = open_store(self.home)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def _no_daemon(self) -> CliError:
+        if not self.home.is_dir():
+            return no_node(self.home)
+        return CliError(f"no daemon running for {self.home}")
+
+    async def add(self, paths: list[str], *, pin: bool) -> Added:
+        return Added(ops.add_paths(self.store, paths, pin=pin))
+
+    async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
+        try:  # all of it (or of the span) must be here: there is no daemon to fetch it
+            next(iter(self.store.read_blob_stream(cid, *(span or (0, None)))), None)
+        except BlobError:
+            raise BlobError("not_found", cid) from None
+        info = self.store.stat(cid)
+        return Fetched(cid, info.size, info.name)
+
+    async def read(self, cid: Cid, span: Span, write: Write) -> None:
+        _write_span(self.store, cid, span, write)
+
+    async def ls(self, prefix: str) -> list[BlobEntry]:
+        return ops.ls(self.store, prefix)
+
+    async def stat(self, cid: Cid) -> BlobEntry:
+        return ops.stat(self.store, cid)
+
+    async def pin(self, cid: Cid) -> PinState:
+        return ops.pin(self.store, cid)
+
+    async def unpin(self, cid: Cid) -> PinState:
+        return ops.unpin(self.store, cid)
+
+    async def rm(self, cid: Cid) -> Removed:
+        return ops.rm(self.store, cid)
+
+    async def gc(self, everything: bool) -> GcResult:
+        return ops.gc(self.store, everything)
+
+    async def verify(self) -> VerifyResult:
+        return ops.verify(self.store)
+
+    async def status(self) -> NodeStatus:
+        raise self._no_daemon()
+
+    async def peers(self) -> list[PeerRow]:
+        raise self._no_daemon()
+
+    async def push(self, cid: Cid, to: NodeId, progress: OnProgress = _ignore) -> Pushed:
+        raise self._no_daemon()
+
+    def _book(self) -> TrustBook:
+        """The home's trust book; the daemon reads it when it starts."""
+        from hearthfile.config import load_config
+        from hearthfile.trust.storage import open_book
+
+        if not self.home.is_dir():
+            raise no_node(self.home)
+        config = load_config(self.home)
+        try:
+            return open_book(
+                self.home,
+                load_key(self.home).node_id,
+                config.trust,
+                open_membership=config.open_membership,
+            )
+        except TrustError as exc:
+            raise CliError(str(exc)) from None
+
+    async def trust(self, node: NodeId, level: str) -> TrustChanged:
+        from hearthfile.trust.levels import TrustLevel
+
+        try:
+            change = self._book().grant(node, TrustLevel.parse_grantable(level), now=time.time())
+        except TrustError as exc:
+            raise CliError(str(exc)) from None
+        return TrustChanged(str(node), change.after.label, change.before.label)
+
+    async def untrust(self, node: NodeId) -> TrustChanged:
+        try:
+            change = self._book().revoke(node)
+        except TrustError as exc:
+            raise CliError(str(exc)) from None
+        return TrustChanged(str(node), change.after.label, change.before.label)
+
+    async def trusted(self) -> list[TrustRow]:
+        from hearthfile.services.trust import entry_row
+
+        return [from_wire(TrustRow, entry_row(e)) for e in self._book().entries()]
+
+    async def invite(self, level: str, uses: int, ttl_s: float) -> Invitation:
+        raise self._needs_daemon()
+
+    async def join(self, token: str) -> Joined:
+        raise self._needs_daemon()
+
+    async def download(self, request: DownloadRequest) -> DownloadRecord:
+        raise self._needs_daemon()
+
+    async def downloads(self) -> list[DownloadRecord]:
+        raise self._needs_daemon()
+
+    async def download_op(self, action: str, id_: str) -> DownloadRecord:
+        raise self._needs_daemon()
+
+    async def download_remove(self, id_: str) -> DownloadRemoved:
+        raise self._needs_daemon()
+
+    def _needs_daemon(self) -> CliError:
+        return CliError(f"no daemon running for {self.home}: start it with 'hearthfile run'")
+
+    async def transfers(self) -> list[TransferState]:
+        raise self._no_daemon()
+
+    async def cancel(self, cid: Cid) -> Cancelled:
+        raise self._no_daemon()
+
+    async def whohas(self, cid: Cid) -> list[Holder]:
+        raise self._no_daemon()
+
+    async def events(self, follow: bool, on_event: OnEvent) -> None:
+        raise self._no_daemon()
+
+
+def _is_page(item: object) -> bool:
+    """A page of a list result: ``{key: [...]}`` (progress maps have several keys)."""
+    return isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), list)
+
+
+def _path_bytes(path: str) -> int:
+    return len(path.encode(errors="surrogateescape")) + 5
+
+
+class BusClient:
+    """The home's daemon, over the bus."""
+
+    def __init__(self, home: Path, conn: Connection, data_dir: Path) -> None:
+        self.home = home
+        self.conn = conn
+        self.data_dir = data_dir
+
+    async def _answer(
+        self, op: str, args: dict[str, Any], progress: OnProgress | None = None
+    ) -> dict[str, Any]:
+        """Call ``node.<op>``: its answer with the paged lists put back in place."""
+        lists: dict[str, list[Any]] = {}
+        async with self.conn.open_call(f"node.{op}", args) as call:
+            async for item in call:
+                if _is_page(item):
+                    [(key, values)] = item.items()
+                    lists.setdefault(key, []).extend(values)
+                elif progress is not None:
+                    progress(from_wire(TransferState, item))
+            answer = await call.result()
+        if isinstance(answer, list):  # a short list answered whole
+            answer = {"items": answer}
+        if not isinstance(answer, dict):
+            raise RemoteProtocolError(f"node.{op} answered {type(answer).__name__}")
+        return {**answer, **lists}
+
+    async def _one(
+        self, kind: type[R], op: str, args: dict[str, Any], progress: OnProgress | None = None
+    ) -> R:
+        return from_wire(kind, await self._answer(op, args, progress))
+
+    async def _many(self, kind: type[R], op: str, args: dict[str, Any]) -> list[R]:
+        return [from_wire(kind, item) for item in (await self._answer(op, args)).get("items", [])]
+
+    async def add(self, paths: list[str], *, pin: bool) -> Added:
+        cids: list[Cid] = []
+        for batch in ops.pages(paths, ADD_BATCH_BYTES, _path_bytes):
+            added = await self._one(Added, "add", {"paths": batch, "pin": pin})
+            cids.extend(added.cids)
+        return Added(cids)
+
+    async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
+        args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
+        return await self._one(Fetched, "fetch", args, progress)
+
+    async def read(self, cid: Cid, span: Span, write: Write) -> None:
+        store = BlobStore(self.data_dir, readonly=True)
+        try:
+            if span is not None:
+                await self.fetch(cid, span)
+                _write_span(store, cid, span, write)
+                return
+            written = 0
+            async with self.conn.open_call("node.fetch", {"cid": cid, "stream": True}) as call:
+                async for _ in call:
+                    written = _write_ready(store, cid, write, written)
+                await call.result()
+            _write_ready(store, cid, write, written)
+        finally:
+            store.close()
+
+    async def ls(self, prefix: str) -> list[BlobEntry]:
+        return await self._many(BlobEntry, "ls", {"prefix": prefix})
+
+    async def stat(self, cid: Cid) -> BlobEntry:
+        return await self._one(BlobEntry, "stat", {"cid": cid})
+
+    async def pin(self, cid: Cid) -> PinState:
+        return await self._one(PinState, "pin", {"cid": cid})
+
+    async def unpin(self, cid: Cid) -> PinState:
+        return await self._one(PinState, "unpin", {"cid": cid})
+
+    async def rm(self, cid: Cid) -> Removed:
+        return await self._one(Removed, "rm", {"cid": cid})
+
+    async def gc(self, everything: bool) -> GcResult:
+        return await self._one(GcResult, "gc", {"all": everything})
+
+    async def verify(self) -> VerifyResult:
+        return await self._one(VerifyResult, "verify", {})
+
+    async def status(self) -> NodeStatus:
+        return await self._one(NodeStatus, "status", {})
+
+    async def peers(self) -> list[PeerRow]:
+        return await self._many(PeerRow, "peers", {})
+
+    async def push(self, cid: Cid, to: NodeId, progress: OnProgress = _ignore) -> Pushed:
+        return await self._one(Pushed, "push", {"cid": cid, "to": str(to)}, progress)
+
+    async def trust(self, node: NodeId, level: str) -> TrustChanged:
+        args = {"node_id": str(node), "level": level}
+        return await self._one(TrustChanged, "trust", args)
+
+    async def untrust(self, node: NodeId) -> TrustChanged:
+        return await self._one(TrustChanged, "untrust", {"node_id": str(node)})
+
+    async def trusted(self) -> list[TrustRow]:
+        return await self._many(TrustRow, "trusted", {})
+
+    async def invite(self, level: str, uses: int, ttl_s: float) -> Invitation:
+        args = {"level": level, "uses": uses, "ttl_s": ttl_s}
+        return await self._one(Invitation, "invite", args)
+
+    async def join(self, token: str) -> Joined:
+        return await self._one(Joined, "join", {"token": token})
+
+    async def download(self, request: DownloadRequest) -> DownloadRecord:
+        return await self._one(DownloadRecord, "download", dict(request))
+
+    async def downloads(self) -> list[DownloadRecord]:
+        return await self._many(DownloadRecord, "downloads", {})
+
+    async def download_op(self, action: str, id_: str) -> DownloadRecord:
+        return await self._one(DownloadRecord, f"download.{action}", {"id": id_})
+
+    async def download_remove(self, id_: str) -> DownloadRemoved:
+        return await self._one(DownloadRemoved, "download.remove", {"id": id_})
+
+    async def transfers(self) -> list[TransferState]:
+        return await self._many(TransferState, "transfers", {})
+
+    async def cancel(self, cid: Cid) -> Cancelled:
+        return await self._one(Cancelled, "cancel", {"cid": cid})
+
+    async def whohas(self, cid: Cid) -> list[Holder]:
+        return await self._many(Holder, "whohas", {"cid": cid})
+
+    async def events(self, follow: bool, on_event: OnEvent) -> None:
+        async with self.conn.open_call("node.events", {"follow": follow}) as call:
+            async for event in call:
+                if not isinstance(event, dict):
+                    raise RemoteProtocolError("node.events sent a non-map item")
+                on_event(event)
+            await call.result()
+
+
+def _write_ready(store: BlobStore, cid: Cid, write: Write, start: int) -> int:
+    """Write chunks ``start``, ``start + 1``, ... that are stored; return the next index."""
+    try:
+        manifest = store.read_manifest(cid)
+    except BlobError:
+        return start  # the manifest is not in yet
+    index = start
+    while index < len(manifest.chunks) and store.has_chunk(manifest.chunks[index]):
+        write(store.read_chunk(manifest.chunks[index]))
+        index += 1
+    return index
+
+
+@contextlib.asynccontextmanager
+async def open_client(home: Path) -> AsyncIterator[NodeClient]:
+    """The home's daemon when one runs, else its store."""
+    info = node_home.daemon_info(home)
+    if info is None:
+        local = LocalClient(home)
+        try:
+            yield local
+        finally:
+            local.close()
+        return
+    from hearthfile.bus.capability import Registry
+    from hearthfile.bus.client import open_secure_channel
+    from hearthfile.bus.connection import Connection
+
+    key = load_key(home)
+    try:
+        via = node_home.control_socket(home)  # our own way in, whatever strangers do
+        via = via if via is not None and via.exists() else None
+        async with open_secure_channel(
+            info.address, key, expected_peer=key.node_id, via=via
+        ) as channel:
+            conn = Connection(channel, Registry(), _self_only(key.node_id), initiator=True)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.serve)
+                yield BusClient(home, conn, info.data_dir)
+                nursery.cancel_scope.cancel()
+    except PeerUnavailable as exc:
+        raise CliError(f"cannot reach the daemon for {home} at {info.address}: {exc}") from None
+
+
+def _self_only(me: NodeId) -> Callable[[NodeId], TrustLevel]:
+    from hearthfile.bus.capability import TrustLevel
+
+    return lambda node: TrustLevel.SELF if node == me else TrustLevel.STRANGER
+
+
+def open_store(home: Path) -> BlobStore:
+    """The home's store, for a command that runs without a daemon."""
+    if not home.is_dir():
+        raise no_node(home)
+    try:
+        return BlobStore(home / "data")
+    except StoreLocked as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot open store in {home}: {exc.strerror}") from None
+
+
+def load_key(home: Path) -> NodeKey:
+    try:
+        return NodeKey.load(home / node_home.KEY_FILE)
+    except IdentityError as exc:
+        raise CliError(str(exc)) from None
+
+
+def no_node(home: Path) -> CliError:
+    return CliError(f"no node at {home} ('hearthfile init' creates one)")

@@ -1,0 +1,443 @@
+"""The commands of DESIGN.md section 8: each turns its arguments into client calls
+and prints the results through ``Output``. None of them knows whether a daemon runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from hearthfile import home as node_home
+from hearthfile.blobs.backend import SequentialWriter
+from hearthfile.blobs.chunker import BlobError
+from hearthfile.cids import Cid, CidError, parse_cid
+from hearthfile.cli.client import NodeClient, Span, Write, load_key, open_client
+from hearthfile.cli.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    describe,
+    describe_os_error,
+    first_failure,
+)
+from hearthfile.cli.output import Output, ProgressBar, event_json, human_bytes, iso_time
+from hearthfile.config import Config, load_config, with_overrides
+from hearthfile.errors import ServiceError
+from hearthfile.identity import NodeId
+from hearthfile.services import ops
+from hearthfile.services.results import Fetched
+
+#: CIDs fetched at once by one ``get`` of many CIDs.
+GET_CONCURRENCY: Final = 8
+#: How long ``stop`` waits for the daemon to let go of its home.
+STOP_TIMEOUT_S: Final = 30.0
+
+
+def home_dir(args: argparse.Namespace) -> Path:
+    text = args.home or os.environ.get("HEARTHFILE_HOME") or str(Path.home() / ".hearthfile")
+    return Path(text).expanduser().absolute()
+
+
+def cid_arg(text: str) -> Cid:
+    try:
+        return parse_cid(text)
+    except CidError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def node_arg(text: str) -> NodeId:
+    try:
+        return NodeId.parse(text)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+async def cmd_init(args: argparse.Namespace, out: Output) -> int:
+    home = home_dir(args)
+    try:
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        key = node_home.load_or_create_key(home)
+        node_home.load_or_create_http_token(home)
+    except OSError as exc:
+        raise CliError(f"cannot create a node in {home}: {exc.strerror or exc}") from None
+    if out.json:
+        out.data({"home": str(home), "node_id": str(key.node_id)})
+    else:
+        out.line(f"initialised {home}\nnode id {key.node_id}")
+    return EXIT_OK
+
+
+async def cmd_id(args: argparse.Namespace, out: Output) -> int:
+    node_id = str(load_key(home_dir(args)).node_id)
+    if out.json:
+        out.data({"node_id": node_id})
+    else:
+        out.line(node_id)
+    return EXIT_OK
+
+
+async def cmd_add(args: argparse.Namespace, out: Output) -> int:
+    paths = [str(p.absolute()) for p in ops.check_paths(args.paths)]
+    async with open_client(home_dir(args)) as node:
+        added = await node.add(paths, pin=not args.no_pin)
+    out.show(added, lambda a: "\n".join(a.cids))
+    return EXIT_OK
+
+
+async def cmd_cat(args: argparse.Namespace, out: Output) -> int:
+    cid = cid_arg(args.cid)
+    async with open_client(home_dir(args)) as node:
+        await node.read(cid, None, out.write_bytes)
+    out.flush()
+    return EXIT_OK
+
+
+def parse_span(text: str | None) -> Span:
+    """``START-END``, inclusive as HTTP's: the [start, end) it names."""
+    if text is None:
+        return None
+    start, sep, end = text.partition("-")
+    if not sep or not start.isdigit() or not end.isdigit() or int(end) < int(start):
+        raise CliError(f"--range expects START-END in bytes (inclusive), got {text!r}", EXIT_USAGE)
+    return int(start), int(end) + 1
+
+
+def check_span(span: Span, got: Fetched) -> None:
+    if span is not None and span[1] > got.size:
+        raise CliError(
+            f"range {span[0]}-{span[1] - 1} is outside {got.cid} ({got.size} bytes)"
+        )
+
+
+async def cmd_get(args: argparse.Namespace, out: Output) -> int:
+    cids = [cid_arg(c) for c in args.cids]
+    span = parse_span(args.range)
+    if span is not None and len(cids) > 1:
+        raise CliError("--range takes one CID", EXIT_USAGE)
+    direct = _config(args, home_dir(args)).file.direct_io
+    getter = _Getter(args, out, span, direct)
+    async with open_client(home_dir(args)) as node:
+        if len(cids) == 1:
+            await getter.one(node, cids[0], many=False)
+            return EXIT_OK
+        Path(args.output or ".").mkdir(parents=True, exist_ok=True)
+        limiter = trio.CapacityLimiter(GET_CONCURRENCY)
+        failures: list[str] = []
+
+        async def one(cid: Cid) -> None:
+            async with limiter:
+                try:
+                    await getter.one(node, cid, many=True)
+                except (ServiceError, BlobError, CliError) as exc:
+                    failures.append(f"{cid}: {describe(exc)}")
+
+        async with trio.open_nursery() as nursery:
+            for cid in cids:
+                nursery.start_soon(one, cid)
+    for line in failures:
+        print(f"hearthfile: {line}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+class _Getter:
+    """``get``: fetch, then write each blob where it belongs."""
+
+    def __init__(self, args: argparse.Namespace, out: Output, span: Span, direct: bool) -> None:
+        self.output: str | None = args.output
+        self.force: bool = args.force
+        self.pin: bool = args.pin
+        self.out = out
+        self.span = span
+        self.direct = direct
+
+    async def one(self, node: NodeClient, cid: Cid, *, many: bool) -> None:
+        early = self.destination(cid, None, many)
+        if early is not None:
+            self.refuse_overwrite(early)
+        with ProgressBar(f"get {cid[7:19]}", enabled=not many) as bar:
+            got = await node.fetch(cid, self.span, bar.transfer)
+        check_span(self.span, got)
+        if self.pin and self.span is None:
+            await node.pin(cid)
+        dest = self.destination(cid, got, many)
+        if dest is None:
+            await node.read(cid, self.span, self.out.write_bytes)
+            self.out.flush()
+            return
+        self.refuse_overwrite(dest)
+        await save(node, cid, dest, self.span, direct=self.direct)
+        if self.out.json:
+            self.out.data({"cid": cid, "size": got.size, "name": got.name, "path": str(dest)})
+        else:
+            self.out.line(str(dest))
+
+    def destination(self, cid: Cid, got: Fetched | None, many: bool) -> Path | None:
+        """Where a blob goes; None for standard output (``-o -``, or a range without
+        ``-o``, which must not leave a file named after the blob)."""
+        if many:
+            return Path(self.output or ".") / _name(cid, got)
+        if not self.output:
+            return None if self.span is not None else Path(".") / _name(cid, got)
+        if self.output == "-":
+            return None
+        dest = Path(self.output)
+        return dest / _name(cid, got) if dest.is_dir() else dest
+
+    def refuse_overwrite(self, dest: Path) -> None:
+        if not self.force and dest.is_file():
+            raise CliError(f"{dest} exists (--force overwrites it)")
+
+
+def _name(cid: Cid, got: Fetched | None) -> str:
+    name = Path((got.name if got else None) or "").name
+    return name if name not in ("", ".", "..") else cid.removeprefix("blake3:")
+
+
+async def save(node: NodeClient, cid: Cid, dest: Path, span: Span, *, direct: bool) -> None:
+    """Write a blob to ``dest`` without ever leaving a half-written regular file.
+
+    A regular file (or a new path) is filled under a temporary name beside it and
+    renamed into place, whole chunks past the page cache when ``direct`` (config
+    ``file.direct_io``, as for the store). Anything else that exists (``/dev/null``, a FIFO, a
+    terminal) is written in place: renaming over it would replace the device.
+    """
+    if dest.is_char_device() or dest.is_fifo() or dest.is_socket():
+        with open(dest, "wb") as stream:
+            await node.read(cid, span, stream.write)
+        return
+    tmp = dest.with_name(f".{dest.name}.hearthfile-tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            write: Write = SequentialWriter(fd, direct=direct).write
+            await node.read(cid, span, write)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise CliError(f"cannot write {dest}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+async def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        entries = await node.ls(args.prefix or "")
+    if out.json:
+        out.data(entries)
+        return EXIT_OK
+    out.lines(
+        [
+            f"{e.cid}  {human_bytes(e.size):>10}  {'pinned' if e.pinned else '-':6}  "
+            f"{e.name or ''}"
+            for e in entries
+        ]
+    )
+    return EXIT_OK
+
+
+async def cmd_stat(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        out.fields(await node.stat(cid_arg(args.cid)))
+    return EXIT_OK
+
+
+async def cmd_pin(args: argparse.Namespace, out: Output) -> int:
+    cid = cid_arg(args.cid)
+    async with open_client(home_dir(args)) as node:
+        state = await (node.pin(cid) if args.command == "pin" else node.unpin(cid))
+    out.show(state, lambda s: f"{'pinned' if s.pinned else 'unpinned'} {s.cid}")
+    return EXIT_OK
+
+
+async def cmd_rm(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        removed = await node.rm(cid_arg(args.cid))
+    out.show(removed, lambda r: f"removed {r.cid} ({human_bytes(r.bytes_freed)} freed)")
+    return EXIT_OK
+
+
+async def cmd_gc(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        result = await node.gc(args.all)
+    out.show(
+        result,
+        lambda r: f"removed {len(r.removed)} blobs, {human_bytes(r.bytes_freed)} freed",
+    )
+    return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        r = await node.verify()
+    for line in r.corrupt + r.missing:
+        print(f"bad: {line}", file=sys.stderr)
+    out.show(
+        r,
+        lambda r: (
+            f"checked {r.chunks_checked} chunks and {r.manifests_checked} manifests: "
+            f"{len(r.corrupt)} corrupt, {len(r.missing)} missing, "
+            f"{r.manifests_restored} manifests restored, "
+            f"{r.untracked_removed} untracked files removed"
+        ),
+    )
+    return EXIT_OK if r.clean else EXIT_FAILED
+
+
+async def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        out.fields(await node.status())
+    return EXIT_OK
+
+
+async def cmd_peers(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        rows = await node.peers()
+    if out.json:
+        out.data(rows)
+        return EXIT_OK
+    out.lines(
+        [
+            f"{r.node_id}  {r.remote:21}  {r.direction:6}  {r.trust:8}  "
+            f"in={human_bytes(r.bytes_in)} out={human_bytes(r.bytes_out)}"
+            for r in rows
+        ]
+    )
+    return EXIT_OK
+
+
+async def cmd_push(args: argparse.Namespace, out: Output) -> int:
+    cid = cid_arg(args.cid)
+    target = node_arg(args.to)
+    async with open_client(home_dir(args)) as node:
+        with ProgressBar(f"push {cid[7:19]}") as bar:
+            result = await node.push(cid, target, bar.transfer)
+    out.show(
+        result,
+        lambda r: f"pushed {cid} to {target}: {r.sent} chunks sent, "
+        f"{r.skipped} skipped (already there)",
+    )
+    return EXIT_OK
+
+
+async def cmd_transfers(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        rows = await node.transfers()
+    if out.json:
+        out.data(rows)
+        return EXIT_OK
+    out.lines(
+        [
+            f"{r.cid}  {human_bytes(r.done_bytes)}/{human_bytes(r.total_bytes)}  "
+            f"{r.chunks_done}/{r.chunks_total} chunks  {r.sources} sources"
+            for r in rows
+        ]
+    )
+    return EXIT_OK
+
+
+async def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
+    async with open_client(home_dir(args)) as node:
+        result = await node.cancel(cid_arg(args.cid))
+    out.show(result, lambda r: f"cancelled the fetch of {r.cid}")
+    return EXIT_OK
+
+
+async def cmd_whohas(args: argparse.Namespace, out: Output) -> int:
+    cid = cid_arg(args.cid)
+    async with open_client(home_dir(args)) as node:
+        rows = await node.whohas(cid)
+    if out.json:
+        out.data(rows)
+        return EXIT_OK
+    out.lines(
+        [f"{r.node_id}  {r.age_s:.0f}s{'' if r.online else '  offline'}" for r in rows]
+    )
+    return EXIT_OK
+
+
+async def cmd_events(args: argparse.Namespace, out: Output) -> int:
+    def show(event: dict[str, object]) -> None:
+        if out.json:
+            out.data(event_json(event))
+        else:
+            fields = " ".join(
+                f"{k}={v}" for k, v in event.items() if k not in ("seq", "at", "event")
+            )
+            at = event.get("at")
+            stamp = iso_time(at) if isinstance(at, int | float) else "-"
+            out.line(f"{stamp} {event.get('event')} {fields}")
+        out.flush()
+
+    async with open_client(home_dir(args)) as node:
+        await node.events(args.follow, show)
+    return EXIT_OK
+
+
+async def cmd_stop(args: argparse.Namespace, out: Output) -> int:
+    """Ask the home's daemon to stop (SIGTERM, as ``run`` handles it) and wait until
+    it has let go of the home."""
+    home = home_dir(args)
+    info = node_home.daemon_info(home)
+    if info is None:
+        raise CliError(f"no daemon running for {home}")
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.kill(info.pid, signal.SIGTERM)
+    with trio.move_on_after(STOP_TIMEOUT_S):
+        while node_home.daemon_info(home) is not None:
+            await trio.sleep(0.05)  # polling the home's lock, with a deadline
+        stopped = {"stopped": True, "pid": info.pid}
+        out.show(stopped, lambda r: f"stopped the daemon (pid {info.pid})")
+        return EXIT_OK
+    raise CliError(f"the daemon (pid {info.pid}) did not stop within {STOP_TIMEOUT_S:.0f} s")
+
+
+async def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    home = home_dir(args)
+    config = with_overrides(
+        _config(args, home), listen=args.listen, peers=args.peer or None, http=args.http
+    )
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    from hearthfile import node
+
+    try:
+        await node.run_until_signalled(home, config)
+    except BaseExceptionGroup as group:
+        raise _run_failure(first_failure(group), config) from None
+    except Exception as exc:
+        raise _run_failure(exc, config) from None
+    return EXIT_OK
+
+
+def _run_failure(exc: BaseException, config: Config) -> BaseException:
+    """Why the daemon could not run, as one line: another daemon holds the home, the
+    listen host does not resolve, the port is taken, a path cannot be used."""
+    from hearthfile.services.http import HttpListenError
+
+    listen = config.node.listen
+    if isinstance(exc, node_home.DaemonRunning | HttpListenError):
+        return CliError(str(exc))
+    if isinstance(exc, socket.gaierror):
+        return CliError(f"cannot listen on {listen}: {listen.host!r} does not resolve")
+    if isinstance(exc, OSError) and exc.filename is None:
+        return CliError(f"cannot listen on {listen}: {exc.strerror or exc}")
+    if isinstance(exc, OSError):
+        return CliError(describe_os_error(exc))
+    return exc
+
+
+def _config(args: argparse.Namespace, home: Path) -> Config:
+    path = getattr(args, "config", None)
+    return load_config(home, Path(path) if path else None)

@@ -1,0 +1,103 @@
+"""The download commands: download, downloads (DESIGN.md sections 8 and 12).
+
+They need the daemon (it does the fetching and keeps the records). ``download``
+follows its download to the end with a progress bar, polling the record;
+``--detach`` leaves it running.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import trio
+
+from hearthfile.cli.client import NodeClient, open_client
+from hearthfile.cli.commands import home_dir
+from hearthfile.cli.errors import EXIT_OK, EXIT_USAGE, CliError
+from hearthfile.cli.output import Output, ProgressBar
+from hearthfile.services.downloads import core
+from hearthfile.services.results import DownloadRecord
+
+#: How often ``download`` asks for its record while it follows one.
+POLL_INTERVAL_S: Final = 0.25
+ACTIONS: Final = ("list", "show", "pause", "resume", "remove")
+
+Command = Callable[[argparse.Namespace, Output], Awaitable[int]]
+
+
+async def cmd_download(args: argparse.Namespace, out: Output) -> int:
+    try:
+        core.check_url(args.url)
+        core.check_expect(args.expect)
+        core.check_name(args.name)
+    except core.DownloadError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    request = {"url": args.url, "name": args.name, "expect": args.expect, "refresh": args.refresh}
+    async with open_client(home_dir(args)) as node:
+        rec = await node.download(request)
+        if not args.detach:
+            rec = await _follow(node, rec)
+    out.show(rec, lambda r: r.id if args.detach else str(r.cid))
+    return EXIT_OK
+
+
+async def _follow(node: NodeClient, rec: DownloadRecord) -> DownloadRecord:
+    """Poll the record until it ends; a failed or paused download is exit 1."""
+    with ProgressBar(f"download {rec.name[:24]}") as bar:
+        while rec.status in ("Pending", "InProgress"):
+            if rec.size:
+                bar.update(rec.downloaded_bytes, rec.size)
+            await trio.sleep(POLL_INTERVAL_S)  # polling the daemon's record, not a wait
+            rec = await node.download_op("show", rec.id)
+    if rec.status == "Failed":
+        raise CliError(f"download {rec.id} failed: {rec.error}")
+    if rec.status == "Paused":
+        raise CliError(f"download {rec.id} was paused (hearthfile downloads resume {rec.id})")
+    return rec
+
+
+async def cmd_downloads(args: argparse.Namespace, out: Output) -> int:
+    action = args.action or "list"
+    if action == "list" and args.id is not None:
+        raise CliError("downloads list takes no id", EXIT_USAGE)
+    if action != "list" and args.id is None:
+        raise CliError(f"downloads {action} needs a download id", EXIT_USAGE)
+    async with open_client(home_dir(args)) as node:
+        if action == "list":
+            rows = await node.downloads()
+            if out.json:
+                out.data(rows)
+            else:
+                out.lines([_line(r) for r in rows])
+            return EXIT_OK
+        if action == "remove":
+            removed = await node.download_remove(args.id)
+            out.show(removed, lambda r: f"removed {r.id}")
+            return EXIT_OK
+        rec = await node.download_op(action, args.id)
+    if action == "show":
+        out.fields(rec)
+    else:
+        out.show(rec, _line)
+    return EXIT_OK
+
+
+def _line(r: DownloadRecord) -> str:
+    size = "?" if r.size is None else str(r.size)
+    tail = r.cid or r.error or r.url
+    return f"{r.id}  {r.status:10}  {r.progress:6.2f}%  {size:>12}  {r.name}  {tail}"
+
+
+def add_commands(command: Callable[[str, Command, str], Any]) -> None:
+    """Register the download commands with the parser's ``command`` helper."""
+    p = command("download", cmd_download, "cache a URL into the store; prints the blob CID")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--name", help="the blob's name (default: from the URL)")
+    p.add_argument("--expect", metavar="blake3:HEX|sha256:HEX", help="the whole file's hash")
+    p.add_argument("--detach", action="store_true", help="print the download id and return")
+    p.add_argument("--refresh", action="store_true", help="go to the origin even if cached")
+    p = command("downloads", cmd_downloads, "list, show, pause, resume or remove downloads")
+    p.add_argument("action", nargs="?", choices=ACTIONS, metavar="list|show|pause|resume|remove")
+    p.add_argument("id", nargs="?", metavar="ID")

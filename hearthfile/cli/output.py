@@ -1,0 +1,193 @@
+"""What the CLI prints: data as text or ``--json``, errors as one line, progress bars.
+
+JSON carries sizes as integers of bytes and times as ISO 8601 (UTC); text shows
+sizes in human units. Standard output is written only through ``Output``, so a
+reader that went away (``hearthfile events | head``) ends the command quietly and
+a failed write (``> /dev/full``) is one clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from hearthfile.blobs.backend import Buffer
+from hearthfile.cli.errors import OutputError
+from hearthfile.services.results import TransferState, unit_of
+
+#: Below this size a progress bar would only flicker.
+PROGRESS_MIN_BYTES: Final = 16 * 1024 * 1024
+#: Event fields that hold times.
+EVENT_TIME_FIELDS: Final = frozenset({"at"})
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R")
+
+
+def iso_time(seconds: float) -> str:
+    """``2026-12-04T19:22:49.123Z``."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def human_bytes(count: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``683.6 MiB``."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def as_json(value: object) -> object:
+    """A result (or a list of them, or a plain map) ready for ``json.dumps``."""
+    if isinstance(value, list):
+        return [as_json(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        kind = type(value)
+        return {
+            f.name: _json_field(unit_of(kind, f.name), getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
+    return value
+
+
+def _json_field(unit: str | None, value: object) -> object:
+    if unit == "time" and isinstance(value, int | float):
+        return iso_time(value)
+    return value
+
+
+def text_field(kind: type[Any], name: str, value: object) -> str:
+    """One field of a result as text: sizes in human units, times in ISO 8601."""
+    unit = unit_of(kind, name)
+    if unit == "time" and isinstance(value, int | float):
+        return iso_time(value)
+    if unit == "bytes" and isinstance(value, int):
+        return f"{human_bytes(value)} ({value} bytes)"
+    return "-" if value is None else str(value)
+
+
+def event_json(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso_time(v) if k in EVENT_TIME_FIELDS else v for k, v in event.items()}
+
+
+class Output:
+    """Standard output for one command, text or JSON."""
+
+    def __init__(self, *, json_mode: bool) -> None:
+        self.json = json_mode
+
+    def line(self, text: str) -> None:
+        with stdout_errors():
+            sys.stdout.write(text + "\n")
+
+    def lines(self, texts: list[str]) -> None:
+        if texts:  # one write: a store may list hundreds of thousands
+            self.line("\n".join(texts))
+
+    def data(self, value: object) -> None:
+        self.line(json.dumps(as_json(value), sort_keys=True))
+
+    def show(self, result: R, text: Callable[[R], str]) -> None:
+        """``result`` as JSON under --json, else as ``text(result)``."""
+        if self.json:
+            self.data(result)
+        else:
+            self.line(text(result))
+
+    def fields(self, result: DataclassInstance) -> None:
+        """Every field of a result, one ``key value`` line each (or JSON)."""
+        if self.json:
+            self.data(result)
+            return
+        kind = type(result)
+        self.lines(
+            [
+                f"{f.name:14} {text_field(kind, f.name, getattr(result, f.name))}"
+                for f in dataclasses.fields(kind)
+            ]
+        )
+
+    def flush(self) -> None:
+        with stdout_errors():
+            sys.stdout.flush()
+
+    def write_bytes(self, data: Buffer) -> None:
+        with stdout_errors():
+            sys.stdout.buffer.write(data)
+
+
+@contextlib.contextmanager
+def stdout_errors() -> Iterator[None]:
+    """Turn a failed write to standard output into ``OutputError``; a closed pipe
+    (``BrokenPipeError``) passes through, for ``main`` to end quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write to standard output: {exc.strerror}") from None
+
+
+def silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the exit flush is silent."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class ProgressBar:
+    """A progress bar on stderr (bytes, rate, ETA), shown only on a terminal and for
+    large jobs. Created lazily from the first update, which carries the total."""
+
+    def __init__(self, label: str, *, enabled: bool = True) -> None:
+        self.label = label
+        self.enabled = enabled
+        self._bar: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if not self.enabled or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+                return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=total)
+        self._bar.update(self._task, completed=done)
+
+    def transfer(self, state: TransferState) -> None:
+        self.update(state.done_bytes, state.total_bytes)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,122 @@
+"""The command line against running daemons (DESIGN.md section 8): stop, the event
+stream and the log without the node's own CLI calls, whohas and get with holders
+offline, and Ctrl-C during add/get/cat."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Daemon, Proxy, wait_for
+from tests.integration.test_transfer import config_for, write_blob
+from tests.unit.test_chunker import payload
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Proxy]]:
+    started: list[Proxy] = []
+    yield started
+    for proxy in started:
+        proxy.stop()
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def holders(node: Daemon, cid: str) -> list[dict[str, object]]:
+    return list(json.loads(node.ok("--json", "whohas", cid)))
+
+
+def test_own_calls_are_not_peers_whohas_offline_and_stop(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    config = config_for([a, b])
+    a.start(config=config)
+    b.start(a, config=config)
+    wait_for(lambda: b.connected_to(a) and a.connected_to(b), what="the nodes to connect")
+    src = tmp_path / "held.bin"
+    src.write_bytes(payload(300_000, 1))
+    cid = a.ok("add", str(src)).split()[-1]
+    assert holders(a, cid) == [], "whohas does not list the node itself"
+    wait_for(lambda: holders(b, cid), 60, "b to learn that a holds it")
+    [holder] = holders(b, cid)
+    assert holder["node_id"] == a.node_id and holder["online"] is True
+
+    events = [json.loads(line) for line in a.ok("--json", "events").splitlines()]
+    peer_events = [e for e in events if e["event"] in ("peer.up", "peer.down")]
+    assert peer_events and all(e["node_id"] == b.node_id for e in peer_events), peer_events
+    assert all(e["at"].endswith("Z") for e in events), "ISO 8601 times"
+    ups = [line for line in a.log().splitlines() if " up " in line or "connected" in line]
+    assert len(ups) == 1 and b.node_id[:12] in ups[0], f"one line per peer up: {ups}"
+
+    stopped = a.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert a.proc is not None and a.proc.wait(30) == 0, "stop ended the daemon"
+    a.proc = None
+    assert not (a.home / "daemon.json").exists()
+    wait_for(lambda: not holders(b, cid)[0]["online"], 60, "b to see a offline")
+    assert "offline" in b.ok("whohas", cid)
+    got = b.cli("get", cid, "-o", str(tmp_path / "out.bin"))
+    assert got.returncode == 1 and "offline" in one_line(got.stderr)
+    assert not (tmp_path / "out.bin").exists()
+    again = a.cli("stop")
+    assert again.returncode == 1 and "no daemon" in one_line(again.stderr)
+
+
+def _connected(pid: int) -> bool:
+    """The process has a socket open: the CLI reached its daemon."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd).startswith("socket:") for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+def _interrupt(command: list[str], started: Callable[[], object]) -> tuple[int, str]:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(
+        lambda: (_connected(proc.pid) and started()) or proc.poll() is not None,
+        60,
+        "the command to get going",
+    )
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err.decode()
+
+
+def test_ctrl_c_on_add_get_cat_through_a_daemon(
+    make_node: Callable[[str], Daemon], tmp_path: Path, proxies: list[Proxy]
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    config = config_for([a, b])
+    a.start(config=config)
+    cid = a.ok("add", str(write_blob(tmp_path / "big.bin", 24, 7))).split()[-1]
+    slow = Proxy(tmp_path, a.port, 1024 * 1024)
+    proxies.append(slow)
+    b.start(slow.port, config=config)
+    wait_for(lambda: holders(b, cid), 60, "b to learn that a holds it")
+
+    def fetching() -> bool:
+        return bool(json.loads(b.ok("--json", "transfers")))
+
+    cli = [sys.executable, "-m", "hearthfile", "--home", str(b.home)]
+    for args in (["get", cid, "-o", str(tmp_path / "out.bin")], ["cat", cid]):
+        code, err = _interrupt([*cli, *args], fetching)
+        assert code == 130 and one_line(err) == "hearthfile: interrupted", (args, err)
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, err = _interrupt([*cli, "add", str(fifo)], lambda: True)
+    assert code == 130 and one_line(err) == "hearthfile: interrupted", err
