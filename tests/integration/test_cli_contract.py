@@ -55,7 +55,7 @@ def test_trust_refuses_the_nodes_own_id(home: Path) -> None:
     node_id = json.loads(run_cli(home, "--json", "init").out)["node_id"]
     refused = run_cli(home, "trust", node_id, "--level", "trusted")
     assert refused.returncode == 1 and "itself" in one_line(refused.stderr)
-    assert not (home / "trust.yaml").exists()
+    assert not (home / "trust.json").exists()
 
 
 def test_get_never_overwrites_and_ranges_are_inclusive(home: Path, tmp_path: Path) -> None:
