@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import trio
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except (PeerUnavailable, RemoteProtocolError) as exc:
         return _fail(out, exc, f"connection to the daemon failed: {exc}", EXIT_FAILED)
     except KeyboardInterrupt as exc:
-        return _fail(out, exc, "interrupted", EXIT_INTERRUPTED)
+        # End here: a Ctrl-C trio still holds back would otherwise surface again while
+        # the interpreter exits, and kill it by the signal after the message.
+        _fail(out, exc, "interrupted", EXIT_INTERRUPTED)
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     except OSError as exc:  # the home or the store cannot be used
         return _fail(out, exc, describe_os_error(exc), EXIT_FAILED)
 

@@ -30,6 +30,7 @@ from hearthfile.events import Counters, EventBus
 from hearthfile.services import ops
 from hearthfile.services.http.backend import Added, BlobMeta, GatewayError, Metric
 from hearthfile.services.results import to_wire
+from hearthfile.services.streams import ChannelReader
 from hearthfile.transfer.manager import TransferManager
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ class NodeGateway:
         chunks, hashes and stores them as they come (memory: a few blocks)."""
         mime = mime or (mimetypes.guess_type(name)[0] if name else None)
         send, receive = trio.open_memory_channel[bytes](SINK_QUEUE)
-        reader = _ChannelReader(receive)
+        reader = ChannelReader(receive)
         sink = _Sink(send, self._announce)
 
         def add() -> Manifest:
@@ -392,33 +393,6 @@ class _Sink:
             raise self.error or GatewayError(500, "internal", "upload writer stopped")
         self._announce([self.manifest.cid], [])
         return _added(self.manifest)
-
-
-class _ChannelReader:
-    """A blocking file-like reader (``readinto``) over a trio channel of blocks, for the
-    store's ``add_stream`` in a worker thread. A closed channel after ``aborted``
-    is an error, so a cut upload never becomes a short blob."""
-
-    def __init__(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        self._receive = receive
-        self._block = memoryview(b"")
-        self.aborted = False
-
-    def readinto(self, view: memoryview) -> int:
-        while not self._block:
-            try:
-                block = trio.from_thread.run(self._receive.receive)
-            except trio.EndOfChannel:
-                if self.aborted:
-                    raise BlobError("io_error", "upload cut short") from None
-                return 0
-            except trio.Cancelled:
-                raise BlobError("io_error", "upload cut short") from None
-            self._block = memoryview(block)
-        n = min(len(view), len(self._block))
-        view[:n] = self._block[:n]
-        self._block = self._block[n:]
-        return n
 
 
 def _read_small(store: BlobStore, manifest: Manifest, start: int, end: int) -> memoryview:
