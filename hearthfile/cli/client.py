@@ -206,14 +206,14 @@ class LocalClient:
             change = self._book().grant(node, TrustLevel.parse_grantable(level), now=time.time())
         except TrustError as exc:
             raise CliError(str(exc)) from None
-        return TrustChanged(str(node), change.after.label, change.before.label)
+        return TrustChanged(str(node), change.after.label)
 
     async def untrust(self, node: NodeId) -> TrustChanged:
         try:
             change = self._book().revoke(node)
         except TrustError as exc:
             raise CliError(str(exc)) from None
-        return TrustChanged(str(node), change.after.label, change.before.label)
+        return TrustChanged(str(node), change.after.label)
 
     async def trusted(self) -> list[TrustRow]:
         from hearthfile.services.trust import entry_row

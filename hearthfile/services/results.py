@@ -144,11 +144,10 @@ class NodeStatus:
 
 @dataclass(frozen=True, slots=True)
 class TrustChanged:
-    """``trust`` and ``untrust``: the peer's level now, and before."""
+    """``trust`` and ``untrust``: the peer's level now."""
 
     node_id: str
     level: str
-    before: str
 
 
 @dataclass(frozen=True, slots=True)

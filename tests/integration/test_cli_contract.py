@@ -39,7 +39,8 @@ def test_json_for_every_data_command_and_errors_as_json(home: Path, tmp_path: Pa
     assert got["path"] == str(tmp_path / "out") and got["size"] == 6
     other = "hf" + "a" * 52
     trust = run_cli(home, "--json", "trust", other, "--level", "member")
-    assert trust.returncode == 0 and json.loads(trust.out) == {"level": "member", "node_id": other}
+    assert trust.returncode == 0, trust.stderr
+    assert json.loads(trust.out) == {"level": "member", "node_id": other}
     missing = run_cli(home, "--json", "cat", "blake3:" + "0" * 64)
     assert missing.returncode == 1 and missing.stdout == b""
     error = json.loads(one_line(missing.stderr))
