@@ -387,6 +387,7 @@ class _ScheduledFetch:
         """Verify and store arrivals, a group per thread hop; report each outcome."""
         batch = self.store.batch()
         committed_at = trio.current_time()
+        run = AsyncStore(self.store).run  # a full disk is capacity_exceeded, not internal
         try:
             async for first in self.writes:
                 group = [first]
@@ -395,7 +396,7 @@ class _ScheduledFetch:
                         group.append(self.writes.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                good = await trio.to_thread.run_sync(self._write_group, batch, group)
+                good = await run(self._write_group, batch, group)
                 for (node, index, data), ok in zip(group, good, strict=True):
                     self.results_send.send_nowait(
                         ChunkStored(node, index, len(data))
@@ -404,13 +405,13 @@ class _ScheduledFetch:
                     )
                 due = trio.current_time() >= committed_at + COMMIT_INTERVAL_S
                 if batch.bytes_written >= COMMIT_BYTES or due:
-                    await trio.to_thread.run_sync(batch.commit)
+                    await run(batch.commit)
                     batch = self.store.batch()
                     committed_at = trio.current_time()
         finally:
             # Every chunk in the batch was verified: keep them, even when interrupted.
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(batch.commit)
+                await run(batch.commit)
 
     def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
         chunks = self.manifest.chunks

@@ -130,8 +130,9 @@ def test_kill_9_during_gc_keeps_every_pinned_blob(
     before = sum(1 for _ in manifests.rglob("*.manifest"))
     collector = node.background("gc", stdout=subprocess.PIPE)
     wait_for(
-        lambda: sum(1 for _ in manifests.rglob("*.manifest")) < before
-        or collector.poll() is not None,
+        lambda: (
+            sum(1 for _ in manifests.rglob("*.manifest")) < before or collector.poll() is not None
+        ),
         60,
         "GC to start evicting",
     )
@@ -187,3 +188,40 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(
     small.write_bytes(payload(2 * MIB, 99))
     cid = node.ok("add", str(small)).split()[-1]
     assert_all_served(node, {cid: small.read_bytes()}, tmp_path)
+
+
+def test_a_fetch_into_a_full_disk_fails_clearly_and_the_index_names_only_what_was_written(
+    make_node: Callable[[str], Daemon], tmp_path: Path, small_disk: Path
+) -> None:
+    """Issue 13 item 8: a fetch that fills the disk used to leave index rows for
+    chunks never written; now it fails with one line and verify finds nothing
+    missing or corrupt."""
+    holder, fetcher = make_node("holder"), make_node("fetcher")
+    trust = f"trust:\n  {holder.node_id}: member\n  {fetcher.node_id}: member\n"
+    gossip = "gossip:\n  interval_s: 0.3\n"
+    holder.start(config=gossip + trust)
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for i in range(8):
+            f.write(payload(4 * MIB, 110 + i))
+    cid = holder.ok("add", str(big)).split()[-1]
+    data_dir = small_disk / "data"
+    fetcher.start(
+        holder,
+        config=gossip + trust + f"node:\n  data_dir: {data_dir}\nfile:\n  min_free_bytes: 0\n",
+    )
+    wait_for(
+        lambda: any(
+            r["node_id"] == holder.node_id for r in json.loads(fetcher.ok("--json", "whohas", cid))
+        ),
+        60,
+        "the fetcher to learn the holder",
+    )
+    result = fetcher.cli("get", cid, "-o", str(tmp_path / "out.bin"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "disk full" in result.stderr, result.stderr
+    verify = json.loads(fetcher.ok("--json", "verify"))
+    assert verify["clean"] and not verify["missing"], verify
+    assert fetcher.cli("stat", cid).returncode == 1 or not json.loads(
+        fetcher.ok("--json", "stat", cid)
+    ).get("complete")
