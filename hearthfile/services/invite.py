@@ -170,8 +170,10 @@ class InviteService:
         )
         if not isinstance(answer, dict) or answer.get("node_id") != str(token.inviter):
             raise ServiceError("internal", "the inviter gave an unexpected answer")
+        # Never lower a level this node already gave the inviter.
+        level = max(token.level, min(self._book.level(token.inviter), TrustLevel.TRUSTED))
         change = self._book.grant(
-            token.inviter, token.level, now=self._clock(), source="joined", address=str(address)
+            token.inviter, level, now=self._clock(), source="joined", address=str(address)
         )
         self._live.apply(change)
         self._pool.keep_connected(address, token.inviter)
@@ -211,6 +213,6 @@ class InviteService:
             raise ServiceError("unauthorized", outcome)
         if self._book.level(ctx.peer) < outcome.level:
             self._live.apply(self._book.grant(ctx.peer, outcome.level, now=now, source="invite"))
-        self._live.vouch(ctx.peer, self._book.level(ctx.peer))
+        self._live.vouch(ctx.peer, outcome.level)
         log.info("join_accepted peer=%s level=%s", ctx.peer.short(), outcome.level.label)
         return {"level": outcome.level.label, "node_id": str(self._book.me)}

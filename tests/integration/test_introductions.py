@@ -26,7 +26,9 @@ def test_introduced_nodes_trust_each_other_and_revocation_spreads(
 ) -> None:
     a, b, c = (make_node(name).start(config=FAST_GOSSIP) for name in "abc")
     b.ok("join", invite(a))
+    c.trust(a, "trusted")  # c already trusts a more than the invite grants
     c.ok("join", invite(a))
+    assert trusted(c)[a.node_id]["level"] == "trusted"  # joining never lowers it
     wait_for(lambda: c.node_id in trusted(b), 30, "b to accept c through a's introduction")
     row = trusted(b)[c.node_id]
     assert (row["level"], row["source"], row["introducer"]) == ("member", "introduction", a.node_id)
