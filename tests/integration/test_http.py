@@ -576,3 +576,20 @@ def test_chromium_shows_an_image_and_seeks_a_video(gw: Gateway, tmp_path: Path) 
     report = json.loads(_Reports.received[0])
     assert report == {"image": 64, "duration": 20, "time": 15}
     assert _metric(gw, "http_partial_responses_total") > ranged, "the video came by ranges"
+
+
+async def test_an_upload_cut_short_keeps_nothing(gw: Gateway) -> None:
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    blobs = json.loads(curl(f"{gw.url}/status").body)["blobs"]
+    head = (
+        f"PUT /blob?name=cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw.token}\r\n"
+        f"Content-Length: {10 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    with trio.fail_after(60):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(head + payload(3 * 1024 * 1024, 4))
+        await stream.aclose()
+    # the request ends once the server notices the client left
+    wait_for(lambda: _metric(gw, "http_requests_active") == 1, 30, "the upload to end")
+    assert json.loads(curl(f"{gw.url}/status").body)["blobs"] == blobs
+    assert "cut.bin" not in curl(f"{gw.url}/blobs?limit=1000").body.decode()

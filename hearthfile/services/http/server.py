@@ -20,7 +20,7 @@ from typing import Final
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
+from hypercorn.trio import serve, tcp_server
 
 from hearthfile.config import HttpConfig
 from hearthfile.services.http import HttpListenError
@@ -35,6 +35,11 @@ KEEP_ALIVE_S: Final = 5
 #: Request line plus headers: h11 refuses more (431/400) before any route runs.
 MAX_HEADER_BYTES: Final = 16 * 1024
 BACKLOG: Final = 512
+#: Bytes asked of the socket per read. hypercorn reads 64 KiB at a time, a module
+#: constant with no setting; an upload then costs ~16,000 trips through h11 and
+#: the ASGI queue per GiB. With 1 MiB reads, the daemon spent 0.41-0.59 CPU-s on a
+#: 256 MiB PUT, against 0.64-0.86 with 64 KiB (three runs each, loaded machine).
+RECEIVE_BYTES: Final = 1024 * 1024
 
 
 def open_http_socket(config: HttpConfig) -> socket.socket | None:
@@ -70,6 +75,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def hypercorn_config(sock: socket.socket) -> HypercornConfig:
+    tcp_server.MAX_RECV = RECEIVE_BYTES
     config = HypercornConfig()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the descriptor from here
     config.keep_alive_timeout = KEEP_ALIVE_S
