@@ -127,7 +127,7 @@ class CapabilityDescriptor:
             "stability": self.stability,
             "trust_required": self.trust_required.label,
             "max_concurrent": self.max_concurrent,
-            "timeout_seconds": self.timeout_seconds,
+            "timeout_seconds": float(self.timeout_seconds),  # always a float on the wire
             "idempotent": self.idempotent,
             "request_schema": dict(self.request_schema),
             "response_schema": dict(self.response_schema),
@@ -183,9 +183,14 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Every capability as a plain dict, sorted by name: the ``bus.describe`` body."""
-        return [self._entries[name].descriptor.describe() for name in sorted(self._entries)]
+    def describe(self, trust: TrustLevel = TrustLevel.SELF) -> list[dict[str, Any]]:
+        """Every capability a caller of ``trust`` may call, as a plain dict, sorted by
+        name: the ``bus.describe`` body (a stranger is not shown what it cannot call)."""
+        return [
+            self._entries[name].descriptor.describe()
+            for name in sorted(self._entries)
+            if self._entries[name].descriptor.trust_required <= trust
+        ]
 
 
 def admit(

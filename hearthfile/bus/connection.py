@@ -122,6 +122,7 @@ class Connection:
         self._outbox = Outbox(self._short)
         self._signals: dict[int, Signal] = {}
         self._handler_scopes: dict[int, trio.CancelScope] = {}
+        self._overflowed: dict[int, ErrorResponse] = {}  # calls to answer busy
         #: Trust each running handler's capability requires, and the calls stopped
         #: because the caller's trust dropped below it (``enforce_trust``).
         self._handler_trust: dict[int, TrustLevel] = {}
@@ -245,8 +246,12 @@ class Connection:
                 self._stop_handler(call_id)
             case CallOverflowed(error):
                 log.debug("call %d from %s holds too much: busy", error.call_id, self._short)
-                self._stop_handler(error.call_id)
-                self._post(error)
+                if error.call_id in self._handler_scopes:
+                    # Sent once the handler is stopped, after any data it had queued.
+                    self._overflowed[error.call_id] = error
+                    self._stop_handler(error.call_id)
+                else:
+                    self._post(error)
 
     def _stop_handler(self, call_id: int) -> None:
         scope = self._handler_scopes.get(call_id)
@@ -329,6 +334,9 @@ class Connection:
             del self._handler_scopes[call_id]
             del self._handler_trust[call_id]
             self._revoked.discard(call_id)
+            overflowed = self._overflowed.pop(call_id, None)
+            if overflowed is not None:  # after whatever the handler queued
+                self._post(overflowed)
             del self._signals[call_id]
             self._session.close_call(call_id)
 
@@ -576,6 +584,6 @@ def install_describe(registry: Registry) -> None:
         return
 
     async def describe(context: CallContext) -> list[dict[str, Any]]:
-        return registry.describe()
+        return registry.describe(context.trust)
 
     registry.register(DESCRIBE_DESCRIPTOR, describe)

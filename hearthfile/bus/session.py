@@ -31,7 +31,8 @@ reading stalls only its own stream. Data beyond the granted credit is a violatio
 
 Memory held for the peer. The bytes of the peer's calls to us -- each running call's
 ``req`` and every ``data`` item it sent that its handler has not yet taken -- count
-against ``MAX_HELD_BYTES`` per connection, whatever the peer does. A ``req`` that would
+against ``MAX_HELD_BYTES`` per connection, and against ``NODE_HELD_BYTES`` for all
+connections of the node together, whatever the peers do. A ``req`` that would
 pass it is refused ``busy``; a ``data`` frame that would pass it ends its call with
 ``err`` ``busy`` (the items it held are dropped, the handler stopped). A caller within
 its credit is never a violation for this: it only sees ``busy`` and may retry. Our own
@@ -72,6 +73,20 @@ CREDIT_BATCH: Final = INITIAL_WINDOW // 2
 #: Bytes of the peer's requests and unconsumed stream items one connection holds at
 #: most (see "Memory held for the peer"): three full windows of 256 KiB chunks.
 MAX_HELD_BYTES: Final = 16 * 1024 * 1024
+#: The same, over all connections of the node together.
+NODE_HELD_BYTES: Final = 256 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class HeldBytes:
+    """What several sessions hold together, and their common limit."""
+
+    limit: int
+    used: int = 0
+
+
+#: Shared by every Session of the process unless one is given.
+NODE_HELD: Final = HeldBytes(NODE_HELD_BYTES)
 
 
 class Marker(Enum):
@@ -134,10 +149,18 @@ Event = CallRequested | CallProgressed | CallCancelled | CallOverflowed
 class Session:
     """All calls of one connection, in both directions."""
 
-    def __init__(self, *, initiator: bool, max_held_bytes: int = MAX_HELD_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        max_held_bytes: int = MAX_HELD_BYTES,
+        shared: HeldBytes | None = None,
+    ) -> None:
         self._mine_odd = initiator
         self.max_held_bytes = max_held_bytes
         self.held_bytes = 0  # see "Memory held for the peer"
+        #: What all connections of the node hold together (NODE_HELD_BYTES by default).
+        self.shared = shared if shared is not None else NODE_HELD
         self._next_id = 1 if initiator else 2
         self._peer_highest = 0  # highest id the peer has opened
         self._calls: dict[int, _Call] = {}
@@ -170,19 +193,26 @@ class Session:
         return Request(call_id, cap, version, args)
 
     def can_hold(self, size: int) -> bool:
-        """Whether a request of ``size`` bytes fits in what we hold for the peer."""
-        return self.held_bytes + size <= self.max_held_bytes
+        """Whether ``size`` more bytes fit in what we hold for the peer (and for all)."""
+        return (
+            self.held_bytes + size <= self.max_held_bytes
+            and self.shared.used + size <= self.shared.limit
+        )
+
+    def _hold(self, size: int) -> None:
+        self.held_bytes += size
+        self.shared.used += size
 
     def accept(self, request: Request, size: int = 0) -> None:
         """Admit an incoming call of ``size`` bytes (held until it finishes): its
         streams start with the initial windows."""
         self._calls[request.call_id] = _Call(outgoing=False, held=size)
-        self.held_bytes += size
+        self._hold(size)
 
     def _pop(self, call_id: int) -> _Call | None:
         call = self._calls.pop(call_id, None)
         if call is not None:
-            self.held_bytes -= call.held
+            self._hold(-call.held)
         return call
 
     def refuse(self, request: Request, code: str, msg: str) -> ErrorResponse:
@@ -250,7 +280,7 @@ class Session:
             return (Marker.END if call.recv_ended else Marker.EMPTY), None
         item, size = call.recv_items.popleft()
         call.held -= size
-        self.held_bytes -= size
+        self._hold(-size)
         call.consumed += 1
         if call.consumed < CREDIT_BATCH or call.recv_ended:
             return item, None
@@ -333,7 +363,7 @@ class Session:
                     ErrorResponse(frame.call_id, "busy", "too much unread data held for you")
                 )
             call.held += size
-            self.held_bytes += size
+            self._hold(size)
         call.recv_items.append((frame.body, size))
         return CallProgressed(frame.call_id)
 

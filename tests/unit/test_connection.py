@@ -131,8 +131,13 @@ async def test_bus_describe_answers_strangers(autojump_clock: trio.testing.MockC
     with trio.fail_after(DEADLINE_S):
         async with connected(registry, trust_of=lambda _: TrustLevel.STRANGER) as (caller, _):
             described = await caller.call("bus.describe")
-    assert [d["name"] for d in described] == ["bus.describe", "test.echo"]
-    assert described[1]["trust_required"] == "member"
+        async with connected(registry) as (member, _):
+            as_member = await member.call("bus.describe")
+    # A stranger is shown only what it may call; a member sees the member capability.
+    assert [d["name"] for d in described] == ["bus.describe"]
+    assert [d["name"] for d in as_member] == ["bus.describe", "test.echo"]
+    assert as_member[1]["trust_required"] == "member"
+    assert all(isinstance(d["timeout_seconds"], float) for d in as_member)
 
 
 async def test_upload_stream_reaches_the_handler_with_credit(

@@ -20,6 +20,7 @@ from hearthfile.bus.session import (
     CallCancelled,
     CallProgressed,
     CallRequested,
+    HeldBytes,
     Marker,
     Session,
 )
@@ -174,3 +175,14 @@ def test_cancel_from_the_caller_drops_the_call() -> None:
     assert callee.receive(Cancel(1)) is None
     # The handler finished in the same instant: its answer goes nowhere, without error.
     assert callee.respond(1, {"late": True}) == []
+
+
+def test_what_all_connections_hold_together_is_bounded() -> None:
+    shared = HeldBytes(limit=1000)
+    one = Session(initiator=True, shared=shared)
+    two = Session(initiator=True, shared=shared)
+    one.accept(Request(2, "a.b", (1, 0), None), size=600)
+    assert two.can_hold(400) and not two.can_hold(401)
+    assert one.can_hold(400)  # its own bound is far away; the node's is not
+    one.fail(2, "internal", "done")
+    assert shared.used == 0 and two.can_hold(1000)
