@@ -193,6 +193,9 @@ async def test_unreachable_origin_fails_readably(tmp_path: Path) -> None:
             rec, _ = await d.add("http://127.0.0.1:9/nothing")
             done = await finished(d, rec["id"])
             assert done["status"] == "Failed" and "cannot connect" in done["error"]
+            rec, _ = await d.add("http://no-such-host.invalid/file")  # a DNS failure
+            done = await finished(d, rec["id"])
+            assert done["status"] == "Failed" and "cannot connect" in done["error"], done
 
 
 @pytest.mark.parametrize("kind", ["blake3", "sha256"])
@@ -291,3 +294,28 @@ async def test_empty_file_and_a_pause_while_pending(tmp_path: Path, origin: Orig
             assert done["status"] == "Completed" and done["size"] == 0
             assert blob_bytes(store, done["cid"]) == b""
             assert [i.cid for i in store.list_cids()] == [done["cid"]]  # nothing of /slow
+
+
+class _Ctx:
+    """What ``node.downloads`` sees of a call: its args, and the pages it streams."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = args
+        self.sent: list[Any] = []
+
+    async def send(self, item: Any) -> None:
+        self.sent.append(item)
+
+
+async def test_a_long_list_streams_in_pages_that_fit_a_frame(tmp_path: Path) -> None:
+    import msgpack
+
+    with trio.fail_after(60):
+        async with service(tmp_path / "data") as (d, _):
+            for i in range(400):  # about 800 KB of records: more than one frame holds
+                await d.add(f"http://127.0.0.1:9/{i}-{'x' * 1800}")
+            ctx = _Ctx({})
+            answer = await d._cap_list(ctx)  # type: ignore[arg-type]
+    assert answer == {"count": 400}
+    assert len(ctx.sent) > 1 and all(len(msgpack.packb(p)) <= 80 * 1024 for p in ctx.sent)
+    assert sum(len(p["items"]) for p in ctx.sent) == 400

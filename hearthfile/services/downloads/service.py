@@ -36,6 +36,7 @@ from hearthfile.services.downloads.partial import ExpectMismatch
 from hearthfile.services.downloads.peers import PeerCache
 from hearthfile.services.downloads.records import RecordBook
 from hearthfile.services.downloads.run import DownloadFailed, OriginRun, Progress
+from hearthfile.services.node import send_pages
 
 log = logging.getLogger(__name__)
 
@@ -347,9 +348,12 @@ class Downloads:
             )
         return rec
 
-    async def _cap_list(self, ctx: CallContext) -> list[dict[str, Any]]:
+    async def _cap_list(self, ctx: CallContext) -> dict[str, Any]:
+        """Records stream as pages of ``{"items": [...]}`` (many records outgrow a frame)."""
         url = _args(ctx).get("url")
-        return self.find(url if isinstance(url, str) else None)
+        rows = self.find(url if isinstance(url, str) else None)
+        await send_pages(ctx, "items", [*rows])
+        return {"count": len(rows)}
 
     async def _cap_show(self, ctx: CallContext) -> dict[str, Any]:
         return self.show(_id(ctx))
