@@ -135,7 +135,13 @@ async def fetch_blob(
         fetch = _ScheduledFetch(
             store, manifest, sources, missing, state, progress, publish, sequential
         )
-        await fetch.run(more_sources)
+        try:
+            await fetch.run(more_sources)
+        except ServiceError:
+            if fetch.manifest_false is None:
+                raise
+            await AsyncStore(store).run(store.discard_partial, cid)  # nothing of it is kept
+            raise ServiceError("bad_request", f"{cid}: {fetch.manifest_false}") from None
     complete = await AsyncStore(store).complete_blob(cid)  # checks the manifest's content
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
@@ -191,6 +197,8 @@ class _ScheduledFetch:
         self.scopes: dict[tuple[NodeId, int], trio.CancelScope] = {}
         self.results_send, self.results = trio.open_memory_channel[_Result](math.inf)
         self.to_write, self.writes = trio.open_memory_channel[_Arrival](math.inf)
+        #: Why the manifest is false, once a chunk's bytes proved it (``_wrong_length``).
+        self.manifest_false: str | None = None
 
     async def run(self, more_sources: MoreSources | None) -> None:
         try:
@@ -341,7 +349,7 @@ class _ScheduledFetch:
                 return
             data = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
-                self.results_send.send_nowait(ChunkFailed(node, index, "bad_bytes"))
+                self._wrong_length(node, index, data)
                 return
             self._store_later(node, index, data)
 
@@ -373,9 +381,19 @@ class _ScheduledFetch:
             raise bad(f"{node.short()} sent chunk {index!r}, which was not asked for")
         pending.discard(index)
         if not isinstance(data, bytes) or len(data) != self.manifest.chunk_length(index):
-            self.results_send.send_nowait(ChunkFailed(node, index, "bad_bytes"))
+            self._wrong_length(node, index, data)
         else:
             self._store_later(node, index, data)
+
+    def _wrong_length(self, node: NodeId, index: int, data: object) -> None:
+        """Bytes that are not the manifest's length for the chunk fail it; bytes that
+        hash to the chunk's CID nonetheless prove the manifest false (DESIGN.md 5)."""
+        if isinstance(data, bytes) and cid_of(data) == self.manifest.chunks[index]:
+            self.manifest_false = (
+                f"invalid manifest: chunk {index} holds {len(data)} bytes, the manifest "
+                f"gives it {self.manifest.chunk_length(index)}"
+            )
+        self.results_send.send_nowait(ChunkFailed(node, index, "bad_bytes"))
 
     def _store_later(self, node: NodeId, index: int, data: bytes) -> None:
         """Hand a chunk to the writer; one that lands after the fetch has ended (a
