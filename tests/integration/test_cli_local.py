@@ -140,12 +140,12 @@ def test_kill_9_mid_add_then_verify_and_readd(
     while _journal_lines(home) < kill_after_files and proc.poll() is None:
         assert time.monotonic() < deadline, "add never started writing"
         time.sleep(0.005)  # polling a condition, not standing in for synchronisation
-    killed = proc.poll() is None
+    assert proc.poll() is None, "add finished before the kill: the scenario did not happen"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
     listed = json.loads(run_cli(home, "ls", "--json").out)
-    if killed:
-        assert listed == [], "a partial blob must never be listed"
+    assert listed == [], "a partial blob must never be listed"
     verify = run_cli(home, "verify", "--json")
     assert verify.returncode == 0, verify.stderr
     assert json.loads(verify.out)["untracked_removed"] == 0, "open already cleaned the leftovers"

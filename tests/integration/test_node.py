@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.nodes import Daemon, wait_for
+from tests.integration.nodes import Daemon, Proxy, wait_for
 from tests.unit.test_chunker import payload
 
 CS = 256 * 1024
@@ -150,42 +150,50 @@ def _chunk_files(node: Daemon) -> int:
     return sum(1 for p in blobs.glob("??/*") if not p.name.endswith(".manifest"))
 
 
+def _fetched_bytes(node: Daemon) -> int:
+    """Bytes the running fetches of ``node`` have stored so far (0 when none runs)."""
+    result = node.cli("--json", "transfers")
+    if result.returncode != 0:
+        return 0
+    rows = json.loads(result.stdout or "[]")
+    return sum(int(r["done_bytes"]) for r in rows) if isinstance(rows, list) else 0
+
+
 def test_graceful_shutdown_mid_transfer_then_resume(
     make_node: Callable[[str], Daemon], tmp_path: Path
 ) -> None:
-    a, b = pair(make_node, "member", "member")
+    """SIGTERM while a fetch runs: the daemon stops cleanly, the getter fails, the
+    partial blob is not visible, and the next get completes it. The link is throttled
+    so the fetch is still running when the signal lands, and the test checks it was."""
+    a, b = make_node("a"), make_node("b")
+    a.trust(b, "member")
+    b.trust(a, "member")
+    a.start()
     src = tmp_path / "big.bin"
     with open(src, "wb") as f:
-        for i in range(32):
-            f.write(payload(4 * 1024 * 1024, i))  # 128 MiB
+        for i in range(8):
+            f.write(payload(4 * 1024 * 1024, i))  # 32 MiB
     cid = a.ok("add", str(src)).split()[-1]
-    getter = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hearthfile",
-            "--home",
-            str(b.home),
-            "get",
-            cid,
-            "-o",
-            str(tmp_path / "out.bin"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    wait_for(lambda: _chunk_files(b) >= 16 or getter.poll() is not None, what="the fetch to start")
-    assert b.stop(signal.SIGTERM, timeout_s=15) == 0, b.log()
-    getter.communicate(timeout=30)
-    assert "Traceback" not in b.log()
-    verify = json.loads(b.ok("--json", "verify"))
-    assert verify["clean"] and verify["untracked_removed"] == 0
-    if getter.returncode != 0:
+    link = Proxy(tmp_path, a.port, 4 * 1024 * 1024)  # about 8 s for the whole blob
+    try:
+        b.start(link.port)
+        wait_for(lambda: b.connected_to(a), 60, "b to connect through the proxy")
+        getter = b.background("get", cid, "-o", str(tmp_path / "out.bin"))
+        wait_for(lambda: _fetched_bytes(b) >= 4 * 1024 * 1024, 120, "the fetch to be under way")
+        assert getter.poll() is None, "the scenario needs the fetch still running"
+        assert b.stop(signal.SIGTERM, timeout_s=15) == 0, b.log()
+        getter.communicate(timeout=30)
+        assert getter.returncode != 0, "a fetch cut short is not reported as done"
+        assert "Traceback" not in b.log()
+        verify = json.loads(b.ok("--json", "verify"))
+        assert verify["clean"] and verify["untracked_removed"] == 0
         assert b.cli("stat", cid).returncode == 1, "an interrupted fetch is not visible"
-    b.start(a)
-    wait_for(lambda: b.connected_to(a), what="b to reconnect")
-    b.ok("get", cid, "-o", str(tmp_path / "again.bin"))
-    assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()
+        b.start(a)
+        wait_for(lambda: b.connected_to(a), what="b to reconnect")
+        b.ok("get", cid, "-o", str(tmp_path / "again.bin"))
+        assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()
+    finally:
+        link.stop()
 
 
 def test_get_to_devices_and_stdout_never_replaces_them(
