@@ -26,6 +26,7 @@ import trio
 
 from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
+from hearthfile.bus import wsmask
 from hearthfile.bus.capability import Registry, TrustLevel
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.pool import PeerPool
@@ -90,6 +91,7 @@ async def serve_node(
     home: Path, config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the node until cancelled; ``task_status.started(port)`` once listening."""
+    wsmask.install()  # the node sends bulk data as a client: mask it in numpy
     key = load_or_create_key(home)
     limits = channel_limits(config)
     with home_lock(home):

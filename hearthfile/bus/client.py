@@ -23,9 +23,9 @@ anything. A peer that stalls, even in the middle of a frame, is closed with
 the peer's silence: that is our own back-pressure.
 
 Client masking: websocket frames from the client are masked by wsproto in
-pure Python (0.4-0.9 ms per 256 KiB here). Pure-Python alternatives were
-measured and are not faster (the big-int XOR costs about twice as much), so
-the stock path is kept: bulk data should flow server to client.
+pure Python (0.4-0.9 ms per 256 KiB here). A process that sends bulk data as a
+client (the node: it pushes, and serves chunks to peers it dialed) calls
+``bus.wsmask.install()`` once at start-up to mask in numpy instead.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from hearthfile.bus import wsmask
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.handshake import (
     Handshake,
@@ -53,8 +52,6 @@ from hearthfile.bus.handshake import (
 from hearthfile.config import Address
 from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError
 from hearthfile.identity import NodeId, NodeKey
-
-wsmask.install()  # bulk data a client sends is masked in numpy, not in Python
 
 logger = logging.getLogger(__name__)
 

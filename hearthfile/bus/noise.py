@@ -255,10 +255,6 @@ class HandshakeState:
         return self._rs
 
     @property
-    def local_static(self) -> bytes | None:
-        return None if self._s is None else self._s.public
-
-    @property
     def handshake_hash(self) -> bytes:
         return self._symmetric.handshake_hash
 

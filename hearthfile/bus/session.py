@@ -295,9 +295,6 @@ class Session:
     def is_live(self, call_id: int) -> bool:
         return call_id in self._calls
 
-    def live_calls(self) -> list[int]:
-        return list(self._calls)
-
     # --- the peer's side ---
 
     def receive(self, frame: Frame, size: int = 0) -> Event | None:

@@ -57,5 +57,14 @@ class Masker:
 
 
 def install() -> None:
-    """Make every wsproto connection of this process mask with ``Masker``."""
+    """Make every wsproto connection of this process mask with ``Masker``.
+
+    wsproto has no hook for this, so its masker class is replaced; the node calls
+    this once at start-up (``node.serve_node``), never as a side effect of an import.
+    """
     _frames.XorMaskerSimple = Masker  # type: ignore[misc,assignment]
+
+
+def installed() -> bool:
+    current: object = _frames.XorMaskerSimple
+    return current is Masker

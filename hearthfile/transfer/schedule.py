@@ -27,8 +27,7 @@ so the shell can ask for the new chunks in one call rather than one call each.
 Piece selection. Chunks go out in index order, so output can stream from the start
 and a range fetch is just a smaller ``missing`` set (missing and in the range), or in
 a given ``order`` (a random one, so that nodes fetching the same blob at once hold
-different chunks and can serve each other). ``prioritize`` moves chunks ahead, e.g.
-where a reader is waiting. A chunk that comes back for a retry is asked for again
+different chunks and can serve each other). A chunk that comes back for a retry is asked for again
 before any chunk not yet asked for, and a chunk passed over because the source at
 hand lacks it keeps its place in the order for the next source. Each free slot goes
 to the source expected to deliver soonest (its round trip plus the chunks queued
@@ -120,8 +119,8 @@ _UNWANTED: Final = 0
 _PENDING: Final = 1  # wanted, no request outstanding
 _ACTIVE: Final = 2  # one or two requests outstanding
 _DONE: Final = 3
-#: Tiers of the retry heap: prioritized chunks first, then chunks back from a retry.
-_URGENT: Final = 0
+#: The retry heap's entries are (tier, -1, index); one tier is left: chunks back
+#: from a retry.
 _RETRY: Final = 1
 #: Places of the order, from the cursor on, looked at when seeking a chunk that only
 #: the asked source holds: bounded, so a pick in a swarm costs at most this many
@@ -351,7 +350,6 @@ class FetchSchedule(Generic[S]):
         # (tier, rank, index); rank keeps chunks skipped past the cursor in ``order``.
         # Stale entries (no longer pending) are skipped when popped.
         self._heap: list[tuple[int, int, int]] = []
-        self._urgent: set[int] = set()
         self._cursor = 0  # every pending chunk before it (in order) is in the heap
         self._head = first if first >= 0 else chunk_count
         self._done = 0
@@ -474,13 +472,6 @@ class FetchSchedule(Generic[S]):
             if src.state != "active":
                 self._check_sources()
 
-    def prioritize(self, indices: Iterable[int]) -> None:
-        """Ask for these chunks before any other not yet asked for (e.g. a reader waits)."""
-        for index in indices:
-            if 0 <= index < len(self._state) and self._state[index] in (_PENDING, _ACTIVE):
-                self._urgent.add(index)
-                heapq.heappush(self._heap, (_URGENT, -1, index))
-
     # --- outputs --------------------------------------------------------------------------
 
     def next_requests(self, now: float) -> list[Request[S]]:
@@ -546,11 +537,6 @@ class FetchSchedule(Generic[S]):
     @property
     def done_bytes(self) -> int:
         return self._done_bytes
-
-    @property
-    def first_missing(self) -> int | None:
-        """Lowest wanted chunk not yet arrived: everything wanted below it can be streamed."""
-        return self._head if self._head < len(self._state) else None
 
     def window(self, source: S) -> int:
         return self._window(self._sources[source])
@@ -841,8 +827,7 @@ class FetchSchedule(Generic[S]):
             return
         self._state[index] = _PENDING
         self._pending += 1
-        tier = _URGENT if index in self._urgent else _RETRY
-        heapq.heappush(self._heap, (tier, -1, index))
+        heapq.heappush(self._heap, (_RETRY, -1, index))
         self._events.append(ChunkRetried(index, source, reason, failures))
 
     def _check_sources(self) -> None:

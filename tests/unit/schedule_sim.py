@@ -103,6 +103,7 @@ def run_sim(
     first_by: Counter[str] = Counter()
     stream_done_at: dict[int, float] = {}
     order = sorted(wanted, reverse=True)  # chunks not yet streamable, lowest last
+    arrived: set[int] = set()
     for s in sources:
         schedule.add_source(s.name, now)
         if s.disconnect_at is not None:
@@ -131,8 +132,7 @@ def run_sim(
         for req in schedule.next_requests(now):
             requests.append((now, req))
             send(req)
-        head = schedule.first_missing
-        while order and (head is None or order[-1] < head):
+        while order and order[-1] in arrived:  # the contiguous prefix can be streamed
             stream_done_at[order.pop()] = now
 
     settle()
@@ -156,6 +156,7 @@ def run_sim(
                     schedule.chunk_arrived(name, index, length(index), now)
                     if schedule.remaining < first:
                         first_by[name] += 1
+                        arrived.add(index)
                 else:
                     schedule.chunk_failed(name, index, what, now)  # type: ignore[arg-type]
             settle()

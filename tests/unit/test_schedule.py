@@ -77,7 +77,6 @@ def test_nothing_missing_is_complete_at_once() -> None:
     assert s.take_events() == [FetchComplete(0, 0)]
     s.add_source("a", 0.0)
     assert s.next_requests(0.0) == []
-    assert s.first_missing is None
 
 
 def test_single_source_fetches_everything_in_order() -> None:
@@ -149,17 +148,6 @@ def test_a_small_refill_fraction_gives_each_free_slot_at_once() -> None:
     assert indices(s.next_requests(0.01)) == [4]
 
 
-def test_first_missing_follows_the_contiguous_prefix() -> None:
-    s = make(6)
-    s.add_source("a", 0.0)
-    s.next_requests(0.0)
-    assert s.first_missing == 0
-    s.chunk_arrived("a", 1, SIZE, 1.0)
-    assert s.first_missing == 0
-    s.chunk_arrived("a", 0, SIZE, 1.0)
-    assert s.first_missing == 2
-
-
 def test_range_fetch_asks_only_for_missing_chunks_in_the_range() -> None:
     stored = {12, 13, 17}
     wanted = set(range(10, 20)) - stored
@@ -177,13 +165,6 @@ def test_range_fetch_asks_only_for_missing_chunks_in_the_range() -> None:
         now += 0.01
     assert set(asked) == wanted
     assert s.outcome == "complete"
-
-
-def test_prioritized_chunks_go_first() -> None:
-    s = make(100)
-    s.prioritize([70, 71])
-    s.add_source("a", 0.0)
-    assert indices(s.next_requests(0.0)) == [70, 71, 0, 1]
 
 
 def test_equal_unmeasured_sources_share_the_first_requests() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,3 +52,15 @@ def test_bulk_messages_cross_a_wsproto_connection_both_ways() -> None:
         client.receive_data(server.send(BytesMessage(data=payload)))
         back = b"".join(bytes(e.data) for e in client.events() if isinstance(e, BytesMessage))
         assert back == payload
+
+
+def test_importing_the_bus_installs_nothing() -> None:
+    """The masker is swapped only by an explicit install at start-up (node.serve_node)."""
+    code = (
+        "import hearthfile.bus.client, hearthfile.bus.pool, hearthfile.node\n"
+        "from hearthfile.bus import wsmask\n"
+        "assert not wsmask.installed()\n"
+        "wsmask.install()\n"
+        "assert wsmask.installed()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
