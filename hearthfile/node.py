@@ -17,8 +17,10 @@ import functools
 import logging
 import random
 import signal
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -68,6 +70,7 @@ from hearthfile.services.node import NodeService
 from hearthfile.services.trust import LiveTrust, TrustService
 from hearthfile.transfer.manager import Announce, TransferManager
 from hearthfile.transfer.sources import SourceFinder
+from hearthfile.trust.book import TrustBook
 from hearthfile.trust.storage import IntroFile, open_book, open_intros, open_invites
 
 log = logging.getLogger("hearthfile.node")
@@ -136,6 +139,24 @@ class PeerLinks:
             self._live.peer_down(event.peer)
 
 
+@dataclass(slots=True)
+class _Parts:
+    """The node's parts, built and wired; ``_serve`` runs them."""
+
+    me: NodeId
+    trust: TrustBook
+    bus: EventBus
+    counters: Counters
+    store: AsyncStore
+    pool: PeerPool
+    gossip: GossipService
+    intro_spreader: IntroSpreader
+    finder: SourceFinder
+    transfers: TransferManager
+    directory: NodeDirectory
+    downloads: Downloads
+
+
 async def _run(
     home: Path,
     config: Config,
@@ -144,15 +165,39 @@ async def _run(
     limits: ChannelLimits,
     task_status: trio.TaskStatus[int],
 ) -> None:
+    http_sock = open_http_socket(config.http)  # a taken port fails before anything runs
+    registry = Registry()
+    parts = _build(home, config, key, store, registry, limits)
+    for spec in config.bootstrap:
+        parts.pool.keep_connected(
+            spec.address, NodeId.parse(spec.node_id) if spec.node_id else None
+        )
+    for entry in parts.trust.entries():  # the inviters this node joined through
+        if entry.address is not None:
+            parts.pool.keep_connected(parse_address(entry.address), entry.node)
+    async with trio.open_nursery() as nursery:
+        port = await _serve(nursery, parts, home, config, key, limits)
+        if http_sock is not None:
+            await _serve_http(nursery, parts, home, http_sock)
+        task_status.started(port)
+
+
+def _build(
+    home: Path,
+    config: Config,
+    key: NodeKey,
+    store: BlobStore,
+    registry: Registry,
+    limits: ChannelLimits,
+) -> _Parts:
+    """Every part, each given what it uses; the services registered on ``registry``."""
     me = key.node_id
     trust = open_book(home, me, config.trust, open_membership=config.open_membership)
     sources = SourceIndex(ttl_s=config.gossip.record_ttl_s)
-    registry = Registry()
     bus = EventBus()
     counters = Counters()
     bus.subscribe(counters.observe)
     astore = AsyncStore(store)
-    http_sock = open_http_socket(config.http)
 
     def member(node: NodeId) -> bool:
         return node != me and trust.level(node) >= TrustLevel.MEMBER
@@ -178,6 +223,34 @@ async def _run(
     directory = NodeDirectory(
         me, store, pool, sources, trust_of=trust.level, gossip_peers=gossip.known_peers
     )
+    intro_spreader, downloads = _register_services(
+        home, config, key, registry, trust, member, bus, astore, sources, pool, gossip,
+        finder, transfers, directory,
+    )  # fmt: skip
+    return _Parts(
+        me, trust, bus, counters, astore, pool, gossip, intro_spreader, finder, transfers,
+        directory, downloads,
+    )  # fmt: skip
+
+
+def _register_services(
+    home: Path,
+    config: Config,
+    key: NodeKey,
+    registry: Registry,
+    trust: TrustBook,
+    member: Callable[[NodeId], bool],
+    bus: EventBus,
+    astore: AsyncStore,
+    sources: SourceIndex,
+    pool: PeerPool,
+    gossip: GossipService,
+    finder: SourceFinder,
+    transfers: TransferManager,
+    directory: NodeDirectory,
+) -> tuple[IntroSpreader, Downloads]:
+    """What the node offers on the bus, each service given the parts it uses."""
+    me, store = key.node_id, astore.sync
     FileService(
         astore,
         record_sources=lambda node, cids: sources.record(node, cids, time.time()),
@@ -194,7 +267,6 @@ async def _run(
         intros=open_intros(home, me, key.sign),
         spreader=intro_spreader,
         save_intros=IntroFile(home).save,
-        introducers=config.introducers,
     )
     bus.subscribe(PeerLinks(live_trust).observe)
     TrustService(live_trust).register(registry)
@@ -216,51 +288,62 @@ async def _run(
         peers=PeerCache(finder.known, lambda cid: transfers.fetch(cid, None, False, _quiet)),
     )
     downloads.register(registry)
+    return intro_spreader, downloads
 
-    for spec in config.bootstrap:
-        pool.keep_connected(spec.address, NodeId.parse(spec.node_id) if spec.node_id else None)
-    for entry in trust.entries():  # the inviters this node joined through
-        if entry.address is not None:
-            pool.keep_connected(parse_address(entry.address), entry.node)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.serve)
-        port = await nursery.start(
-            functools.partial(
-                serve_secure,
-                config.node.listen,
-                key,
-                pool.serve_inbound,
-                limits=limits,
-                control_path=control_socket(home),
-            )
+async def _serve(
+    nursery: trio.Nursery,
+    parts: _Parts,
+    home: Path,
+    config: Config,
+    key: NodeKey,
+    limits: ChannelLimits,
+) -> int:
+    """Start every part in ``nursery``; the port the node listens on."""
+    await nursery.start(parts.pool.serve)
+    port: int = await nursery.start(
+        functools.partial(
+            serve_secure,
+            config.node.listen,
+            key,
+            parts.pool.serve_inbound,
+            limits=limits,
+            control_path=control_socket(home),
         )
-        listen = Address(config.node.listen.host, port)
-        directory.listening(listen)
-        write_info(home, listen, me, store.data_dir)
-        log.info("node_started node=%s listen=%s data=%s", me, listen, store.data_dir)
-        await nursery.start(gossip.serve)
-        await nursery.start(intro_spreader.serve)
-        held = [i.cid for i in await astore.list_cids()]
-        gossip.publish(held, [], addresses=[str(listen)])
-        nursery.start_soon(_gc_loop, astore, bus.publish, gossip.publish)
-        await nursery.start(downloads.serve)
-        if http_sock is not None:
-            gateway = NodeGateway(
-                store,
-                fetch=transfers.fetch,
-                announce=gossip.publish,
-                status=directory.status,
-                events=bus,
-                transfers=transfers,
-                holders=lambda cid: len(directory.whohas(cid)),
-                counters=counters,
-            )
-            token = load_or_create_http_token(home)
-            app = Gateway(gateway, token, mounts={"downloads": DownloadRoutes(downloads)})
-            http = await nursery.start(serve_http, app, http_sock)
-            directory.listening(listen, http=http)
-        task_status.started(port)
+    )
+    listen = Address(config.node.listen.host, port)
+    parts.directory.listening(listen)
+    data_dir = parts.store.sync.data_dir
+    write_info(home, listen, parts.me, data_dir)
+    log.info("node_started node=%s listen=%s data=%s", parts.me, listen, data_dir)
+    await nursery.start(parts.gossip.serve)
+    await nursery.start(parts.intro_spreader.serve)
+    held = [i.cid for i in await parts.store.list_cids()]
+    parts.gossip.publish(held, [], addresses=[str(listen)])
+    nursery.start_soon(_gc_loop, parts.store, parts.bus.publish, parts.gossip.publish)
+    await nursery.start(parts.downloads.serve)
+    return port
+
+
+async def _serve_http(
+    nursery: trio.Nursery, parts: _Parts, home: Path, http_sock: socket.socket
+) -> None:
+    gateway = NodeGateway(
+        parts.store.sync,
+        fetch=parts.transfers.fetch,
+        announce=parts.gossip.publish,
+        status=parts.directory.status,
+        events=parts.bus,
+        transfers=parts.transfers,
+        holders=lambda cid: len(parts.directory.whohas(cid)),
+        counters=parts.counters,
+    )
+    token = load_or_create_http_token(home)
+    app = Gateway(gateway, token, mounts={"downloads": DownloadRoutes(parts.downloads)})
+    http = await nursery.start(serve_http, app, http_sock)
+    address = parts.directory.address
+    assert address is not None, "the node listens before HTTP starts"
+    parts.directory.listening(address, http=http)
 
 
 async def _gc_loop(store: AsyncStore, publish: Publish, announce: Announce) -> None:
