@@ -224,8 +224,8 @@ def _build(
         me, store, pool, sources, trust_of=trust.level, gossip_peers=gossip.known_peers
     )
     intro_spreader, downloads = _register_services(
-        home, config, key, registry, trust, member, bus, astore, sources, pool, gossip,
-        finder, transfers, directory,
+        home, config, key, registry, trust, member, bus, counters, astore, sources, pool,
+        gossip, finder, transfers, directory,
     )  # fmt: skip
     return _Parts(
         me, trust, bus, counters, astore, pool, gossip, intro_spreader, finder, transfers,
@@ -241,6 +241,7 @@ def _register_services(
     trust: TrustBook,
     member: Callable[[NodeId], bool],
     bus: EventBus,
+    counters: Counters,
     astore: AsyncStore,
     sources: SourceIndex,
     pool: PeerPool,
@@ -255,6 +256,7 @@ def _register_services(
         astore,
         record_sources=lambda node, cids: sources.record(node, cids, time.time()),
         on_stored=lambda cid: gossip.publish([cid], []),
+        on_served=counters.add_served,
         min_free_bytes=config.file.min_free_bytes,
     ).register(registry)
     gossip.register(registry)

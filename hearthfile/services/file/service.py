@@ -130,11 +130,14 @@ class FileService:
         *,
         record_sources: Callable[[NodeId, list[Cid]], None],
         on_stored: Callable[[Cid], None] = lambda cid: None,
+        on_served: Callable[[int], None] = lambda nbytes: None,
         min_free_bytes: int = 1 << 30,
     ) -> None:
+        """``on_served(nbytes)`` counts the chunk bytes sent to peers (metrics)."""
         self._store = store
         self._record_sources = record_sources
         self._on_stored = on_stored
+        self._on_served = on_served
         self._min_free_bytes = min_free_bytes
         self._manifests: dict[Cid, Manifest] = {}  # insertion order is recency
         #: Have-maps of partial blobs, with the store generation they were read at.
@@ -156,6 +159,7 @@ class FileService:
         if not BLOB_ONLY_KEYS & args.keys():
             data = await self._store.run(self._chunk_or_none, cid)  # one hop per chunk read
             if data is not None:
+                self._on_served(len(data))
                 return {"data": data}
         if args.get("have") is True:
             return {"have": await self._store.run(self._have, cid)}
@@ -178,6 +182,7 @@ class FileService:
                 chunks = await self._store.read_chunks(manifest, group)
                 for index, data in zip(group, chunks, strict=True):
                     await ctx.send({"i": index, "data": data})
+                    self._on_served(len(data))
 
     def _holding(self, peer: NodeId) -> trio.CapacityLimiter:
         """The peer's ``GROUPS_PER_PEER`` places for chunks read and not yet sent
