@@ -21,7 +21,7 @@ from typing import Final
 import trio
 
 from hearthfile import events
-from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.chunker import Manifest
 from hearthfile.blobs.facade import AsyncStore, holding_blob
 from hearthfile.blobs.store import BlobStore, WriteBatch
 from hearthfile.cids import Cid, cid_of
@@ -108,15 +108,16 @@ async def fetch_blob(
     that chunk no attempt). ``sequential`` takes chunks in order, for output that
     streams while the fetch runs; otherwise in a random order, so that nodes
     fetching the same blob at once hold different chunks and serve each other."""
-    if await trio.to_thread.run_sync(store.has_blob, cid):
-        return await trio.to_thread.run_sync(store.read_manifest, cid)
+    astore = AsyncStore(store)
+    if await astore.has_blob(cid):
+        return await astore.read_manifest(cid)
     if not sources:
         raise ServiceError("not_found", f"{cid}: no known source")
-    manifest = await _known_manifest(store, cid)
+    manifest = await _known_manifest(astore, cid)
     if manifest is None:
         manifest = await manifest_from_any(cid, sources)
-        await AsyncStore(store).begin_blob(manifest)
-    missing = await trio.to_thread.run_sync(store.missing_chunks, cid)
+        await astore.begin_blob(manifest)
+    missing = await astore.missing_chunks(cid)
     if span is not None:
         covering = set(manifest.chunk_range(*span))
         missing = [i for i in missing if i in covering]
@@ -133,25 +134,25 @@ async def fetch_blob(
         progress(state)
     if missing:
         fetch = _ScheduledFetch(
-            store, manifest, sources, missing, state, progress, publish, sequential
+            astore, manifest, sources, missing, state, progress, publish, sequential
         )
         try:
             await fetch.run(more_sources)
         except ServiceError:
             if fetch.manifest_false is None:
                 raise
-            await AsyncStore(store).run(store.discard_partial, cid)  # nothing of it is kept
+            await astore.run(store.discard_partial, cid)  # nothing of it is kept
             raise ServiceError("bad_request", f"{cid}: {fetch.manifest_false}") from None
-    complete = await AsyncStore(store).complete_blob(cid)  # checks the manifest's content
+    complete = await astore.complete_blob(cid)  # checks the manifest's content
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
     return manifest
 
 
-async def _known_manifest(store: BlobStore, cid: Cid) -> Manifest | None:
+async def _known_manifest(store: AsyncStore, cid: Cid) -> Manifest | None:
     try:
-        return await trio.to_thread.run_sync(store.read_manifest, cid)
-    except BlobError as exc:
+        return await store.read_manifest(cid)
+    except ServiceError as exc:
         if exc.code == "not_found":
             return None
         raise
@@ -172,7 +173,7 @@ class _ScheduledFetch:
 
     def __init__(
         self,
-        store: BlobStore,
+        store: AsyncStore,
         manifest: Manifest,
         sources: Sequence[Peer],
         missing: list[int],
@@ -403,9 +404,8 @@ class _ScheduledFetch:
 
     async def _writer(self) -> None:
         """Verify and store arrivals, a group per thread hop; report each outcome."""
-        batch = self.store.batch()
+        batch = self.store.sync.batch()
         committed_at = trio.current_time()
-        run = AsyncStore(self.store).run  # a full disk is capacity_exceeded, not internal
         try:
             async for first in self.writes:
                 group = [first]
@@ -414,7 +414,7 @@ class _ScheduledFetch:
                         group.append(self.writes.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                good = await run(self._write_group, batch, group)
+                good = await self.store.run(self._write_group, batch, group)
                 for (node, index, data), ok in zip(group, good, strict=True):
                     self.results_send.send_nowait(
                         ChunkStored(node, index, len(data))
@@ -423,13 +423,13 @@ class _ScheduledFetch:
                     )
                 due = trio.current_time() >= committed_at + COMMIT_INTERVAL_S
                 if batch.bytes_written >= COMMIT_BYTES or due:
-                    await run(batch.commit)
-                    batch = self.store.batch()
+                    await self.store.run(batch.commit)
+                    batch = self.store.sync.batch()
                     committed_at = trio.current_time()
         finally:
             # Every chunk in the batch was verified: keep them, even when interrupted.
             with trio.CancelScope(shield=True):
-                await run(batch.commit)
+                await self.store.run(batch.commit)
 
     def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
         chunks = self.manifest.chunks

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
-
-from hearthfile.blobs.chunker import Manifest
+from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
@@ -27,8 +25,9 @@ async def push_blob(
     store: BlobStore, cid: Cid, target: Peer, *, progress: ProgressFn | None = None
 ) -> PushResult:
     """Offer ``cid`` to ``target`` with file.put; send only the chunks it lacks."""
-    manifest: Manifest = await trio.to_thread.run_sync(store.read_manifest, cid)
-    if not await trio.to_thread.run_sync(store.has_blob, cid):
+    astore = AsyncStore(store)
+    manifest = await astore.read_manifest(cid)
+    if not await astore.has_blob(cid):
         raise ServiceError("not_found", f"{cid} is not complete here")
     encoded = manifest.encode()
     args = {"cid": cid, "manifest_size": len(encoded), "name": manifest.name, "mime": manifest.mime}
@@ -41,7 +40,7 @@ async def push_blob(
         state = Progress(cid, bytes_of(manifest, missing), 0, len(missing), 0, 1)
         for start in range(0, len(missing), CHUNKS_PER_HOP):
             group = missing[start : start + CHUNKS_PER_HOP]
-            chunks = await trio.to_thread.run_sync(store.read_chunks, manifest, group)
+            chunks = await astore.read_chunks(manifest, group)
             for index, data in zip(group, chunks, strict=True):
                 await call.send({"i": index, "data": data})
                 state.chunks_done += 1
