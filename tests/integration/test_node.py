@@ -190,7 +190,8 @@ def test_graceful_shutdown_mid_transfer_then_resume(
         assert b.cli("stat", cid).returncode == 1, "an interrupted fetch is not visible"
         b.start(a)
         wait_for(lambda: b.connected_to(a), what="b to reconnect")
-        b.ok("get", cid, "-o", str(tmp_path / "again.bin"))
+        again = b.cli("get", cid, "-o", str(tmp_path / "again.bin"))
+        assert again.returncode == 0, f"{again.stderr}\n{b.log()}"
         assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()
     finally:
         link.stop()
