@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar
 
 import trio
 
@@ -29,6 +29,7 @@ from hearthfile.identity import IdentityError, NodeId, NodeKey
 from hearthfile.services import ops
 from hearthfile.services.results import (
     Added,
+    AddProgress,
     BlobEntry,
     Cancelled,
     DownloadRecord,
@@ -53,16 +54,19 @@ from hearthfile.trust.book import TrustError
 
 if TYPE_CHECKING:  # the bus loads only when a daemon runs
     from hearthfile.bus.capability import TrustLevel
-    from hearthfile.bus.connection import Connection
+    from hearthfile.bus.connection import Connection, OutgoingCall
     from hearthfile.trust.book import TrustBook
 
 #: Bytes of paths per ``node.add`` call: a request must fit in one frame.
 ADD_BATCH_BYTES: Final = 128 * 1024
+#: Bytes per item of a streamed add: a chunk's worth, well inside one frame.
+STREAM_BLOCK_BYTES: Final = 256 * 1024
 
 Span = tuple[int, int] | None  # [start, end) in bytes
 Write = Callable[[Buffer], object]
 OnProgress = Callable[[TransferState], None]
 OnEvent = Callable[[dict[str, Any]], None]
+OnAdd = Callable[[AddProgress], None]
 #: ``{url, name, expect, refresh}`` of ``hearthfile download``.
 DownloadRequest = dict[str, str | bool | None]
 R = TypeVar("R")
@@ -72,10 +76,21 @@ def _ignore(state: TransferState) -> None:
     pass
 
 
+def _quiet(state: AddProgress) -> None:
+    pass
+
+
 class NodeClient(Protocol):
     home: Path
 
-    async def add(self, paths: list[str], *, pin: bool) -> Added: ...
+    async def add(self, paths: list[str], *, pin: bool, progress: OnAdd = _quiet) -> Added:
+        """Add regular files the node reads by their (absolute) paths."""
+        ...
+
+    async def add_stream(self, stream: BinaryIO, name: str | None, *, pin: bool) -> Added:
+        """Add what the CLI reads from ``stream`` (stdin, a pipe, a device) as one blob."""
+        ...
+
     async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched: ...
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
         """Write the blob's bytes (or the span) in order, fetching what is missing."""
@@ -137,8 +152,11 @@ class LocalClient:
             return no_node(self.home)
         return CliError(f"no daemon running for {self.home}")
 
-    async def add(self, paths: list[str], *, pin: bool) -> Added:
-        return Added(ops.add_paths(self.store, paths, pin=pin))
+    async def add(self, paths: list[str], *, pin: bool, progress: OnAdd = _quiet) -> Added:
+        return Added(ops.add_paths(self.store, paths, pin=pin, progress=progress))
+
+    async def add_stream(self, stream: BinaryIO, name: str | None, *, pin: bool) -> Added:
+        return Added([ops.add_stream(self.store, stream, name=name, pin=pin)])
 
     async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
         try:  # all of it (or of the span) must be here: there is no daemon to fetch it
@@ -272,17 +290,24 @@ class BusClient:
         self.data_dir = data_dir
 
     async def _answer(
-        self, op: str, args: dict[str, Any], progress: OnProgress | None = None
+        self,
+        op: str,
+        args: dict[str, Any],
+        progress: Callable[[object], None] | None = None,
+        feed: Callable[[OutgoingCall], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        """Call ``node.<op>``: its answer with the paged lists put back in place."""
+        """Call ``node.<op>`` (first streaming ``feed``'s items to it): its answer with
+        the paged lists put back in place; other items go to ``progress``."""
         lists: dict[str, list[Any]] = {}
         async with self.conn.open_call(f"node.{op}", args) as call:
+            if feed is not None:
+                await feed(call)
             async for item in call:
                 if _is_page(item):
                     [(key, values)] = item.items()
                     lists.setdefault(key, []).extend(values)
                 elif progress is not None:
-                    progress(from_wire(TransferState, item))
+                    progress(item)
             answer = await call.result()
         if isinstance(answer, list):  # a short list answered whole
             answer = {"items": answer}
@@ -293,17 +318,36 @@ class BusClient:
     async def _one(
         self, kind: type[R], op: str, args: dict[str, Any], progress: OnProgress | None = None
     ) -> R:
-        return from_wire(kind, await self._answer(op, args, progress))
+        def on_item(item: object) -> None:
+            if progress is not None:
+                progress(from_wire(TransferState, item))
+
+        return from_wire(kind, await self._answer(op, args, on_item))
 
     async def _many(self, kind: type[R], op: str, args: dict[str, Any]) -> list[R]:
         return [from_wire(kind, item) for item in (await self._answer(op, args)).get("items", [])]
 
-    async def add(self, paths: list[str], *, pin: bool) -> Added:
+    async def add(self, paths: list[str], *, pin: bool, progress: OnAdd = _quiet) -> Added:
         cids: list[Cid] = []
+
+        def on_item(item: object) -> None:
+            progress(from_wire(AddProgress, item))
+
         for batch in ops.pages(paths, ADD_BATCH_BYTES, _path_bytes):
-            added = await self._one(Added, "add", {"paths": batch, "pin": pin})
-            cids.extend(added.cids)
+            answer = await self._answer("add", {"paths": batch, "pin": pin}, on_item)
+            cids.extend(from_wire(Added, answer).cids)
         return Added(cids)
+
+    async def add_stream(self, stream: BinaryIO, name: str | None, *, pin: bool) -> Added:
+        async def feed(call: OutgoingCall) -> None:
+            while block := await trio.to_thread.run_sync(
+                stream.read, STREAM_BLOCK_BYTES, abandon_on_cancel=True
+            ):
+                await call.send({"data": block})
+            await call.send_end()
+
+        answer = await self._answer("add_stream", {"name": name, "pin": pin}, feed=feed)
+        return from_wire(Added, answer)
 
     async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
         args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
@@ -312,6 +356,9 @@ class BusClient:
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
         store = BlobStore(self.data_dir, readonly=True)
         try:
+            if store.has_blob(cid):  # held here: straight from the store, no fetch call
+                _write_span(store, cid, span, write)
+                return
             if span is not None:
                 await self.fetch(cid, span)
                 _write_span(store, cid, span, write)

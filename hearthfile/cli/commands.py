@@ -35,7 +35,7 @@ from hearthfile.config import Config, load_config, with_overrides
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeId
 from hearthfile.services import ops
-from hearthfile.services.results import Fetched
+from hearthfile.services.results import Added, Fetched
 
 #: CIDs fetched at once by one ``get`` of many CIDs.
 GET_CONCURRENCY: Final = 8
@@ -87,11 +87,50 @@ async def cmd_id(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_add(args: argparse.Namespace, out: Output) -> int:
-    paths = [str(p.absolute()) for p in ops.check_paths(args.paths)]
+    """Files by path (the node reads them), directories file by file, and ``-``,
+    pipes and devices streamed by the CLI: the node never reads its own stdin."""
+    inputs, skipped = ops.expand_inputs(args.paths)
+    for line in skipped:
+        print(f"hearthfile: skipped {line}", file=sys.stderr)
+    if not inputs:
+        raise CliError(f"nothing to add in {' '.join(args.paths)}")
+    pin = not args.no_pin
+    cids: list[Cid] = []
     async with open_client(home_dir(args)) as node:
-        added = await node.add(paths, pin=not args.no_pin)
-    out.show(added, lambda a: "\n".join(a.cids))
+        for run in _runs(inputs):
+            if isinstance(run, str):
+                cids += (await _add_stream(node, run, pin)).cids
+                continue
+            with ProgressBar("add") as bar:
+                paths = [str(Path(p).absolute()) for p in run]
+                added = await node.add(paths, pin=pin, progress=bar.added)
+            cids += added.cids
+    out.show(Added(cids), lambda a: "\n".join(a.cids))
     return EXIT_OK
+
+
+def _runs(inputs: list[str]) -> list[list[str] | str]:
+    """Consecutive regular files as one list (one call), each stream on its own."""
+    runs: list[list[str] | str] = []
+    for text in inputs:
+        if not ops.is_regular_file(text):
+            runs.append(text)
+        elif runs and isinstance(runs[-1], list):
+            runs[-1].append(text)
+        else:
+            runs.append([text])
+    return runs
+
+
+async def _add_stream(node: NodeClient, text: str, pin: bool) -> Added:
+    if text == "-":
+        return await node.add_stream(sys.stdin.buffer, None, pin=pin)
+    try:
+        stream = open(text, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ops.PathError(f"cannot read {text}: {exc.strerror}") from None
+    with stream:
+        return await node.add_stream(stream, Path(text).name, pin=pin)
 
 
 async def cmd_cat(args: argparse.Namespace, out: Output) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from hearthfile.blobs.backend import Buffer
 from hearthfile.cli.errors import OutputError
-from hearthfile.services.results import TransferState, unit_of
+from hearthfile.services.results import AddProgress, TransferState, unit_of
 
 #: Below this size a progress bar would only flicker.
 PROGRESS_MIN_BYTES: Final = 16 * 1024 * 1024
@@ -161,6 +161,7 @@ class ProgressBar:
         if self._bar is None:
             if not self.enabled or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
                 return
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -176,13 +177,17 @@ class ProgressBar:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
+                console=Console(stderr=True),
                 transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=total)
-        self._bar.update(self._task, completed=done)
+        self._bar.update(self._task, completed=done, total=total)
 
     def transfer(self, state: TransferState) -> None:
+        self.update(state.done_bytes, state.total_bytes)
+
+    def added(self, state: AddProgress) -> None:
         self.update(state.done_bytes, state.total_bytes)
 
     def __enter__(self) -> ProgressBar:

@@ -15,7 +15,7 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
 import msgpack
 import trio
@@ -36,6 +36,7 @@ from hearthfile.events import BlobEvicted, EventBus
 from hearthfile.services import ops
 from hearthfile.services.results import (
     Added,
+    AddProgress,
     BlobEntry,
     Cancelled,
     Fetched,
@@ -51,10 +52,14 @@ from hearthfile.services.results import (
     from_wire,
     to_wire,
 )
-from hearthfile.services.threads import run_stoppable
+from hearthfile.services.streams import ChannelReader
+from hearthfile.services.threads import Stop, run_stoppable
 from hearthfile.transfer.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.transfer.peer import Progress, ProgressFn
 from hearthfile.transfer.push import PushResult
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MAX_ADD_PATHS: Final = 100_000
 #: List results (ls, the blobs a gc removed, what verify found) reach the CLI as stream
@@ -64,6 +69,10 @@ PAGE_BYTES: Final = 64 * 1024
 #: Progress streamed to the CLI at most this often (and once at the end).
 PROGRESS_INTERVAL_S: Final = 0.1
 T = TypeVar("T")
+#: ``report(state, final)``: a progress state for the caller; the final one is always sent.
+Report = Callable[["DataclassInstance", bool], None]
+#: Blocks of a streamed add queued between the caller and the adding thread.
+STREAM_QUEUE: Final = 2
 
 
 def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> CapabilityDescriptor:
@@ -152,6 +161,7 @@ class NodeService:
             ("node.status", self.status, 10),
             ("node.peers", self.peers, 10),
             ("node.add", self.add, day),
+            ("node.add_stream", self.add_stream, day),
             ("node.fetch", self.fetch, day),
             ("node.ls", self.ls, 60),
             ("node.stat", self.stat, 10),
@@ -197,14 +207,61 @@ class NodeService:
         if not all(isinstance(p, str) and p.startswith("/") for p in paths):
             raise bad("paths must be absolute")
         pin = bool(args.get("pin"))
-        # Adding stops when the client goes away (Ctrl-C, a closed connection, SIGTERM).
-        cids = await self._mapped(
-            run_stoppable(
-                lambda stop: ops.add_paths(self._store, paths, pin=pin, progress_for=stop.per_file)
-            )
-        )
+
+        def add(report: Report) -> Awaitable[list[Cid]]:
+            def progress(state: AddProgress) -> None:  # in the adding thread
+                trio.from_thread.run_sync(report, state, state.done_bytes >= state.total_bytes)
+
+            def work(stop: Stop) -> list[Cid]:
+                return ops.add_paths(
+                    self._store, paths, pin=pin, progress_for=stop.per_file, progress=progress
+                )
+
+            # Adding stops when the client goes away (Ctrl-C, a closed connection, SIGTERM).
+            return self._mapped(run_stoppable(work))
+
+        cids = await _with_progress(ctx, add)
         self._announce(cids, [])
         return Added(cids)
+
+    async def add_stream(self, ctx: CallContext) -> Added:
+        """The caller streams ``{"data": bytes}`` items, then ends: one blob of them.
+        The daemon never reads a stream of its own (its stdin is not the caller's)."""
+        args = want_map(ctx.args)
+        name = args.get("name")
+        if name is not None and not isinstance(name, str):
+            raise bad("name must be text")
+        send, receive = trio.open_memory_channel[bytes](STREAM_QUEUE)
+        reader = ChannelReader(receive)
+        stream = cast(BinaryIO, reader)
+        done: list[Cid] = []
+        failure: list[Exception] = []
+
+        async def store() -> None:
+            pin = bool(args.get("pin"))
+            with receive:
+                try:
+                    cid = await self._run(ops.add_stream, self._store, stream, name=name, pin=pin)
+                except Exception as exc:  # handed to the caller below, unwrapped
+                    failure.append(exc)
+                    return
+                done.append(cid)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store)
+            async with send:
+                try:
+                    await _feed(ctx, send)
+                except ServiceError as exc:  # a bad item: nothing of the stream is kept
+                    reader.aborted = True
+                    failure.append(exc)
+                except BaseException:
+                    reader.aborted = True
+                    raise
+        if failure:
+            raise failure[0]
+        self._announce(done, [])
+        return Added(done)
 
     async def fetch(self, ctx: CallContext) -> Fetched:
         args = want_map(ctx.args)
@@ -214,8 +271,9 @@ class NodeService:
             if not isinstance(span, list) or len(span) != 2:
                 raise bad("range is [start, end)")
             span = (want_int(span[0], "range start"), want_int(span[1], "range end", span[0]))
+        sequential = args.get("stream") is True
         manifest: Manifest = await _with_progress(
-            ctx, lambda report: self._fetch(cid, span, args.get("stream") is True, report)
+            ctx, lambda report: self._fetch(cid, span, sequential, _transfer_progress(report))
         )
         return Fetched(cid, manifest.size, manifest.name)
 
@@ -272,7 +330,7 @@ class NodeService:
         if not isinstance(target, str):
             raise bad("to must be a NodeID")
         result: PushResult = await _with_progress(
-            ctx, lambda report: self._push(cid, target, report)
+            ctx, lambda report: self._push(cid, target, _transfer_progress(report))
         )
         return Pushed(cid, result.sent, result.skipped)
 
@@ -286,27 +344,47 @@ class NodeService:
         return Cancelled(cid, cancelled=True)
 
 
+async def _feed(ctx: CallContext, send: trio.MemorySendChannel[bytes]) -> None:
+    """The caller's ``{"data": bytes}`` items into ``send``, until the caller's end."""
+    async for item in ctx.incoming():
+        data = item.get("data") if isinstance(item, dict) else None
+        if not isinstance(data, bytes):
+            raise bad("add_stream items are {data: bytes}")
+        try:
+            await send.send(data)
+        except trio.BrokenResourceError:
+            return  # the store stopped reading: its failure is the answer
+
+
 def _cid_arg(ctx: CallContext) -> Cid:
     return want_cid(want_map(ctx.args).get("cid"))
 
 
-async def _with_progress(ctx: CallContext, job: Callable[[ProgressFn], Awaitable[T]]) -> T:
-    """Run ``job``, streaming its progress to the caller; the latest state wins when
+def _transfer_progress(report: Report) -> ProgressFn:
+    def progress(p: Progress) -> None:
+        report(TransferState(**asdict(p)), p.chunks_done >= p.chunks_total)
+
+    return progress
+
+
+async def _with_progress(ctx: CallContext, job: Callable[[Report], Awaitable[T]]) -> T:
+    """Run ``job``, streaming the progress it reports to the caller, at most every
+    ``PROGRESS_INTERVAL_S`` and always the final state; the latest state wins when
     the caller lags. The job's own exception is re-raised as is (not as a group)."""
-    send, receive = trio.open_memory_channel[dict[str, Any]](1)
+    send, receive = trio.open_memory_channel[dict[str, object]](1)
     outcome: list[T] = []
     failure: list[Exception] = []
-
     last_sent = [-math.inf]
 
-    def report(p: Progress) -> None:
-        # A fetch reports every chunk; the CLI needs about ten pictures a second.
+    def report(state: DataclassInstance, final: bool) -> None:
         now = trio.current_time()
-        if now - last_sent[0] < PROGRESS_INTERVAL_S and p.chunks_done < p.chunks_total:
+        if now - last_sent[0] < PROGRESS_INTERVAL_S and not final:
             return
         last_sent[0] = now
-        with contextlib.suppress(trio.WouldBlock):
-            send.send_nowait(asdict(p))
+        # The caller may be gone already (a stopped add reports from its thread).
+        gone = (trio.BrokenResourceError, trio.ClosedResourceError)
+        with contextlib.suppress(trio.WouldBlock, *gone):
+            send.send_nowait(to_wire(state))
 
     async def run() -> None:
         async with send:

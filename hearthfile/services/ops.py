@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import stat as stat_module
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, TypeVar
@@ -18,7 +20,14 @@ from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.store import BlobInfo, BlobStore, WriteBatch
 from hearthfile.cids import Cid
 from hearthfile.errors import HearthError
-from hearthfile.services.results import BlobEntry, GcResult, PinState, Removed, VerifyResult
+from hearthfile.services.results import (
+    AddProgress,
+    BlobEntry,
+    GcResult,
+    PinState,
+    Removed,
+    VerifyResult,
+)
 
 #: Files added in one call share a flush; this bounds what a crash can lose.
 ADD_BATCH_BYTES: Final = 256 * 1024 * 1024
@@ -67,6 +76,104 @@ def entry(info: BlobInfo) -> BlobEntry:
     )
 
 
+def expand_inputs(paths: list[str]) -> tuple[list[str], list[str]]:
+    """What ``add PATH...`` adds, in order: each path as given (``-`` included), or
+    every regular file under a directory (by name, depth first); and what was left
+    out under directories (symlinks are not followed, special files not read)."""
+    files: list[str] = []
+    skipped: list[str] = []
+    for text in paths:
+        if text != "-" and Path(text).is_dir():
+            _walk(Path(text), files, skipped)
+        else:
+            files.append(text)
+    return files, skipped
+
+
+def _walk(top: Path, files: list[str], skipped: list[str]) -> None:
+    """Depth first, each directory's entries by name (as ``find | sort`` lists them)."""
+    stack = [iter(_entries(top))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif entry.is_symlink():
+            skipped.append(f"{entry.path}: a symlink, not followed")
+        elif entry.is_dir(follow_symlinks=False):
+            stack.append(iter(_entries(Path(entry.path))))
+        elif entry.is_file(follow_symlinks=False):
+            files.append(entry.path)
+        else:
+            skipped.append(f"{entry.path}: not a regular file")
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as exc:
+        raise PathError(f"cannot read {directory}: {exc.strerror}") from None
+
+
+def is_regular_file(text: str) -> bool:
+    """A file the node can read by its path; anything else (``-``, a pipe such as
+    ``/dev/stdin``, a device) must be read, and streamed, by the caller."""
+    try:
+        return text != "-" and stat_module.S_ISREG(os.stat(text).st_mode)
+    except OSError:
+        return text != "-"  # let the add say why it cannot read it
+
+
+class AddCounter:
+    """Bytes stored so far across the files of one add, reported at most every
+    ``interval_s`` and once at the end (called from the adding thread)."""
+
+    def __init__(
+        self, files: list[Path], report: Callable[[AddProgress], None], interval_s: float = 0.1
+    ) -> None:
+        self.total = sum(_size(path) for path in files)
+        self.done = 0
+        self._report = report
+        self._interval_s = interval_s
+        self._last = -interval_s
+
+    def around(
+        self, progress_for: Callable[[Path, int], Callable[[int], None]]
+    ) -> Callable[[Path, int], Callable[[int], None]]:
+        """``progress_for`` with this counter advanced by every chunk as well."""
+
+        def each(path: Path, size: int) -> Callable[[int], None]:
+            inner = progress_for(path, size)
+
+            def step(count: int) -> None:
+                inner(count)
+                self.advance(count)
+
+            return step
+
+        return each
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._last >= self._interval_s or self.done >= self.total:
+            self._last = now
+            self._report(AddProgress(self.done, max(self.total, self.done)))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def add_stream(store: BlobStore, stream: BinaryIO, *, name: str | None, pin: bool) -> Cid:
+    """Add what ``stream`` holds until its end, as one blob."""
+    mime = mimetypes.guess_type(name)[0] if name else None
+    return store.add_stream(stream, name=name, mime=mime, pin=pin).cid
+
+
 def check_paths(paths: list[str]) -> list[Path]:
     out = []
     for text in paths:
@@ -84,9 +191,14 @@ def add_paths(
     pin: bool = False,
     on_durable: Callable[[list[Cid]], None] = lambda cids: None,
     progress_for: Callable[[Path, int], Callable[[int], None]] = lambda p, n: lambda k: None,
+    progress: Callable[[AddProgress], None] | None = None,
 ) -> list[Cid]:
-    """Add files; ``on_durable`` gets each group of CIDs once they are durable."""
+    """Add files; ``on_durable`` gets each group of CIDs once they are durable.
+    ``progress_for(path, size)`` gives each file's per-chunk callback; ``progress``
+    hears the bytes of all the files together."""
     files = check_paths(paths)
+    if progress is not None:
+        progress_for = AddCounter(files, progress).around(progress_for)
     added: list[Cid] = []
     pending: list[Cid] = []
     batch = store.batch()

@@ -47,6 +47,14 @@ class Added:
 
 
 @dataclass(frozen=True, slots=True)
+class AddProgress:
+    """Bytes of the files of one ``add`` stored so far."""
+
+    done_bytes: int = field(metadata=BYTES)
+    total_bytes: int = field(metadata=BYTES)
+
+
+@dataclass(frozen=True, slots=True)
 class PinState:
     cid: Cid
     pinned: bool

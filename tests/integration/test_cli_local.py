@@ -61,8 +61,9 @@ def test_bad_input_exit_codes(home: Path, tmp_path: Path) -> None:
         result = run_cli(home, *args)
         assert result.returncode == 2, args
         assert "malformed CID" in result.stderr and "Traceback" not in result.stderr
-    directory = run_cli(home, "add", str(tmp_path))
-    assert directory.returncode == 2 and "is a directory" in directory.stderr
+    (tmp_path / "empty").mkdir()
+    directory = run_cli(home, "add", str(tmp_path / "empty"))
+    assert directory.returncode == 1 and "nothing to add" in directory.stderr
     missing = run_cli(home, "add", str(tmp_path / "nope"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     assert run_cli(home, "frobnicate").returncode == 2
