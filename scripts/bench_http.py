@@ -4,7 +4,7 @@
 Run from the repository (after scripts/test has built the virtual environment):
 
     .venv/bin/python scripts/bench_http.py [--size-mib 1024] [--rounds 3]
-        [--requests 2000] [--dir SCRATCH] [--keep] [--json]
+        [--requests 2000] [--steps get,aria2c,miss,put,small] [--dir SCRATCH] [--keep] [--json]
 
 It starts two real daemons through the CLI (A holds the blob, B dials A; each trusts
 the other as a member), each with its gateway on a free loopback port, and nginx
@@ -168,7 +168,13 @@ def main() -> None:
     parser.add_argument("--dir")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--steps", default=",".join(BASELINES), help="comma-separated subset of the steps"
+    )
     args = parser.parse_args()
+    unknown = set(args.steps.split(",")) - set(BASELINES)
+    if unknown:
+        raise SystemExit(f"unknown steps {sorted(unknown)}; choose from {list(BASELINES)}")
     for tool in ("curl", "aria2c", "nginx"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt: curl aria2 nginx-light)")
@@ -268,6 +274,8 @@ def measure(
     results: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
         for name, (ours, base) in pairs.items():
+            if name not in args.steps.split(","):
+                continue
             order = [("ours", ours), ("base", base)]
             if round_ % 2:
                 order.reverse()
@@ -291,6 +299,8 @@ BASELINES = {
 def report(results: dict[str, list[float]], args: argparse.Namespace, size: int) -> None:
     rows = []
     for name, baseline in BASELINES.items():
+        if f"{name}.ours" not in results:
+            continue
         ours = statistics.median(results[f"{name}.ours"])
         base = statistics.median(results[f"{name}.base"])
         if name == "small":

@@ -420,13 +420,22 @@ def test_fetch_on_miss_ranges_and_failures(
     assert whole.status in (502, 504) or whole.body == data
 
 
-def _corrupt_on_disk(node: Daemon, manifest_chunks: list[str], index: int) -> None:
-    """Flip a byte of chunk ``index`` where the store keeps it (a file per chunk)."""
-    hexpart = manifest_chunks[index].removeprefix("blake3:")
-    path = node.home / "data" / "blobs" / hexpart[:2] / hexpart[2:]
+def _corrupt_on_disk(node: Daemon, cid: str, chunks: list[str], index: int) -> None:
+    """Flip a byte of chunk ``index`` where the store keeps it: its own file (a file
+    per chunk), else at its offset in the blob's file (a file per blob)."""
+    blobs = node.home / "data" / "blobs"
+    hexpart = chunks[index].removeprefix("blake3:")
+    path, offset = blobs / hexpart[:2] / hexpart[2:], 0
+    if not path.exists():
+        whole = cid.removeprefix("blake3:")
+        path = next(
+            p for p in (blobs / whole[:2] / whole, blobs / whole[:2] / whole[2:]) if p.exists()
+        )
+        offset = index * CS
     with open(path, "r+b") as f:
+        f.seek(offset)
         first = f.read(1)
-        f.seek(0)
+        f.seek(offset)
         f.write(bytes([first[0] ^ 0xFF]))
 
 
@@ -434,7 +443,7 @@ def test_failure_mid_body_aborts_the_connection(gw: Gateway, tmp_path: Path) -> 
     data = payload(40 * CS, 31)
     manifest, _ = chunk_blob(data)
     cid = gw.add(data, "doomed.bin", tmp_path)
-    _corrupt_on_disk(gw.node, list(manifest.chunks), 30)
+    _corrupt_on_disk(gw.node, cid, list(manifest.chunks), 30)
     proc = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "out"), f"{gw.url}/blob/{cid}"],
                           capture_output=True, timeout=90, check=False)  # fmt: skip
     got = (tmp_path / "out").read_bytes()
