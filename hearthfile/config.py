@@ -1,9 +1,9 @@
 """YAML configuration -> frozen dataclasses, with validation (pure + file I/O).
 
 This is the bottom layer: it imports nothing from the rest of hearthfile but the
-error root, and it is the only module that imports ``yaml``. Everything above
-it receives typed, already-validated values, each component only its own
-sub-config (``FileConfig``, ``LimitsConfig``, ``GossipConfig``...).
+error root and the shared bounds (limits.py), and it is the only module that
+imports ``yaml``. Everything above it receives typed, already-validated values,
+each component only its own sub-config (``FileConfig``, ``LimitsConfig``, ``GossipConfig``...).
 
 Where the settings come from, later wins:
 
@@ -39,6 +39,18 @@ from typing import TYPE_CHECKING, Final, Literal
 import yaml
 
 from hearthfile.errors import HearthError
+from hearthfile.limits import (
+    MAX_DIGEST_ENTRIES,
+    MAX_EXCHANGE_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_RECORD_CIDS,
+    MIN_MESSAGE_BYTES,
+    ChannelLimits,
+    GiB,
+    KiB,
+    MiB,
+    record_bytes,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -96,9 +108,6 @@ DEFAULT_HTTP_PORT: Final = 7780
 #: ``self`` is implied by the node's own key, ``stranger`` is the absence of an entry.
 _Granted = Literal["member", "trusted"]
 
-KiB: Final = 1024
-MiB: Final = 1024 * KiB
-GiB: Final = 1024 * MiB
 
 # Loose on purpose: identity.py owns the real NodeID parser (and checks that the
 # text decodes to a key); here we only catch typos and pasted fragments early.
@@ -106,8 +115,6 @@ GiB: Final = 1024 * MiB
 _NODE_ID_RE: Final = re.compile(r"hf[a-z2-7]{52}")
 _NODE_ID_EXPECTED: Final = "a node id ('hf' followed by 52 characters a-z, 2-7)"
 
-# A frame must carry a whole 256 KiB chunk plus its header, or transfers stall.
-_MIN_MESSAGE_BYTES: Final = 256 * KiB + KiB
 
 
 # --- the settings -----------------------------------------------------------
@@ -167,25 +174,10 @@ class FileConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    """``limits:`` bounds on connections and fetches.
+class LimitsConfig(ChannelLimits):
+    """``limits:`` bounds on connections (``ChannelLimits``, limits.py: the bus is
+    handed this section as it is) and on fetches."""
 
-    The connection defaults equal ``bus.channel.ChannelLimits``'s (a unit test
-    keeps them equal; bus may not import config, nor config bus).
-    """
-
-    #: Largest frame; a 256 KiB chunk plus room for the header.
-    max_message_bytes: int = 256 * KiB + 64 * KiB
-    #: Handshake deadline: stops slowloris-style connection hoarding.
-    handshake_timeout_s: float = 10.0
-    #: A silent connection is dropped after this long.
-    idle_timeout_s: float = 60.0
-    #: Connections still in the handshake, server-wide.
-    max_unauthenticated: int = 64
-    #: Authenticated connections kept from one NodeID.
-    max_connections_per_peer: int = 4
-    #: trio-websocket's 4 KiB default costs several times the throughput.
-    receive_buffer_bytes: int = 1 * MiB
     #: Blob fetches running at once; each already fans out over many sources.
     max_concurrent_fetches: int = 16
 
@@ -656,8 +648,8 @@ def _file(sec: _Section) -> FileConfig:
 def _limits(sec: _Section) -> LimitsConfig:
     _check_keys(sec, _names(LimitsConfig))
     d = LimitsConfig()
-    max_message = _size(sec, "max_message_bytes", d.max_message_bytes, _MIN_MESSAGE_BYTES)
-    if max_message > 64 * MiB:  # one frame is held whole in memory
+    max_message = _size(sec, "max_message_bytes", d.max_message_bytes, MIN_MESSAGE_BYTES)
+    if max_message > MAX_MESSAGE_BYTES:  # one frame is held whole in memory
         raise sec.error("max_message_bytes", "a size of at most 64MiB", max_message)
     return LimitsConfig(
         max_message_bytes=max_message,
@@ -681,22 +673,22 @@ def _gossip(sec: _Section) -> GossipConfig:
     # At least 2: a snapshot may take half an origin's records, its deltas the rest.
     max_records = _int(sec, "max_records_per_origin", d.max_records_per_origin, 2)
     max_cids = _int(sec, "max_cids_per_record", d.max_cids_per_record)
-    if max_cids > _MAX_RECORD_CIDS:
-        raise sec.error("max_cids_per_record", f"an integer 1..{_MAX_RECORD_CIDS}", max_cids)
+    if max_cids > MAX_RECORD_CIDS:
+        raise sec.error("max_cids_per_record", f"an integer 1..{MAX_RECORD_CIDS}", max_cids)
     exchange = _size(sec, "max_exchange_bytes", d.max_exchange_bytes, 64 * KiB)
-    if exchange > 256 * KiB:  # one gossip message must fit the smallest allowed frame
+    if exchange > MAX_EXCHANGE_BYTES:  # one gossip message must fit the smallest frame
         raise sec.error("max_exchange_bytes", "a size of at most 256KiB", exchange)
-    if exchange < _record_bytes(max_cids):
+    if exchange < record_bytes(max_cids):
         # A record that can never be sent would stall its origin for good.
         raise sec.error(
             "max_exchange_bytes",
-            f"at least {_record_bytes(max_cids)} to carry a record of "
+            f"at least {record_bytes(max_cids)} to carry a record of "
             f"{sec.path('max_cids_per_record')} ({max_cids}) CIDs",
             exchange,
         )
     max_origins = _int(sec, "max_origins", d.max_origins)
-    if max_origins > _MAX_DIGEST_ENTRIES:
-        raise sec.error("max_origins", f"an integer 1..{_MAX_DIGEST_ENTRIES}", max_origins)
+    if max_origins > MAX_DIGEST_ENTRIES:
+        raise sec.error("max_origins", f"an integer 1..{MAX_DIGEST_ENTRIES}", max_origins)
     return GossipConfig(
         interval_s=interval,
         fanout=_int(sec, "fanout", d.fanout),
@@ -710,18 +702,6 @@ def _gossip(sec: _Section) -> GossipConfig:
         max_exchange_bytes=exchange,
         origin_records_per_round=_int(sec, "origin_records_per_round", d.origin_records_per_round),
     )
-
-
-# Wire limits of hearthfile/gossip (config may not import it; a gossip unit test
-# keeps these equal): CIDs one record may carry, entries in one digest, and the
-# bytes a record takes besides its CIDs (34 each): addresses, numbers, signature.
-_MAX_RECORD_CIDS: Final = 8192
-_MAX_DIGEST_ENTRIES: Final = 4096
-_RECORD_OVERHEAD_BYTES: Final = 2304
-
-
-def _record_bytes(cids: int) -> int:
-    return cids * 34 + _RECORD_OVERHEAD_BYTES
 
 
 # --- leaf values --------------------------------------------------------------

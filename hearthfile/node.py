@@ -78,25 +78,13 @@ log = logging.getLogger("hearthfile.node")
 GC_INTERVAL_S: Final = 60.0
 
 
-def channel_limits(config: Config) -> ChannelLimits:
-    lim = config.limits
-    return ChannelLimits(
-        max_message_bytes=lim.max_message_bytes,
-        handshake_timeout_s=lim.handshake_timeout_s,
-        idle_timeout_s=lim.idle_timeout_s,
-        max_unauthenticated=lim.max_unauthenticated,
-        max_connections_per_peer=lim.max_connections_per_peer,
-        receive_buffer_bytes=lim.receive_buffer_bytes,
-    )
-
-
 async def serve_node(
     home: Path, config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the node until cancelled; ``task_status.started(port)`` once listening."""
     wsmask.install()  # the node sends bulk data as a client: mask it in numpy
     key = load_or_create_key(home)
-    limits = channel_limits(config)
+    limits = config.limits  # a ChannelLimits, with the fetch bounds besides
     with home_lock(home):
         store = BlobStore(
             config.node.data_dir or home / "data",

@@ -9,31 +9,13 @@ over in-memory channels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from hearthfile.identity import NodeId
+from hearthfile.limits import DEFAULT_MAX_MESSAGE_BYTES, ChannelLimits
 
-#: A 256 KiB chunk plus generous room for the frame header.
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 + 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelLimits:
-    """Bounds on one transport connection; each stops a specific abuse."""
-
-    #: Largest plaintext frame accepted; bigger closes the connection.
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    #: A peer that has not completed the handshake by then is dropped (slowloris).
-    handshake_timeout_s: float = 10.0
-    #: A peer silent for this long (no frame, no pong) is dropped; pings go at a third of it.
-    idle_timeout_s: float = 60.0
-    #: Connections still in the handshake, server-wide; more are refused at once.
-    max_unauthenticated: int = 64
-    #: Authenticated connections from one NodeID kept at once.
-    max_connections_per_peer: int = 4
-    #: trio-websocket receive buffer; its 4 KiB default costs several times the throughput.
-    receive_buffer_bytes: int = 1024 * 1024
+# The bounds of a connection are shared with config.py, so they live in limits.py.
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "ChannelLimits", "MessageChannel"]
 
 
 class MessageChannel(Protocol):

@@ -30,11 +30,11 @@ from typing import Final
 from hearthfile.errors import RemoteProtocolError
 from hearthfile.gossip.records import MAX_SEQ, Record, RecordError, decode_record, encode_record
 from hearthfile.identity import PUBLIC_KEY_BYTES
+from hearthfile.limits import MAX_DIGEST_ENTRIES
 
-#: Entries in one digest or want list: keeps a digest (about 53 bytes an
-#: entry) inside the smallest frame the bus allows. Equals the largest
-#: ``gossip.max_origins``.
-MAX_DIGEST_ENTRIES: Final = 4096
+# MAX_DIGEST_ENTRIES (limits.py): entries in one digest or want list, which keeps a
+# digest (about 53 bytes an entry) inside the smallest frame the bus allows; the
+# largest ``gossip.max_origins``.
 #: Records in one message; each costs at least ~150 bytes, so the byte budget
 #: (``gossip.max_exchange_bytes``) binds first. This bounds the object count.
 MAX_MESSAGE_RECORDS: Final = 2048

@@ -66,6 +66,7 @@ from hearthfile.cids import (
 from hearthfile.config import parse_address
 from hearthfile.errors import RemoteProtocolError
 from hearthfile.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeId
+from hearthfile.limits import MAX_RECORD_CIDS
 
 ADVERT_TAG: Final = "hearthfile/advert/1"
 NODE_TAG: Final = "hearthfile/node/1"
@@ -74,9 +75,8 @@ NODE_TAG: Final = "hearthfile/node/1"
 MAX_ADDRESSES: Final = 8
 #: ``host:port`` in UTF-8; 253 is the longest DNS name, plus the port.
 MAX_ADDRESS_BYTES: Final = 262
-#: CIDs (added + removed) one record may carry on the wire. The configured
-#: ``gossip.max_cids_per_record`` is the real limit and may not exceed this.
-MAX_RECORD_CIDS: Final = 8192
+# MAX_RECORD_CIDS (limits.py): CIDs (added + removed) one record may carry on the
+# wire; the configured ``gossip.max_cids_per_record`` may not exceed it.
 #: Seqs and timestamps are msgpack int64-safe.
 MAX_SEQ: Final = 2**63 - 1
 #: Bytes a record adds to its signed payload on the wire: bin8 header and signature.

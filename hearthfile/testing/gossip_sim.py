@@ -58,12 +58,12 @@ from hearthfile.gossip.protocol import (
     PeerLearned,
 )
 from hearthfile.gossip.records import (
-    MAX_RECORD_CIDS,
     NodeRecord,
     Record,
     Sign,
 )
 from hearthfile.identity import NodeId, NodeKey
+from hearthfile.limits import MAX_RECORD_CIDS
 from hearthfile.testing.gossip_hostile import Hostile
 
 #: Simulated wall clock at round 0 (seconds); any fixed value works.

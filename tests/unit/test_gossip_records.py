@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hearthfile import config
+from hearthfile import limits
 from hearthfile.cids import Cid, canonical_decode, canonical_encode, cid_of
 from hearthfile.gossip import messages, records
 from hearthfile.gossip.messages import (
@@ -284,12 +284,10 @@ def test_garbage_messages_only_raise_message_error(value: Any) -> None:
             decode_message(candidate)
 
 
-# --- limits shared with config.py ----------------------------------------------------------
+# --- limits shared with config.py (limits.py) ----------------------------------------------
 
 
-def test_config_knows_the_wire_limits() -> None:
-    assert config._MAX_RECORD_CIDS == records.MAX_RECORD_CIDS
-    assert config._MAX_DIGEST_ENTRIES == messages.MAX_DIGEST_ENTRIES
+def test_record_bytes_bounds_the_largest_record() -> None:
     n = 2000
     largest = advert(
         seq=2**63 - 1, prev=2**63 - 2, timestamp_ms=2**63 - 1,
@@ -297,7 +295,7 @@ def test_config_knows_the_wire_limits() -> None:
         added=[cid_of(i.to_bytes(4, "big")) for i in range(n // 2)],
         removed=[cid_of(b"r" + i.to_bytes(4, "big")) for i in range(n // 2)],
     )  # fmt: skip
-    assert largest.wire_bytes <= config._record_bytes(n)
+    assert largest.wire_bytes <= limits.record_bytes(n)
 
 
 def test_cids_decode_back_to_text() -> None:
