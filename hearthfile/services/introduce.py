@@ -5,8 +5,9 @@ introductions.py). This shell floods them: a record new to us goes to every conn
 member that is not known to hold it, and a member whose connection comes up gets
 every record it is not known to hold, in messages of at most ``MAX_MESSAGE_RECORDS``.
 A record counts as held by a peer once the peer sent it to us or acknowledged our
-call; a failed call is retried on the next connection. The set is small (records
-per introducer and in all are bounded), so this simple flood is also the repair.
+call; what a failed call carried is sent again on the next record, the next
+connection, or within ``REPAIR_S``. The set is small (records per introducer and in
+all are bounded), so this simple flood is also the repair.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 INTRO_CAP: Final = "trust.introductions"
 SEND_TIMEOUT_S: Final = 10.0
+#: Every this often each connected member is sent what it is not known to hold: the
+#: repair for a send refused or lost (e.g. sent before the peer trusted us back).
+REPAIR_S: Final = 10.0
 
 INTRO_DESCRIPTOR: Final = CapabilityDescriptor(
     name=INTRO_CAP,
@@ -64,7 +68,11 @@ class IntroSpreader:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(REPAIR_S)
+                for peer in list(self._held):
+                    if self._pool.connection(peer) is not None:
+                        self.sync(peer)
 
     def known(self, peer: NodeId, records: Iterable[Introduction]) -> None:
         """``peer`` holds these (it sent them to us)."""

@@ -126,6 +126,11 @@ class LiveTrust:
         self._spreader.known(sender, records)
         fresh = []
         for record in records:
+            if record.introducer != self.book.me and self.book.level(record.introducer) < (
+                TrustLevel.MEMBER
+            ):
+                continue  # only members' records are kept: a member cannot fill the
+                # table with records of keys it minted
             reason = self._intros.receive(record, self._now_ms())
             if reason is None:
                 fresh.append(record)
