@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import yaml
 
@@ -72,6 +72,10 @@ __all__ = [
     "parse_size",
     "with_overrides",
 ]
+
+
+T = TypeVar("T")
+S = TypeVar("S", bound="DataclassInstance")
 
 
 class ConfigError(HearthError):
@@ -117,6 +121,83 @@ _NODE_ID_EXPECTED: Final = "a node id ('hf' followed by 52 characters a-z, 2-7)"
 
 
 
+# --- how a setting is read ---------------------------------------------------------
+
+#: Reads one YAML value of a section's key; raises ``ConfigError`` naming both.
+Parse = Callable[["_Section", str, object], Any]
+
+
+def setting(default: T, parse: Parse) -> T:
+    """A config field: its default and how a YAML value becomes it (checked). The
+    one builder, ``_build``, reads every section through these."""
+    value: T = field(default=default, metadata={"parse": parse})
+    return value
+
+
+def boolean() -> Parse:
+    def parse(sec: _Section, key: str, value: object) -> bool:
+        # YAML booleans only: the text "false" is truthy in Python, a silent trap.
+        if not isinstance(value, bool):
+            raise sec.error(key, "true or false", value)
+        return value
+
+    return parse
+
+
+def integer(minimum: int = 1, maximum: int | None = None) -> Parse:
+    def parse(sec: _Section, key: str, value: object) -> int:
+        # bool is an int subclass; `fanout: yes` must not mean 1.
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise sec.error(key, f"an integer >= {minimum}", value)
+        if maximum is not None and value > maximum:
+            raise sec.error(key, f"an integer {minimum}..{maximum}", value)
+        return value
+
+    return parse
+
+
+def number(expected: str, ok: Callable[[float], bool]) -> Parse:
+    def parse(sec: _Section, key: str, value: object) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                result = float(value)
+            except OverflowError:  # an int too large for a float
+                result = math.inf
+            if math.isfinite(result) and ok(result):
+                return result
+        raise sec.error(key, f"a number {expected}", value)
+
+    return parse
+
+
+def seconds() -> Parse:
+    return number("of seconds > 0", lambda x: x > 0)
+
+
+def size(minimum: int, maximum: tuple[int, str] | None = None) -> Parse:
+    """Bytes as an integer or text like '512MiB'; ``maximum`` is (bytes, as written)."""
+
+    def parse(sec: _Section, key: str, value: object) -> int:
+        expected = f"a size in bytes >= {minimum} (an integer or text like '512MiB', '10GB')"
+        if isinstance(value, str):
+            try:
+                value = parse_size(value)
+            except ValueError:
+                raise sec.error(key, expected, value) from None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise sec.error(key, expected, value)
+        if maximum is not None and value > maximum[0]:
+            raise sec.error(key, f"a size of at most {maximum[1]}", value)
+        return value
+
+    return parse
+
+
+def optional(parse: Parse) -> Parse:
+    """``parse``, or None for a YAML null (no limit)."""
+    return lambda sec, key, value: None if value is None else parse(sec, key, value)
+
+
 # --- the settings -----------------------------------------------------------
 
 
@@ -159,27 +240,40 @@ class FileConfig:
     """``file:`` the blob store's disk policy (blobs.store, services.file)."""
 
     #: GC starts when the store passes this fraction of ``max_store_bytes``...
-    gc_threshold: float = 0.8
+    gc_threshold: float = setting(0.8, number("between 0 and 1", lambda x: 0 < x <= 1))
     #: ...and evicts down to ``gc_target`` of it; the gap keeps GC from running
     #: on every write once the store sits near the limit.
-    gc_target: float = 0.7
+    gc_target: float = setting(0.7, number("between 0 and 1", lambda x: 0 <= x <= 1))
     #: GC evicts when free disk falls below this, and file.put refuses
     #: (capacity_exceeded) rather than leave less than this free.
-    min_free_bytes: int = 1 * GiB
+    min_free_bytes: int = setting(1 * GiB, size(0))
     #: Whole chunks bypass the page cache (O_DIRECT) where the filesystem allows.
-    direct_io: bool = True
+    direct_io: bool = setting(True, boolean())
     #: The store's size limit (None: none; then only ``min_free_bytes`` makes GC
     #: evict: the store is never measured against the whole disk's usage).
-    max_store_bytes: int | None = None
+    max_store_bytes: int | None = setting(None, optional(size(1)))
+
+
+_CHANNEL: Final = ChannelLimits()
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig(ChannelLimits):
     """``limits:`` bounds on connections (``ChannelLimits``, limits.py: the bus is
-    handed this section as it is) and on fetches."""
+    handed this section as it is) and on fetches. The connection fields are
+    ChannelLimits' own, with its defaults, declared again only to say how each is
+    read."""
 
+    max_message_bytes: int = setting(
+        _CHANNEL.max_message_bytes, size(MIN_MESSAGE_BYTES, (MAX_MESSAGE_BYTES, "64MiB"))
+    )
+    handshake_timeout_s: float = setting(_CHANNEL.handshake_timeout_s, seconds())
+    idle_timeout_s: float = setting(_CHANNEL.idle_timeout_s, seconds())
+    max_unauthenticated: int = setting(_CHANNEL.max_unauthenticated, integer())
+    max_connections_per_peer: int = setting(_CHANNEL.max_connections_per_peer, integer())
+    receive_buffer_bytes: int = setting(_CHANNEL.receive_buffer_bytes, size(4 * KiB))
     #: Blob fetches running at once; each already fans out over many sources.
-    max_concurrent_fetches: int = 16
+    max_concurrent_fetches: int = setting(16, integer())
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,27 +281,28 @@ class GossipConfig:
     """``gossip:`` dissemination timing and the bounds one origin can claim."""
 
     #: Seconds between push-pull rounds.
-    interval_s: float = 5.0
+    interval_s: float = setting(5.0, seconds())
     #: Peers contacted per round: a few suffice for O(log n) spread and keep each
     #: round cheap.
-    fanout: int = 3
-    #: Records kept per origin: bounds the memory one noisy node can claim.
-    max_records_per_origin: int = 64
+    fanout: int = setting(3, integer())
+    #: Records kept per origin: bounds the memory one noisy node can claim. At
+    #: least 2: a snapshot may take half an origin's records, its deltas the rest.
+    max_records_per_origin: int = setting(64, integer(2))
     #: CIDs in one record: bounds the work one record can cost a receiver.
-    max_cids_per_record: int = 1024
+    max_cids_per_record: int = setting(1024, integer(1, MAX_RECORD_CIDS))
     #: A node whose newest record is older than this ages out of the SourceIndex.
-    record_ttl_s: float = 600.0
+    record_ttl_s: float = setting(600.0, seconds())
     #: Records stamped further than this from our clock (either way) are dropped.
-    max_clock_skew_s: float = 300.0
+    max_clock_skew_s: float = setting(300.0, number("of seconds >= 0", lambda x: x >= 0))
     #: Origins whose records a node keeps: with open membership anyone can mint
     #: identities, so the table needs a bound of its own.
-    max_origins: int = 4096
+    max_origins: int = setting(4096, integer(1, MAX_DIGEST_ENTRIES))
     #: Largest batch of records (and wants) in one gossip message, and the unit of
     #: each peer's byte budget: at most twice this per round in each direction.
-    max_exchange_bytes: int = 192 * KiB
+    max_exchange_bytes: int = setting(192 * KiB, size(64 * KiB, (MAX_EXCHANGE_BYTES, "256KiB")))
     #: New records accepted per origin per round, sustained (bursts of up to
     #: max_records_per_origin): stops a member flooding the network.
-    origin_records_per_round: int = 4
+    origin_records_per_round: int = setting(4, integer())
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,21 +310,21 @@ class DownloadsConfig:
     """``downloads:`` the URL download cache (DESIGN.md section 12)."""
 
     #: Downloads running at once; the rest wait as Pending, oldest first.
-    max_active: int = 3
+    max_active: int = setting(3, integer())
     #: A file larger than this (announced or received) fails instead of filling the disk.
-    max_bytes: int = 100 * GiB
+    max_bytes: int = setting(100 * GiB, size(0))
     #: Dialing the origin (DNS, TCP, TLS) gives up after this long.
-    connect_timeout_s: float = 15.0
+    connect_timeout_s: float = setting(15.0, seconds())
     #: An origin silent this long mid-body is asked again for the rest.
-    idle_timeout_s: float = 30.0
+    idle_timeout_s: float = setting(30.0, seconds())
     #: Redirects followed per request: enough for mirrors, not for a loop.
-    max_redirects: int = 5
+    max_redirects: int = setting(5, integer(0))
     #: Times a broken body is asked again for the rest before the download fails.
-    max_retries: int = 5
+    max_retries: int = setting(5, integer(0))
     #: Bytes received are made durable at least this often (size or time):
     #: a kill loses at most this tail.
-    flush_bytes: int = 64 * MiB
-    flush_interval_s: float = 2.0
+    flush_bytes: int = setting(64 * MiB, size(256 * KiB))
+    flush_interval_s: float = setting(2.0, seconds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,13 +571,13 @@ def _build_config(top: _Section, home: Path, path: Path) -> Config:
         node=_node(top.sub("node"), home, path),
         bootstrap=_bootstrap(top),
         trust=_parse_trust(top.data.get("trust"), top.source, "trust"),
-        open_membership=_bool(top, "open_membership", False),
+        open_membership=boolean()(top, "open_membership", top.data.get("open_membership", False)),
         introducers=_introducers(top),
-        file=_file(top.sub("file")),
-        limits=_limits(top.sub("limits")),
-        gossip=_gossip(top.sub("gossip")),
+        file=_build(top.sub("file"), FileConfig),
+        limits=_build(top.sub("limits"), LimitsConfig),
+        gossip=_build(top.sub("gossip"), GossipConfig),
         http=_http(top.sub("http")),
-        downloads=_downloads(top.sub("downloads")),
+        downloads=_build(top.sub("downloads"), DownloadsConfig),
         source_path=path.absolute(),
     )
 
@@ -492,6 +587,54 @@ def _introducers(top: _Section) -> str:
     if value not in ("trusted", "joined", "none"):
         raise top.error("introducers", "one of trusted, joined, none", value)
     return str(value)
+
+
+def _build(sec: _Section, cls: type[S]) -> S:
+    """A section from its mapping: every key present is read by its field's parser,
+    the rest keep their defaults; then the checks that span several fields."""
+    _check_keys(sec, _names(cls))
+    values = {
+        f.name: f.metadata["parse"](sec, f.name, sec.data[f.name])
+        for f in fields(cls)
+        if f.name in sec.data
+    }
+    built = cls(**values)
+    for check in _CHECKS.get(cls, ()):
+        check(sec, built)
+    return built
+
+
+def _check_gc_levels(sec: _Section, c: FileConfig) -> None:
+    if c.gc_target >= c.gc_threshold:
+        # GC evicts from the threshold down to the target; the other way round
+        # it would have nothing to do, or run on every write.
+        expected = f"a number below {sec.path('gc_threshold')} ({c.gc_threshold})"
+        raise sec.error("gc_target", expected, c.gc_target)
+
+
+def _check_record_ttl(sec: _Section, c: GossipConfig) -> None:
+    if c.record_ttl_s <= c.interval_s:
+        # Otherwise every node would age out between two rounds of gossip.
+        expected = f"more than {sec.path('interval_s')} ({c.interval_s})"
+        raise sec.error("record_ttl_s", expected, c.record_ttl_s)
+
+
+def _check_exchange_fits_a_record(sec: _Section, c: GossipConfig) -> None:
+    if c.max_exchange_bytes < record_bytes(c.max_cids_per_record):
+        # A record that can never be sent would stall its origin for good.
+        raise sec.error(
+            "max_exchange_bytes",
+            f"at least {record_bytes(c.max_cids_per_record)} to carry a record of "
+            f"{sec.path('max_cids_per_record')} ({c.max_cids_per_record}) CIDs",
+            c.max_exchange_bytes,
+        )
+
+
+#: The checks of each section that span several of its fields.
+_CHECKS: Final[Mapping[type, tuple[Callable[[_Section, Any], None], ...]]] = {
+    FileConfig: (_check_gc_levels,),
+    GossipConfig: (_check_record_ttl, _check_exchange_fits_a_record),
+}
 
 
 def _names(cls: type[DataclassInstance]) -> tuple[str, ...]:
@@ -513,21 +656,6 @@ def _node(sec: _Section, home: Path, path: Path) -> NodeConfig:
         # file means the same place however the daemon was started.
         data_dir = path.absolute().parent / Path(raw).expanduser()
     return NodeConfig(listen=listen, data_dir=data_dir)
-
-
-def _downloads(sec: _Section) -> DownloadsConfig:
-    _check_keys(sec, _names(DownloadsConfig))
-    d = DownloadsConfig()
-    return DownloadsConfig(
-        max_active=_int(sec, "max_active", d.max_active),
-        max_bytes=_size(sec, "max_bytes", d.max_bytes, 0),
-        connect_timeout_s=_seconds(sec, "connect_timeout_s", d.connect_timeout_s),
-        idle_timeout_s=_seconds(sec, "idle_timeout_s", d.idle_timeout_s),
-        max_redirects=_int(sec, "max_redirects", d.max_redirects, 0),
-        max_retries=_int(sec, "max_retries", d.max_retries, 0),
-        flush_bytes=_size(sec, "flush_bytes", d.flush_bytes, 256 * KiB),
-        flush_interval_s=_seconds(sec, "flush_interval_s", d.flush_interval_s),
-    )
 
 
 def _http(sec: _Section) -> HttpConfig:
@@ -620,138 +748,6 @@ def _as_level(value: object) -> _Granted | None:
     if value == "trusted":
         return "trusted"
     return None
-
-
-def _file(sec: _Section) -> FileConfig:
-    _check_keys(sec, _names(FileConfig))
-    d = FileConfig()
-    threshold = _number(
-        sec, "gc_threshold", d.gc_threshold, "between 0 and 1", lambda x: 0 < x <= 1
-    )
-    target = _number(sec, "gc_target", d.gc_target, "between 0 and 1", lambda x: 0 <= x <= 1)
-    if target >= threshold:
-        # GC evicts from the threshold down to the target; the other way round
-        # it would have nothing to do, or run on every write.
-        raise sec.error(
-            "gc_target", f"a number below {sec.path('gc_threshold')} ({threshold})", target
-        )
-    limit = sec.data.get("max_store_bytes")
-    return FileConfig(
-        max_store_bytes=None if limit is None else _size(sec, "max_store_bytes", 0, 1),
-        gc_threshold=threshold,
-        gc_target=target,
-        min_free_bytes=_size(sec, "min_free_bytes", d.min_free_bytes, 0),
-        direct_io=_bool(sec, "direct_io", d.direct_io),
-    )
-
-
-def _limits(sec: _Section) -> LimitsConfig:
-    _check_keys(sec, _names(LimitsConfig))
-    d = LimitsConfig()
-    max_message = _size(sec, "max_message_bytes", d.max_message_bytes, MIN_MESSAGE_BYTES)
-    if max_message > MAX_MESSAGE_BYTES:  # one frame is held whole in memory
-        raise sec.error("max_message_bytes", "a size of at most 64MiB", max_message)
-    return LimitsConfig(
-        max_message_bytes=max_message,
-        handshake_timeout_s=_seconds(sec, "handshake_timeout_s", d.handshake_timeout_s),
-        idle_timeout_s=_seconds(sec, "idle_timeout_s", d.idle_timeout_s),
-        max_unauthenticated=_int(sec, "max_unauthenticated", d.max_unauthenticated),
-        max_connections_per_peer=_int(sec, "max_connections_per_peer", d.max_connections_per_peer),
-        receive_buffer_bytes=_size(sec, "receive_buffer_bytes", d.receive_buffer_bytes, 4 * KiB),
-        max_concurrent_fetches=_int(sec, "max_concurrent_fetches", d.max_concurrent_fetches),
-    )
-
-
-def _gossip(sec: _Section) -> GossipConfig:
-    _check_keys(sec, _names(GossipConfig))
-    d = GossipConfig()
-    interval = _seconds(sec, "interval_s", d.interval_s)
-    ttl = _seconds(sec, "record_ttl_s", d.record_ttl_s)
-    if ttl <= interval:
-        # Otherwise every node would age out between two rounds of gossip.
-        raise sec.error("record_ttl_s", f"more than {sec.path('interval_s')} ({interval})", ttl)
-    # At least 2: a snapshot may take half an origin's records, its deltas the rest.
-    max_records = _int(sec, "max_records_per_origin", d.max_records_per_origin, 2)
-    max_cids = _int(sec, "max_cids_per_record", d.max_cids_per_record)
-    if max_cids > MAX_RECORD_CIDS:
-        raise sec.error("max_cids_per_record", f"an integer 1..{MAX_RECORD_CIDS}", max_cids)
-    exchange = _size(sec, "max_exchange_bytes", d.max_exchange_bytes, 64 * KiB)
-    if exchange > MAX_EXCHANGE_BYTES:  # one gossip message must fit the smallest frame
-        raise sec.error("max_exchange_bytes", "a size of at most 256KiB", exchange)
-    if exchange < record_bytes(max_cids):
-        # A record that can never be sent would stall its origin for good.
-        raise sec.error(
-            "max_exchange_bytes",
-            f"at least {record_bytes(max_cids)} to carry a record of "
-            f"{sec.path('max_cids_per_record')} ({max_cids}) CIDs",
-            exchange,
-        )
-    max_origins = _int(sec, "max_origins", d.max_origins)
-    if max_origins > MAX_DIGEST_ENTRIES:
-        raise sec.error("max_origins", f"an integer 1..{MAX_DIGEST_ENTRIES}", max_origins)
-    return GossipConfig(
-        interval_s=interval,
-        fanout=_int(sec, "fanout", d.fanout),
-        max_records_per_origin=max_records,
-        max_cids_per_record=max_cids,
-        record_ttl_s=ttl,
-        max_clock_skew_s=_number(
-            sec, "max_clock_skew_s", d.max_clock_skew_s, "of seconds >= 0", lambda x: x >= 0
-        ),
-        max_origins=max_origins,
-        max_exchange_bytes=exchange,
-        origin_records_per_round=_int(sec, "origin_records_per_round", d.origin_records_per_round),
-    )
-
-
-# --- leaf values --------------------------------------------------------------
-
-
-def _bool(sec: _Section, key: str, default: bool) -> bool:
-    value = sec.data.get(key, default)
-    # YAML booleans only: the text "false" is truthy in Python, a silent trap.
-    if not isinstance(value, bool):
-        raise sec.error(key, "true or false", value)
-    return value
-
-
-def _int(sec: _Section, key: str, default: int, minimum: int = 1) -> int:
-    value = sec.data.get(key, default)
-    # bool is an int subclass; `fanout: yes` must not mean 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise sec.error(key, f"an integer >= {minimum}", value)
-    return value
-
-
-def _number(
-    sec: _Section, key: str, default: float, expected: str, ok: Callable[[float], bool]
-) -> float:
-    value = sec.data.get(key, default)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:  # an int too large for a float
-            number = math.inf
-        if math.isfinite(number) and ok(number):
-            return number
-    raise sec.error(key, f"a number {expected}", value)
-
-
-def _seconds(sec: _Section, key: str, default: float) -> float:
-    return _number(sec, key, default, "of seconds > 0", lambda x: x > 0)
-
-
-def _size(sec: _Section, key: str, default: int, minimum: int) -> int:
-    value = sec.data.get(key, default)
-    expected = f"a size in bytes >= {minimum} (an integer or text like '512MiB', '10GB')"
-    if isinstance(value, str):
-        try:
-            value = parse_size(value)
-        except ValueError:
-            raise sec.error(key, expected, value) from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise sec.error(key, expected, value)
-    return value
 
 
 def _show(value: object) -> str:

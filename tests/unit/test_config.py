@@ -497,3 +497,15 @@ def test_introducers_policy(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="introducers: expected one of trusted, joined, none"):
         load_config(tmp_path, write_config(tmp_path, "introducers: everyone\n"))
+
+
+def test_every_section_field_declares_how_it_is_read() -> None:
+    """One builder reads every section through its fields' parsers: a new field
+    without one would be accepted unchecked."""
+    from dataclasses import fields
+
+    from hearthfile.config import DownloadsConfig
+
+    for section in (FileConfig, LimitsConfig, GossipConfig, DownloadsConfig):
+        for f in fields(section):
+            assert callable(f.metadata.get("parse")), f"{section.__name__}.{f.name}"
