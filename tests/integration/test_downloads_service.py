@@ -25,10 +25,13 @@ from hearthfile.blobs.store import BlobStore
 from hearthfile.config import DownloadsConfig
 from hearthfile.services.downloads.records import RecordBook
 from hearthfile.services.downloads.service import Downloads
+from tests.integration import test_crash
 from tests.origin import Origin, Served
 from tests.unit.test_chunker import payload
 
 MiB = 1024 * 1024
+#: A 24 MiB tmpfs (root only, else skipped), shared with the store's full-disk tests.
+small_disk = test_crash.small_disk
 #: Small flushes so that a few MiB are enough to see resumes.
 CONFIG = DownloadsConfig(flush_bytes=256 * 1024, flush_interval_s=0.05, idle_timeout_s=10)
 
@@ -267,9 +270,12 @@ async def test_records_survive_a_restart_and_resume_with_a_range(
     with trio.fail_after(90):
         async with service(tmp_path / "data") as (d, _):
             rec, _ = await d.add(origin.url("/r"))
+            held, _ = await d.add(origin.url("/r?held"))
+            await d.pause(held["id"])
             await until(lambda: d.record(rec["id"]).downloaded_bytes >= MiB)
         served.rate = None
         async with service(tmp_path / "data") as (d, store):
+            assert d.show(held["id"])["status"] == "Paused"  # Paused stays paused
             kept = d.record(rec["id"]).downloaded_bytes
             assert kept >= MiB
             done = await finished(d, rec["id"])
@@ -319,3 +325,20 @@ async def test_a_long_list_streams_in_pages_that_fit_a_frame(tmp_path: Path) -> 
     assert answer == {"count": 400}
     assert len(ctx.sent) > 1 and all(len(msgpack.packb(p)) <= 80 * 1024 for p in ctx.sent)
     assert sum(len(p["items"]) for p in ctx.sent) == 400
+
+
+async def test_a_full_disk_fails_the_download_and_gives_the_space_back(
+    small_disk: Path, origin: Origin
+) -> None:
+    origin.files["/huge"] = Served(payload(40 * MiB, seed=13))
+    origin.files["/fits"] = Served(payload(2 * MiB, seed=14))
+    with trio.fail_after(90):
+        async with service(small_disk / "data") as (d, store):
+            rec, _ = await d.add(origin.url("/huge"))
+            done = await finished(d, rec["id"])
+            assert done["status"] == "Failed" and "disk full" in done["error"], done
+            assert store.count() == 0
+            rec, _ = await d.add(origin.url("/fits"))
+            done = await finished(d, rec["id"])
+            assert done["status"] == "Completed", done
+            assert blob_bytes(store, done["cid"]) == origin.files["/fits"].data

@@ -158,13 +158,16 @@ class OriginRun:
     async def _receive(self, response: httpx.Response) -> Manifest:
         send, receive = trio.open_memory_channel[list[bytes]](1)
         broken: httpx.TransportError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write, receive)
-            async with send:
-                try:
-                    await self._read(response, send)
-                except httpx.TransportError as exc:
-                    broken = exc  # the writer stores what came before the break
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, receive)
+                async with send:
+                    try:
+                        await self._read(response, send)
+                    except httpx.TransportError as exc:
+                        broken = exc  # the writer stores what came before the break
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
         if broken is not None:
             raise broken
         size = self.offset
@@ -215,6 +218,21 @@ class OriginRun:
         prefix = await self._store.run(self._partial.flush)
         self.rec = replace(self.rec, partial_cid=prefix, downloaded_bytes=self._partial.size)
         await self._progress.save(self.rec)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one failure inside the reader/writer nursery's group (a full disk in the
+    writer, a limit in the reader), so callers see it as itself; a group of several
+    (or holding a cancellation) stays a group."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], Exception) else group
 
 
 def _reason(exc: Exception) -> str:

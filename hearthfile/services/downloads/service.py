@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -215,10 +216,15 @@ class Downloads:
         """Write the record's latest state (or its absence); saves never reorder."""
         async with self._save_lock:
             rec = self._records.get(id_)
-            if rec is None:
-                await trio.to_thread.run_sync(self._book.delete, id_)
-            else:
-                await trio.to_thread.run_sync(self._book.save, rec)
+            try:
+                if rec is None:
+                    await trio.to_thread.run_sync(self._book.delete, id_)
+                else:
+                    await trio.to_thread.run_sync(self._book.save, rec)
+            except sqlite3.Error as exc:
+                # A full disk must not stop the node: the record lives on in memory
+                # and the next change of it is written again.
+                log.error("download_record_not_saved id=%s error=%s", id_, exc)
 
     # -- what callers ask ----------------------------------------------------------------
 
