@@ -40,6 +40,10 @@ class Served:
     #: Close the connection after this many body bytes, this many times.
     drop_after: int | None = None
     drops_left: int = 0
+    #: Stop sending after this many body bytes until ``release`` is set (the kill -9
+    #: test holds the body there, so the kill surely lands mid-download).
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     #: Called when a connection is dropped (to change the file between attempts).
     on_drop: Callable[[Served], None] | None = None
     redirect: str | None = None
@@ -179,6 +183,9 @@ class Origin:
         if drop is not None:
             served.drops_left -= 1
         for at in range(0, len(view), PIECE):
+            held = served.hold_after is not None and start + at >= served.hold_after
+            if held and not served.release.is_set():
+                await trio.to_thread.run_sync(served.release.wait, abandon_on_cancel=True)
             piece = view[at : at + PIECE]
             if drop is not None and hit.sent + len(piece) > drop:
                 piece = piece[: drop - hit.sent]
