@@ -60,6 +60,16 @@ def test_own_calls_are_not_peers_whohas_offline_and_stop(
     ups = [line for line in a.log().splitlines() if " up " in line or "connected" in line]
     assert len(ups) == 1 and b.node_id[:12] in ups[0], f"one line per peer up: {ups}"
 
+    follow = a.background("events", "--follow", stdout=subprocess.PIPE)
+    assert follow.stdout is not None
+    assert follow.stdout.readline(), "the first event"
+    follow.stdout.close()  # as `hearthfile events --follow | head -1` does
+    more = tmp_path / "more.bin"
+    more.write_bytes(b"another event")
+    a.ok("add", str(more))  # an advert: the next write meets the closed pipe
+    _, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0 and err == b"", err.decode()
+
     stopped = a.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert a.proc is not None and a.proc.wait(30) == 0, "stop ended the daemon"
