@@ -602,3 +602,24 @@ async def test_an_upload_cut_short_keeps_nothing(gw: Gateway) -> None:
     wait_for(lambda: _metric(gw, "http_requests_active") == 1, 30, "the upload to end")
     assert json.loads(curl(f"{gw.url}/status").body)["blobs"] == blobs
     assert "cut.bin" not in curl(f"{gw.url}/blobs?limit=1000").body.decode()
+
+
+def test_events_as_server_sent_events(gw: Gateway, tmp_path: Path) -> None:
+    gw.add(b"an event first", "sse0.txt", tmp_path)
+    since = json.loads(curl(f"{gw.url}/events?since=0&timeout=20").body)[-1]["id"] - 1
+    proc = subprocess.Popen(
+        ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", f"{gw.url}/events?since={since}"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = [proc.stdout.readline() for _ in range(3)]
+        assert first[0] == f"id: {since + 1}\n".encode()
+        event = json.loads(first[1].removeprefix(b"data: "))
+        assert event["id"] == since + 1 and set(event) == {"id", "time", "type", "data"}
+        assert first[2] == b"\n"
+        gw.add(b"one more event", "sse.txt", tmp_path)  # a new event arrives on the stream
+        assert proc.stdout.readline().startswith(b"id: ")
+    finally:
+        proc.kill()
+        proc.wait()
