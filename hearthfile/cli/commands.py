@@ -101,10 +101,7 @@ async def cmd_add(args: argparse.Namespace, out: Output) -> int:
             if isinstance(run, str):
                 cids += (await _add_stream(node, run, pin)).cids
                 continue
-            with ProgressBar("add") as bar:
-                paths = [str(Path(p).absolute()) for p in run]
-                added = await node.add(paths, pin=pin, progress=bar.added)
-            cids += added.cids
+            cids += (await _add_files(node, run, pin)).cids
     out.show(Added(cids), lambda a: "\n".join(a.cids))
     return EXIT_OK
 
@@ -120,6 +117,22 @@ def _runs(inputs: list[str]) -> list[list[str] | str]:
         else:
             runs.append([text])
     return runs
+
+
+async def _add_files(node: NodeClient, run: list[str], pin: bool) -> Added:
+    """Regular files, read by the node; if it cannot read them the way the CLI sees
+    them (another user, another mount namespace), the CLI streams each one."""
+    try:
+        with ProgressBar("add") as bar:
+            paths = [str(Path(p).absolute()) for p in run]
+            return await node.add(paths, pin=pin, progress=bar.added)
+    except ServiceError as exc:
+        if exc.code != "bad_request" or not exc.detail.startswith("cannot read"):
+            raise
+    cids: list[Cid] = []
+    for text in run:
+        cids += (await _add_stream(node, text, pin)).cids
+    return Added(cids)
 
 
 async def _add_stream(node: NodeClient, text: str, pin: bool) -> Added:

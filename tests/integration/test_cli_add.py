@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Result, run_cli
 from tests.integration.nodes import Daemon
@@ -118,3 +121,26 @@ def test_add_of_a_large_file_shows_progress_on_a_terminal(
     quiet = a.cli("add", "--json", str(src))
     assert quiet.returncode == 0 and quiet.stderr == "", "no bar where stderr is no terminal"
     assert json.loads(quiet.out)["cids"] == [out.decode().split()[-1]]
+
+
+def test_a_file_the_daemon_cannot_see_is_streamed_by_the_cli(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    """The CLI in its own mount namespace: the file exists only as the CLI sees it."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a private mount namespace")
+    a = make_node("a").start()
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    script = (
+        f"mount -t tmpfs none {hidden} && printf 'only here' > {hidden}/f && "
+        f"exec {sys.executable} -m hearthfile --home {a.home} add {hidden}/f"
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=120, check=False
+    )
+    if result.returncode != 0 and b"mount" in result.stderr:
+        pytest.skip(f"no private mounts here: {result.stderr.decode()}")
+    assert result.returncode == 0, result.stderr.decode()
+    assert not (hidden / "f").exists(), "the daemon's view has no such file"
+    assert a.cli("cat", result.stdout.decode().split()[-1]).stdout == b"only here"
