@@ -150,7 +150,9 @@ async def test_member_cannot_put_and_stranger_cannot_advertise(make_node, key) -
                 with pytest.raises(ServiceError) as err:
                     await conn.call(cap, args)
                 assert err.value.code == "unauthorized", cap
-            assert any(d["name"] == "file.read" for d in await conn.call("bus.describe"))
+            # PROTOCOL.md part C: bus.describe lists only what the caller may call.
+            shown = {d["name"] for d in await conn.call("bus.describe")}
+            assert "bus.describe" in shown and "file.read" not in shown
     node.stop()
     node.ok("trust", str(key.node_id), "--level", "member")
     node.start()
