@@ -30,7 +30,7 @@ LAYER = {
     "__init__": 0, "cids": 0, "identity": 0, "config": 0, "errors": 0, "limits": 0,
     "home": 1, "events": 1, "blobs": 1, "bus": 1, "trust": 1,
     "gossip": 2, "transfer": 2,
-    "services": 3, "node": 4, "daemon": 4, "cli": 5, "cli_trust": 5, "__main__": 6,
+    "services": 3, "node": 4, "daemon": 4, "cli": 5, "__main__": 6,
     "cli_downloads": 5,
     # The simulation harness and fakes sit beside the tests: they may import anything,
     # and nothing in the package may import them.
