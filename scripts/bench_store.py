@@ -201,8 +201,12 @@ def hearthfile_cli() -> list[str]:
 
 
 def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a CLI run against ``home``, created (``hearthfile init``,
+    untimed) if it does not exist: local commands need a node home."""
     env = dict(os.environ)
     env["HEARTHFILE_HOME"] = str(home)
+    if not home.exists():
+        subprocess.run([*hearthfile_cli(), "init"], env=env, check=True, capture_output=True)
     return env
 
 

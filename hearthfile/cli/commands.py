@@ -334,13 +334,15 @@ async def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         r = await node.verify()
     for line in r.corrupt + r.missing:
         print(f"bad: {line}", file=sys.stderr)
+    for cid in r.affected:  # partial now: a get of it fetches what was lost
+        print(f"affected blob: {cid}", file=sys.stderr)
     out.show(
         r,
         lambda r: (
             f"checked {r.chunks_checked} chunks and {r.manifests_checked} manifests: "
             f"{len(r.corrupt)} corrupt, {len(r.missing)} missing, "
             f"{r.manifests_restored} manifests restored, "
-            f"{r.untracked_removed} untracked files removed"
+            f"{r.adopted} files the index had lost taken back"
         ),
     )
     return EXIT_OK if r.clean else EXIT_FAILED

@@ -67,3 +67,29 @@ def test_gc_evicts_to_the_store_limit_with_an_event_and_keeps_pinned_blobs(
     ]
     assert evicted and set(evicted) == set(cids) - listed
     assert node.cli("verify").returncode == 0
+
+
+def test_verify_names_the_blobs_a_corrupt_file_affected(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    node = make_node("n").start()
+    src = tmp_path / "v.bin"
+    src.write_bytes(payload(600_000, 91))
+    cid = node.ok("add", str(src)).split()[-1]
+    other = tmp_path / "w.bin"
+    other.write_bytes(payload(1000, 92))
+    untouched = node.ok("add", str(other)).split()[-1]
+    chunks = [
+        p for p in (node.home / "data" / "blobs").glob("??/*") if not p.name.endswith(".manifest")
+    ]
+    victim = max(chunks, key=lambda p: p.stat().st_size)  # a full chunk of the first blob
+    raw = bytearray(victim.read_bytes())
+    raw[7] ^= 0xFF
+    victim.write_bytes(raw)
+    result = node.cli("verify")
+    assert result.returncode == 1
+    assert f"affected blob: {cid}" in result.stderr and untouched not in result.stderr
+    report = json.loads(node.ok("--json", "verify"))  # the corrupt file is out of service now
+    assert report["clean"]
+    listed = {row["cid"] for row in json.loads(node.ok("--json", "ls"))}
+    assert cid not in listed and untouched in listed  # partial until a fetch repairs it
