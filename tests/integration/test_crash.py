@@ -25,13 +25,15 @@ CS = CHUNK_SIZE
 MIB = 1024 * 1024
 
 
-def add_files(node: Daemon, where: Path, count: int, size: int, seed: int) -> dict[str, bytes]:
+def add_files(
+    node: Daemon, where: Path, count: int, size: int, seed: int, *flags: str
+) -> dict[str, bytes]:
     acked = {}
     for n in range(count):
         data = payload(size, seed + n)
         src = where / f"a{seed}-{n}.bin"
         src.write_bytes(data)
-        acked[node.ok("add", str(src)).split()[-1]] = data
+        acked[node.ok("add", *flags, str(src)).split()[-1]] = data
     return acked
 
 
@@ -125,7 +127,7 @@ def test_kill_9_during_gc_keeps_every_pinned_blob(
     pinned = add_files(node, tmp_path, 12, 40_000, 40)
     for cid in pinned:
         node.ok("pin", cid)
-    cache = add_files(node, tmp_path, 60, 70_000, 60)
+    cache = add_files(node, tmp_path, 60, 70_000, 60, "--no-pin")
     manifests = node.home / "data" / "blobs"
     before = sum(1 for _ in manifests.rglob("*.manifest"))
     collector = node.background("gc", stdout=subprocess.PIPE)
@@ -136,6 +138,7 @@ def test_kill_9_during_gc_keeps_every_pinned_blob(
         60,
         "GC to start evicting",
     )
+    assert collector.poll() is None or sum(1 for _ in manifests.rglob("*.manifest")) < before
     assert node.stop(signal.SIGKILL) == -signal.SIGKILL
     collector.communicate(timeout=30)
     node.start()

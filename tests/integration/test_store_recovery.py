@@ -54,8 +54,8 @@ def test_gc_evicts_to_the_store_limit_with_an_event_and_keeps_pinned_blobs(
     for n in range(3):
         src = tmp_path / f"g{n}.bin"
         src.write_bytes(payload(600_000, 80 + n))
-        cids.append(node.ok("add", str(src)).split()[-1])
-    node.ok("pin", cids[0])
+        cids.append(node.ok("add", *([] if n == 0 else ["--no-pin"]), str(src)).split()[-1])
+    assert json.loads(node.ok("--json", "stat", cids[0]))["pinned"] is True  # added: pinned
     removed = json.loads(node.ok("--json", "gc"))
     assert cids[0] not in str(removed)
     listed = {row["cid"] for row in json.loads(node.ok("--json", "ls"))}
