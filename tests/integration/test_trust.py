@@ -98,13 +98,16 @@ def test_untrust_during_a_fetch_stops_that_source_only(
     for holder in (a, b):
         holder.start(config=FAST_GOSSIP)
         cid = holder.ok("add", str(src)).split()[-1]
-    slow = [Proxy(tmp_path, h.port, 8 * MIB) for h in (a, b)]
+    # 1 MiB/s a link: the 32 MiB take at least 16 s, so the untrust below lands
+    # mid-fetch even when a CLI call takes seconds on a loaded machine.
+    slow = [Proxy(tmp_path, h.port, 1 * MIB) for h in (a, b)]
     proxies.extend(slow)
     f.start(*(p.port for p in slow), config=FAST_GOSSIP)
     wait_for(lambda: knows(f, cid, [a, b]), 60, "the fetcher to learn both holders")
     getter = f.background("get", cid, "-o", str(tmp_path / "out.bin"))
     wait_for(lambda: fetched_bytes(f) >= 4 * MIB, 60, "the fetch to get going")
     a.ok("untrust", f.node_id)
+    assert getter.poll() is None, "the fetch ended before the untrust: nothing was tested"
     _, err = getter.communicate(timeout=180)
     assert getter.returncode == 0, err.decode()
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
