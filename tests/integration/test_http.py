@@ -398,6 +398,9 @@ def test_fetch_on_miss_ranges_and_failures(
     url = node.http_url
     cached = curl("-H", "Cache-Control: only-if-cached", f"{url}/blob/{cid}")
     assert (cached.status, error_of(cached)) == (412, "not_cached")
+    head = curl("-I", f"{url}/blob/{cid}")  # the manifest is fetched, not the bytes
+    assert (head.status, head.headers["content-length"]) == (200, str(len(data)))
+    assert head.headers["etag"] == f'"{cid}"'
     part = curl("-r", f"{CS * 3 + 5}-{CS * 3 + 20}", f"{url}/blob/{cid}")
     assert part.status == 206
     assert part.body == data[CS * 3 + 5 : CS * 3 + 21]
