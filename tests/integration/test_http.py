@@ -372,7 +372,7 @@ def _pair(
 def test_fetch_on_miss_streams_before_the_fetch_ends(
     make_node: Callable[[str], Daemon], tmp_path: Path
 ) -> None:
-    _, node, cid, data, proxies = _pair(make_node, tmp_path, 16, rate=4 * MIB)
+    _, node, cid, data, proxies = _pair(make_node, tmp_path, 16, rate=2 * MIB)
     try:
         url = node.http_url
         get = subprocess.Popen(["curl", "-sS", "--max-time", "120", f"{url}/blob/{cid}"],
