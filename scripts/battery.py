@@ -3,9 +3,10 @@
 Run ``scripts/battery`` (a clean clone needs nothing else). Phases, each reported
 with what it injected and what it checked (``--only PHASE`` runs one):
 
-crash      kill -9 of a daemon at a random moment of add, get, push or gc, over many
-           rounds; after each restart every acknowledged blob is read back byte for
-           byte (an ``add``/``get --pin``/``push`` that exited 0 is acknowledged).
+crash      kill -9 of a daemon at a random moment of add, get, push, gc or a URL
+           download (from a local HTTP server), over many rounds; after each restart
+           every acknowledged blob is read back byte for byte (an ``add``,
+           ``get --pin``, ``push`` or ``download`` that exited 0 is acknowledged).
 proxy      a fault proxy between two daemons (delay, loss stalls, throttle, cut,
            partition); every get either returns the exact bytes or fails with one
            line, and succeeds once the fault is gone.
@@ -42,6 +43,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -209,20 +212,43 @@ def phase_crash(root: Path, rounds: int, rng: random.Random, max_mib: int) -> Ta
     wait_until(lambda: b.connected_to(a), 60, "b to connect to a")
     on_a: dict[str, tuple[str, int]] = {}
     on_b: dict[str, tuple[str, int]] = {}
+    web = http_server(root)
+    plan = ["add", "get", "push", "gc", "download", "add"]  # every kind, each cycle
+    rng.shuffle(plan)
     try:
         for n in range(rounds):
-            op = rng.choice(["add", "add", "get", "push", "gc"])
+            op = plan[n % len(plan)]
             victim = rng.choice([a, b]) if op in ("get", "push") else a
+            tally.notes[op] = tally.notes.get(op, 0) + 1
             size = rng.randint(1, max_mib) * MiB + rng.randint(0, 4096)
             crash_round(n, op, victim, a, b, (on_a, on_b), root, size, rng, tally)
             tally.rounds += 1
         verify(a, on_a, tally)
         verify(b, on_b, tally)
     finally:
+        web.shutdown()
         a.stop()
         b.stop()
     tally.acknowledged = len(on_a) + len(on_b)
     return tally
+
+
+#: The port of the battery's HTTP server (set by ``http_server``).
+HTTP_PORT = [0]
+
+
+def http_server(root: Path) -> ThreadingHTTPServer:
+    """Serve ``root`` over HTTP on loopback, for downloads, in a thread."""
+    handler = partial(Quiet, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    HTTP_PORT[0] = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def crash_round(
@@ -253,6 +279,7 @@ def crash_round(
         "gc": a.argv("gc", "--all"),
         "get": b.argv("get", cid, "--pin", "-o", str(root / f"out{n}")),
         "push": a.argv("push", cid, "--to", b.node_id),
+        "download": a.argv("download", f"http://127.0.0.1:{HTTP_PORT[0]}/{src.name}"),
     }[op]
     if op == "gc":  # unpinned blobs for gc to remove: not acknowledged as kept
         for i in range(3):
@@ -269,7 +296,7 @@ def crash_round(
         proc.kill()
         out, err = proc.communicate()
         tally.failed_checks.append(f"round {n}: {op} hung after kill -9")
-    if proc.returncode == 0 and op == "add":
+    if proc.returncode == 0 and op in ("add", "download"):
         pending[out.decode().strip().splitlines()[-1]] = (digest, size)
     elif proc.returncode == 0 and op in ("get", "push"):
         on_b[cid] = (digest, size)
