@@ -19,7 +19,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -311,6 +311,9 @@ async def _serve(
     held = [i.cid for i in await parts.store.list_cids()]
     parts.gossip.publish(held, [], addresses=[str(listen)])
     nursery.start_soon(_gc_loop, parts.store, parts.bus.publish, parts.gossip.publish)
+    heap = HeapTrim(functools.partial(trio.to_thread.run_sync, trim_heap))
+    parts.bus.subscribe(heap.observe)
+    nursery.start_soon(heap.serve)
     await nursery.start(parts.downloads.serve)
     return port
 
@@ -371,6 +374,44 @@ def tune_malloc() -> None:
         libc.mallopt(m_arena_max, 2)
     except (OSError, AttributeError):
         pass
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim``)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class HeapTrim:
+    """Returns what a departed peer made us buffer to the system.
+
+    ``tune_malloc`` keeps up to 256 MiB of freed heap for reuse, so the bytes a peer
+    made us hold (up to the bus's per-connection bound) stayed resident after it
+    left: a window-filling member took a daemon from 126 MB to 1.5 GB and kept it
+    there. Once a peer has gone, and its connection's tasks have had ``SETTLE_S`` to
+    drop their buffers, the heap is trimmed in a worker thread; a burst of
+    departures costs one trim.
+    """
+
+    SETTLE_S: Final = 2.0
+
+    def __init__(self, trim: Callable[[], Awaitable[None]]) -> None:
+        self._trim = trim  # trim_heap in a worker thread
+        self._wanted = trio.Event()
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, PeerDisconnected):
+            self._wanted.set()
+
+    async def serve(self) -> None:
+        while True:
+            await self._wanted.wait()
+            await trio.sleep(self.SETTLE_S)
+            self._wanted = trio.Event()
+            await self._trim()
 
 
 async def run_until_signalled(home: Path, config: Config) -> None:

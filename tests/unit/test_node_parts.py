@@ -25,7 +25,7 @@ from hearthfile.errors import PeerUnavailable
 from hearthfile.events import EventBus
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.identity import NodeId, NodeKey
-from hearthfile.node import PeerReports
+from hearthfile.node import HeapTrim, PeerReports
 from hearthfile.services.directory import NodeDirectory
 from hearthfile.transfer.manager import TransferManager
 from hearthfile.transfer.peer import ProgressFn
@@ -228,3 +228,29 @@ def test_the_nodes_own_cli_connections_make_no_peer_events() -> None:
     report(events.PeerDisconnected(ME, "closed"))
     report(events.PeerConnected(A, "127.0.0.1:6", "inbound"))
     assert [e.event for e in bus.recorded()] == [events.PeerConnected(A, "127.0.0.1:6", "inbound")]
+
+
+async def test_the_heap_is_trimmed_once_after_peers_leave_and_not_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    trims: list[str] = []
+
+    async def trim() -> None:
+        trims.append("trim")
+
+    heap = HeapTrim(trim)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heap.serve)
+        heap.observe(events.PeerConnected(A, "127.0.0.1:6", "inbound"))
+        await trio.sleep(10 * HeapTrim.SETTLE_S)
+        assert trims == []  # a peer arriving frees nothing
+        for peer in (A, B, C):  # a burst of departures
+            heap.observe(events.PeerDisconnected(peer, "closed"))
+        await trio.sleep(HeapTrim.SETTLE_S / 2)
+        assert trims == []  # the connections' tasks get time to drop their buffers
+        await trio.sleep(10 * HeapTrim.SETTLE_S)
+        assert len(trims) == 1
+        heap.observe(events.PeerDisconnected(A, "closed"))
+        await trio.sleep(10 * HeapTrim.SETTLE_S)
+        assert len(trims) == 2
+        nursery.cancel_scope.cancel()
