@@ -1,30 +1,27 @@
 """BlobStore: content-addressed chunks and manifests on disk, indexed in SQLite.
 
+Ring: blobs (layer 1, blocking). Owns the on-disk layout, the writer lock, the
+public API callers use (has/read/write/pin/remove/gc/verify) and recovery at
+open. Its parts: ``index.py`` (the SQLite schema and the rows a manifest
+makes), ``batch.py`` (``WriteBatch`` and its journal), ``gc.py`` (eviction
+planning).
+
 Layout (DESIGN.md section 3)::
 
     <data>/blobs/<aa>/<rest-of-hex>             a chunk
     <data>/blobs/<aa>/<rest-of-hex>.manifest    a blob's canonical manifest
     <data>/blobs/.tmp/                          writes in progress, batch journals
     <data>/blobs/.corrupt/                      files found corrupt, kept for inspection
-    <data>/index.sqlite3                        the index (WAL)
+    <data>/index.sqlite3                        the index (WAL, ``index.py``)
     <data>/store.lock                           held by the one process writing the store
 
-The index answers has/list/stat/GC without touching the disk. It holds the
-chunks present (``chunks``), each blob's manifest fields and chunk list
-(``blobs``, ``blob_chunks``), pins and last access. A chunk's reference count is
-the number of ``blob_chunks`` rows naming it, read through an index, so it can
-never drift from the chunk lists it counts.
-
-Crash safety. Writes happen in batches (``WriteBatch``): each file goes to a
-temporary name and is renamed into place; names are noted in the batch's
-journal (``.tmp/<batch>.journal``) before the rename; at commit one ``syncfs``
-makes every file durable, then one SQLite transaction makes them visible. So a
-file is in the index only once its bytes are on disk, and a crash anywhere
-leaves either the old index or the new one. Whatever a crashed batch left on
-disk is listed in its journal; opening the store removes those of its files the
-index does not know. Deletions use the same journal: names are noted, the index
-rows go in one transaction, then the files. A blob is visible (``has_blob``)
-only when its manifest and every chunk are committed.
+Crash safety. Writes happen in batches (``batch.py``): a file is in the index
+only once its bytes are on disk, and a crash anywhere leaves either the old
+index or the new one. Whatever a crashed batch left on disk is listed in its
+journal; opening the store removes those of its files the index does not know.
+Deletions use the same journal: names are noted, the index rows go in one
+transaction, then the files. A blob is visible (``has_blob``) only when its
+manifest and every chunk are committed.
 
 Integrity. Every write is checked against its CID before it lands, and every
 read re-hashes what it read. A file found corrupt is moved to ``.corrupt/``,
@@ -39,7 +36,6 @@ deletes a file another batch is about to commit.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import itertools
 import logging
@@ -48,17 +44,17 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO, Final
 
 import blake3
 
 from hearthfile.blobs.backend import Buffer, ChunkBackend, LocalBackend
+from hearthfile.blobs.batch import MANIFEST_SUFFIX, Journal, WriteBatch
 from hearthfile.blobs.chunker import (
     CHUNK_SIZE,
     BlobError,
@@ -68,7 +64,22 @@ from hearthfile.blobs.chunker import (
     check_manifest,
     decode_manifest,
     iter_chunks,
-    verify_chunk,
+)
+from hearthfile.blobs.gc import (
+    GC_TARGET,
+    GC_THRESHOLD,
+    GcReport,
+    bytes_to_free,
+    pick_victims,
+)
+from hearthfile.blobs.index import (
+    COMPLETE_IF_LENGTHS_HOLD,
+    INDEX_NAME,
+    fresh_index,
+    index_manifest,
+    lengths_args,
+    open_index,
+    quick_check,
 )
 from hearthfile.cids import Cid, cid_from_digest, cid_of, hex_of
 from hearthfile.errors import HearthError
@@ -77,43 +88,6 @@ log = logging.getLogger(__name__)
 
 #: The longest chunk file there can be (version 1 has one chunk size).
 MAX_CHUNK_BYTES: Final = CHUNK_SIZE
-GC_THRESHOLD: Final = 0.8
-#: GC for free space goes this fraction of ``min_free_bytes`` past it, so it does
-#: not run again on every write once the disk sits at the bound.
-FREE_SLACK: Final = 0.1
-GC_TARGET: Final = 0.7
-#: Blobs evicted per index transaction.
-GC_GROUP: Final = 1000
-MANIFEST_SUFFIX: Final = ".manifest"
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS chunks (
-    cid TEXT PRIMARY KEY,
-    size INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blobs (
-    cid TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    chunk_size INTEGER NOT NULL,
-    chunk_count INTEGER NOT NULL,
-    content TEXT NOT NULL,
-    manifest_bytes INTEGER NOT NULL,
-    name TEXT,
-    mime TEXT,
-    pinned INTEGER NOT NULL DEFAULT 0,
-    complete INTEGER NOT NULL,
-    added_at REAL NOT NULL,
-    last_access REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_access);
-CREATE TABLE IF NOT EXISTS blob_chunks (
-    blob TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    chunk TEXT NOT NULL,
-    PRIMARY KEY (blob, idx)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blob_chunks_by_chunk ON blob_chunks (chunk);
-"""
 
 
 class StoreLocked(HearthError):
@@ -136,12 +110,6 @@ class BlobInfo:
     complete: bool
     added_at: float
     last_access: float
-
-
-@dataclass(frozen=True, slots=True)
-class GcReport:
-    blobs_removed: tuple[Cid, ...]
-    bytes_freed: int
 
 
 @dataclass(slots=True)
@@ -167,7 +135,6 @@ class VerifyReport:
 #: What ``close`` writes into the lock file: a lock file still naming a pid at the
 #: next open means the last writer died without closing the store.
 CLOSED_MARK: Final = b"closed\n"
-INDEX_NAME: Final = "index.sqlite3"
 
 
 def _lock_file(path: Path) -> tuple[int, bool]:
@@ -252,53 +219,26 @@ class BlobStore:
         self._check_index(wal_lost)
 
     def _open_index(self, path: Path, *, deep: bool) -> sqlite3.Connection:
-        """Connect to the index; a damaged one is moved aside and a new one begun
-        (``_check_index`` then rebuilds it from the files on disk).
-
-        A damaged header or schema shows at once. ``deep`` (after a crash) also
-        runs SQLite's ``quick_check`` over every page: about 0.3 s on 100,000
-        blobs, too dear for every CLI call; ``verify`` runs it too."""
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        try:
-            if self.readonly:
-                db.execute("SELECT 1 FROM blobs LIMIT 1")
-                return db
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            db.execute("SELECT 1 FROM blobs LIMIT 1").fetchone()
-            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0] if deep else "ok"
-            if problem == "ok":
-                return db
-        except sqlite3.DatabaseError as exc:
-            problem = str(exc)
-        db.close()
+        """Connect to the index (``index.open_index``); a damaged one is moved aside
+        and a new one begun (``_check_index`` then rebuilds it from the files on disk)."""
+        opened = open_index(path, readonly=self.readonly, deep=deep)
+        if isinstance(opened, sqlite3.Connection):
+            return opened
         if self.readonly:
-            raise BlobError("io_error", f"the index {path} is damaged ({problem})")
-        return self._fresh_index(path, problem)
+            raise BlobError("io_error", f"the index {path} is damaged ({opened})")
+        return self._fresh_index(path, opened)
 
     def _fresh_index(self, path: Path, problem: str) -> sqlite3.Connection:
         """Move a damaged index aside (kept for inspection) and begin an empty one."""
-        aside = path.with_name(f"{INDEX_NAME}.damaged.{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            with suppress(FileNotFoundError):
-                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-        problem = " ".join(problem.replace("*** in database main ***", "").split())
-        self._notice(f"the index was damaged ({problem}); moved it to {aside.name}")
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
+        db, notice = fresh_index(path, problem)
+        self._notice(notice)
         return db
 
     def _check_pages(self) -> None:
         """``verify``'s check of the index itself: a damaged one is replaced and
         rebuilt from disk, as at open."""
         with self._mutex:
-            try:
-                problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
-            except sqlite3.DatabaseError as exc:
-                problem = str(exc)
+            problem = quick_check(self._db)
             if problem == "ok":
                 return
             self._db.close()
@@ -354,8 +294,8 @@ class BlobStore:
         with self._tx() as db:
             db.executemany("INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", chunks.items())
             for m in manifests:
-                _index_manifest(db, m, True, len(m.encoded), now, proven=False)
-                db.execute(_COMPLETE_IF_LENGTHS_HOLD, _lengths_args(m))
+                index_manifest(db, m, True, len(m.encoded), now, proven=False)
+                db.execute(COMPLETE_IF_LENGTHS_HOLD, lengths_args(m))
         return len(manifests), len(chunks)
 
     def _adoptable_manifest(self, name: str, cid: Cid) -> Manifest | None:
@@ -859,23 +799,15 @@ class BlobStore:
         return _InUse(self, cid)
 
     def bytes_to_free(self) -> float:
-        """What GC must free now: the store past ``gc_threshold`` of
-        ``max_store_bytes`` goes down to ``gc_target`` of it; free disk under
-        ``min_free_bytes`` comes back to that plus ``FREE_SLACK``. The store is
-        never measured against the whole disk's usage (another program filling
-        the disk is not a reason to evict, until free space itself runs low)."""
-        need = 0.0
-        limit = self.max_store_bytes
-        if limit is not None:
-            used = self.total_bytes()
-            if used > self.gc_threshold * limit:
-                need = used - self.gc_target * limit
-        if self.min_free_bytes:
-            st = os.statvfs(self.data_dir)
-            free = st.f_bavail * st.f_frsize
-            if free < self.min_free_bytes:
-                need = max(need, self.min_free_bytes * (1 + FREE_SLACK) - free)
-        return need
+        """What GC must free now (``gc.bytes_to_free``, on this store's bounds)."""
+        return bytes_to_free(
+            used=self.total_bytes,
+            max_store_bytes=self.max_store_bytes,
+            gc_threshold=self.gc_threshold,
+            gc_target=self.gc_target,
+            min_free_bytes=self.min_free_bytes,
+            data_dir=self.data_dir,
+        )
 
     def gc(self, *, everything: bool = False) -> GcReport:
         """Evict least-recently-used unpinned blobs, never one in use, until
@@ -896,35 +828,9 @@ class BlobStore:
         return GcReport(tuple(removed), freed)
 
     def _pick_victims(self, to_free: float, everything: bool) -> list[Cid]:
-        """The next least-recently-used unpinned blobs, enough to free ``to_free`` bytes
-        by what each alone would free (shared chunks only count once all users go).
-        Deleting them as one group costs one transaction instead of one per blob."""
+        """The next blobs to evict (``gc.pick_victims``), never one in use."""
         with self._mutex:
-            busy = list(self._in_use)
-            rows = self._db.execute(
-                "SELECT cid, manifest_bytes FROM blobs WHERE pinned = 0 AND cid NOT IN "
-                f"({','.join('?' * len(busy))}) ORDER BY last_access, cid LIMIT ?",
-                (*busy, GC_GROUP),
-            ).fetchall()
-            if everything:
-                return [cid for cid, _ in rows]
-            victims: list[Cid] = []
-            estimate = 0
-            for cid, manifest_bytes in rows:
-                victims.append(cid)
-                estimate += (
-                    manifest_bytes
-                    + self._db.execute(
-                        "SELECT COALESCE(SUM(c.size), 0) FROM (SELECT DISTINCT chunk "
-                        "FROM blob_chunks WHERE blob = ?) m JOIN chunks c ON c.cid = m.chunk "
-                        "WHERE NOT EXISTS "
-                        "(SELECT 1 FROM blob_chunks o WHERE o.chunk = m.chunk AND o.blob != ?)",
-                        (cid, cid),
-                    ).fetchone()[0]
-                )
-                if estimate >= to_free:
-                    break
-        return victims
+            return pick_victims(self._db, list(self._in_use), to_free, everything)
 
     def _delete_orphan_chunks(self) -> int:
         with self._mutex:
@@ -962,7 +868,7 @@ class BlobStore:
     def _delete_files(
         self, names: list[str], *, chunks: list[Cid], blobs: list[Cid] | None = None
     ) -> None:
-        journal = _Journal(self.data_dir, f"d{os.getpid()}-{next(self._batch_ids)}")
+        journal = Journal(self.data_dir, f"d{os.getpid()}-{next(self._batch_ids)}")
         journal.note_all(names)
         with self._tx() as db:
             db.executemany("DELETE FROM blob_chunks WHERE blob = ?", [(c,) for c in blobs or ()])
@@ -1038,227 +944,6 @@ class _InUse:
             in_use[self._cid] -= 1
             if in_use[self._cid] <= 0:
                 del in_use[self._cid]
-
-
-class _Journal:
-    """Names a batch may leave on disk, written before the file is renamed into place."""
-
-    def __init__(self, data_dir: Path, batch_id: str) -> None:
-        self.path = data_dir / "blobs" / LocalBackend.TMP_DIR / f"{batch_id}.journal"
-        self._fd: int | None = None
-
-    def note_all(self, names: Iterable[str]) -> None:
-        text = "".join(f"{n}\n" for n in names)
-        if not text:
-            return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, text.encode())
-
-    def discard(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self.path.unlink(missing_ok=True)
-
-
-class WriteBatch:
-    """Writes that become durable and visible together, at ``commit``.
-
-    Files land under their final names as they are written (so memory stays
-    small) but the index learns of them only after one flush at commit. An
-    exception inside the ``with`` block aborts: files this batch wrote that the
-    index does not reference are removed.
-    """
-
-    def __init__(self, store: BlobStore, batch_id: str) -> None:
-        self._store = store
-        #: Bytes written so far; callers may commit and start a new batch past a bound.
-        self.bytes_written = 0
-        self._id = batch_id
-        self._journal = _Journal(store.data_dir, batch_id)
-        #: Chunks written (or found held) by this batch, indexed at commit.
-        self._chunks: dict[Cid, int] = {}
-        #: Chunks this batch counts in the store's ``_writing`` until it ends.
-        self._claimed: set[Cid] = set()
-        self._manifests: list[tuple[Manifest, bool, int, bool]] = []
-        self._written: list[str] = []
-
-    def __enter__(self) -> WriteBatch:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-    def write_chunk(self, cid: Cid, data: Buffer) -> None:
-        verify_chunk(data, cid)
-        self.write_verified_chunk(cid, data)
-
-    def write_verified_chunk(self, cid: Cid, data: Buffer) -> None:
-        """Store a chunk whose CID the caller has just computed from ``data``."""
-        self.write_verified_chunks([(cid, data)])
-
-    def write_verified_chunks(self, chunks: Sequence[tuple[Cid, Buffer]]) -> None:
-        """Store chunks whose CIDs the caller has just computed from their bytes, with
-        one index lookup and one journal write for them all."""
-        fresh: dict[Cid, Buffer] = {}
-        for cid, data in chunks:
-            if cid not in self._claimed:
-                self._claimed.add(cid)
-                fresh[cid] = data
-        if not fresh:
-            return
-        store = self._store
-        with store._mutex:
-            store._writing.update(fresh.keys())
-        present = store.present_chunks(fresh)
-        todo = [(cid, data) for cid, data in fresh.items() if cid not in present]
-        self._chunks.update((cid, len(fresh[cid])) for cid in present)
-        self._journal.note_all(hex_of(cid) for cid, _ in todo)
-        for cid, data in todo:
-            self._write_noted(hex_of(cid), data)
-            # Indexed at commit only once written: a write that fails (a full disk)
-            # leaves no index row naming a file that is not there (issue 13 item 8).
-            self._chunks[cid] = len(data)
-
-    def write_manifest(self, manifest: Manifest, *, pin: bool, proven: bool = False) -> None:
-        """Record ``manifest``. With ``proven`` (the caller built it from, or checked
-        it against, the bytes this batch writes) the blob becomes complete at commit
-        when every chunk is held; otherwise only ``complete_blob`` makes it so."""
-        encoded = manifest.encode()
-        self._write_file(hex_of(cid_of(encoded)) + MANIFEST_SUFFIX, encoded)
-        self._manifests.append((manifest, pin, len(encoded), proven))
-
-    def _write_file(self, name: str, data: Buffer) -> None:
-        self._journal.note_all([name])
-        self._write_noted(name, data)
-
-    def _write_noted(self, name: str, data: Buffer) -> None:
-        self._written.append(name)
-        self.bytes_written += len(data)
-        try:
-            self._store.backend.add(name, data, self._id)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise BlobError("disk_full", f"no space left writing {name}") from None
-            raise BlobError("io_error", f"writing {name}: {exc.strerror}") from None
-
-    def commit(self) -> None:
-        store = self._store
-        try:
-            if self._written:
-                store.backend.flush()
-            now = store._clock()
-            with store._tx() as db:
-                db.executemany(
-                    "INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", self._chunks.items()
-                )
-                for manifest, pin, encoded_len, proven in self._manifests:
-                    _index_manifest(db, manifest, pin, encoded_len, now, proven)
-        except OSError as exc:
-            self.abort()
-            code = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
-            raise BlobError(code, f"committing writes: {exc.strerror}") from None
-        except sqlite3.OperationalError as exc:  # the index could not grow: a full disk
-            self.abort()
-            code = "disk_full" if "full" in str(exc) else "io_error"
-            raise BlobError(code, f"committing to the index: {exc}") from None
-        except BaseException:
-            self.abort()
-            raise
-        self._release()
-
-    def abort(self) -> None:
-        store = self._store
-        for name in self._written:
-            hexpart = name.removesuffix(MANIFEST_SUFFIX)
-            shared = name == hexpart and store._writing["blake3:" + hexpart] > 1
-            if not shared and not store._referenced(name):
-                store.backend.remove(name)
-        self._release()
-
-    def _release(self) -> None:
-        store = self._store
-        with store._mutex:
-            for cid in self._claimed:
-                store._writing[cid] -= 1
-                if store._writing[cid] <= 0:
-                    del store._writing[cid]
-        self._claimed.clear()
-        self._chunks.clear()
-        self._written.clear()
-        self._journal.discard()
-
-
-def _index_manifest(
-    db: sqlite3.Connection,
-    m: Manifest,
-    pin: bool,
-    encoded_len: int,
-    now: float,
-    proven: bool,
-) -> None:
-    """Record a blob and its chunk list; with ``proven`` (the manifest was built from
-    or checked against the bytes), complete it when every chunk is held."""
-    cid = m.cid
-    db.execute(
-        "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, manifest_bytes, name, "
-        "mime, pinned, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,0,?,?) "
-        "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
-        "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
-        "last_access = excluded.last_access",
-        (
-            cid,
-            m.size,
-            m.chunk_size,
-            len(m.chunks),
-            m.content,
-            encoded_len,
-            m.name,
-            m.mime,
-            int(pin),
-            now,
-            now,
-        ),
-    )
-    db.executemany(
-        "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
-        ((cid, i, c) for i, c in enumerate(m.chunks)),
-    )
-    if not proven:
-        return
-    db.execute(
-        "UPDATE blobs SET complete = 1 WHERE cid = ? AND NOT EXISTS (SELECT 1 FROM blob_chunks "
-        "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = ? AND c.cid IS NULL)",
-        (cid, cid),
-    )
-
-
-#: Complete a blob (arguments from ``_lengths_args``) when every chunk is held at
-#: the length its manifest gives it: for blobs rebuilt from disk.
-_COMPLETE_IF_LENGTHS_HOLD: Final = (
-    "UPDATE blobs SET complete = 1 WHERE cid = :cid AND NOT EXISTS (SELECT 1 FROM blob_chunks "
-    "bc LEFT JOIN chunks c ON c.cid = bc.chunk WHERE bc.blob = :cid AND (c.cid IS NULL OR "
-    "c.size != CASE WHEN bc.idx = :last THEN :tail ELSE :chunk_size END))"
-)
-
-
-def _lengths_args(m: Manifest) -> dict[str, object]:
-    last = len(m.chunks) - 1
-    return {
-        "cid": m.cid,
-        "last": last,
-        "tail": m.chunk_length(last) if last >= 0 else 0,
-        "chunk_size": m.chunk_size,
-    }
 
 
 def _blob_info(row: tuple[Any, ...]) -> BlobInfo:
