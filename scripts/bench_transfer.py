@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import resource
@@ -354,7 +355,9 @@ class Bench:
         return json.loads(self.hf(node, "--json", *args))
 
     def events(self, node: Node) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.hf(node, "--json", "events").splitlines()]
+        return [
+            epoch_at(json.loads(line)) for line in self.hf(node, "--json", "events").splitlines()
+        ]
 
     def new_node(self, name: str) -> Node:
         node = Node(name, self.root / name)
@@ -455,11 +458,19 @@ def _terminate(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: 
             proc.wait()
 
 
+def epoch_at(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with its ``at`` in seconds since the epoch (the CLI prints ISO 8601)."""
+    if isinstance(event.get("at"), str):
+        event["at"] = datetime.datetime.fromisoformat(event["at"]).timestamp()
+    return event
+
+
 def daemon_span(
     events: list[dict[str, Any]], me: str, cid: str, since: float
 ) -> tuple[float, dict[str, int]]:
     """From a fetcher's events: seconds from the CLI's connection (the ``peer.up`` of the
-    node's own id) to ``transfer.done`` of ``cid``, and the chunks per source."""
+    node's own id, where the node reports one; else the get's start) to
+    ``transfer.done`` of ``cid``, and the chunks per source."""
     done = [e for e in events if e["event"] == "transfer.done" and e.get("cid") == cid]
     done = [e for e in done if e["at"] >= since]
     if not done:
