@@ -285,15 +285,12 @@ async def save(node: NodeClient, cid: Cid, dest: Path, span: Span, *, direct: bo
 async def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     async with open_client(home_dir(args)) as node:
         entries = await node.ls(args.prefix or "")
-    if out.json:
-        out.data(entries)
-        return EXIT_OK
-    out.lines(
-        [
+    out.rows(
+        entries,
+        lambda e: (
             f"{e.cid}  {human_bytes(e.size):>10}  {'pinned' if e.pinned else '-':6}  "
             f"{e.name or ''}"
-            for e in entries
-        ]
+        ),
     )
     return EXIT_OK
 
@@ -357,15 +354,12 @@ async def cmd_status(args: argparse.Namespace, out: Output) -> int:
 async def cmd_peers(args: argparse.Namespace, out: Output) -> int:
     async with open_client(home_dir(args)) as node:
         rows = await node.peers()
-    if out.json:
-        out.data(rows)
-        return EXIT_OK
-    out.lines(
-        [
+    out.rows(
+        rows,
+        lambda r: (
             f"{r.node_id}  {r.remote:21}  {r.direction:6}  {r.trust:8}  "
             f"in={human_bytes(r.bytes_in)} out={human_bytes(r.bytes_out)}"
-            for r in rows
-        ]
+        ),
     )
     return EXIT_OK
 
@@ -387,15 +381,12 @@ async def cmd_push(args: argparse.Namespace, out: Output) -> int:
 async def cmd_transfers(args: argparse.Namespace, out: Output) -> int:
     async with open_client(home_dir(args)) as node:
         rows = await node.transfers()
-    if out.json:
-        out.data(rows)
-        return EXIT_OK
-    out.lines(
-        [
+    out.rows(
+        rows,
+        lambda r: (
             f"{r.cid}  {human_bytes(r.done_bytes)}/{human_bytes(r.total_bytes)}  "
             f"{r.chunks_done}/{r.chunks_total} chunks  {r.sources} sources"
-            for r in rows
-        ]
+        ),
     )
     return EXIT_OK
 

@@ -67,10 +67,7 @@ async def cmd_downloads(args: argparse.Namespace, out: Output) -> int:
     async with open_client(home_dir(args)) as node:
         if action == "list":
             rows = await node.downloads()
-            if out.json:
-                out.data(rows)
-            else:
-                out.lines([_line(r) for r in rows])
+            out.rows(rows, _line)
             return EXIT_OK
         if action == "remove":
             removed = await node.download_remove(args.id)

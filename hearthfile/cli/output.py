@@ -14,7 +14,7 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from hearthfile.blobs.backend import Buffer
@@ -106,6 +106,13 @@ class Output:
             self.data(result)
         else:
             self.line(text(result))
+
+    def rows(self, rows: Sequence[R], text: Callable[[R], str]) -> None:
+        """``rows`` as one JSON list under --json, else one ``text(row)`` line each."""
+        if self.json:
+            self.data(rows)
+        else:
+            self.lines([text(row) for row in rows])
 
     def fields(self, result: DataclassInstance) -> None:
         """Every field of a result, one ``key value`` line each (or JSON)."""

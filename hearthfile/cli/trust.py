@@ -37,15 +37,12 @@ async def cmd_untrust(args: argparse.Namespace, out: Output) -> int:
 async def cmd_trusted(args: argparse.Namespace, out: Output) -> int:
     async with open_client(home_dir(args)) as node:
         rows = await node.trusted()
-    if out.json:
-        out.data(rows)
-        return EXIT_OK
-    out.lines(
-        [
+    out.rows(
+        rows,
+        lambda r: (
             f"{r.node_id}  {r.level:8}  {iso_time(r.since) if r.since else '-'}  "
             f"{f'introduced by {r.introducer}' if r.introducer else r.source}"
-            for r in rows
-        ]
+        ),
     )
     return EXIT_OK
 
