@@ -102,7 +102,10 @@ class NodeClient(Protocol):
     async def unpin(self, cid: Cid) -> PinState: ...
     async def rm(self, cid: Cid) -> Removed: ...
     async def gc(self, everything: bool) -> GcResult: ...
-    async def verify(self) -> VerifyResult: ...
+    async def verify(self, repair: bool) -> VerifyResult:
+        """Re-hash the store; with ``repair``, fetch the damaged blobs again (the node only)."""
+        ...
+
     async def status(self) -> NodeStatus: ...
     async def peers(self) -> list[PeerRow]: ...
     async def push(self, cid: Cid, to: NodeId, progress: OnProgress = _ignore) -> Pushed: ...
@@ -187,7 +190,12 @@ class LocalClient:
     async def gc(self, everything: bool) -> GcResult:
         return ops.gc(self.store, everything)
 
-    async def verify(self) -> VerifyResult:
+    async def verify(self, repair: bool) -> VerifyResult:
+        if repair:  # before any work: the fetches need the node's peers
+            raise CliError(
+                f"verify --repair needs the running node (no daemon runs for {self.home}): "
+                "start it with 'hearthfile run'"
+            )
         return ops.verify(self.store)
 
     async def status(self) -> NodeStatus:
@@ -390,8 +398,8 @@ class BusClient:
     async def gc(self, everything: bool) -> GcResult:
         return await self._one(GcResult, "gc", {"all": everything})
 
-    async def verify(self) -> VerifyResult:
-        return await self._one(VerifyResult, "verify", {})
+    async def verify(self, repair: bool) -> VerifyResult:
+        return await self._one(VerifyResult, "verify", {"repair": True} if repair else {})
 
     async def status(self) -> NodeStatus:
         return await self._one(NodeStatus, "status", {})

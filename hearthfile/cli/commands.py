@@ -35,7 +35,7 @@ from hearthfile.config import Config, load_config, with_overrides
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeId
 from hearthfile.services import ops
-from hearthfile.services.results import Added, Fetched
+from hearthfile.services.results import Added, Fetched, VerifyResult
 
 #: CIDs fetched at once by one ``get`` of many CIDs.
 GET_CONCURRENCY: Final = 8
@@ -328,21 +328,29 @@ async def cmd_gc(args: argparse.Namespace, out: Output) -> int:
 
 async def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     async with open_client(home_dir(args)) as node:
-        r = await node.verify()
+        r = await node.verify(args.repair)
     for line in r.corrupt + r.missing:
         print(f"bad: {line}", file=sys.stderr)
-    for cid in r.affected:  # partial now: a get of it fetches what was lost
+    for cid in r.affected:  # partial now: a get (or --repair) fetches what was lost
         print(f"affected blob: {cid}", file=sys.stderr)
-    out.show(
-        r,
-        lambda r: (
-            f"checked {r.chunks_checked} chunks and {r.manifests_checked} manifests: "
-            f"{len(r.corrupt)} corrupt, {len(r.missing)} missing, "
-            f"{r.manifests_restored} manifests restored, "
-            f"{r.adopted} files the index had lost taken back"
-        ),
-    )
+    out.show(r, _verify_text)
+    if args.repair:
+        return EXIT_FAILED if r.unrepaired else EXIT_OK
     return EXIT_OK if r.clean else EXIT_FAILED
+
+
+def _verify_text(r: VerifyResult) -> str:
+    """Each blob's repair, if any, then the summary on the last line."""
+    repairs = [f"repaired: {cid}" for cid in r.repaired]
+    repairs += [f"no source: {cid}" for cid in r.no_source]
+    repairs += [f"repair failed: {line}" for line in r.repair_failed]
+    summary = (
+        f"checked {r.chunks_checked} chunks and {r.manifests_checked} manifests: "
+        f"{len(r.corrupt)} corrupt, {len(r.missing)} missing, "
+        f"{r.manifests_restored} manifests restored, "
+        f"{r.adopted} files the index had lost taken back"
+    )
+    return "\n".join([*repairs, summary])
 
 
 async def cmd_status(args: argparse.Namespace, out: Output) -> int:

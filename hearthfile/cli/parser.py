@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_cid("rm", c.cmd_rm, "remove an unpinned blob now")
     p = command("gc", c.cmd_gc, "evict least-recently-used unpinned blobs down to the target")
     p.add_argument("--all", action="store_true", help="remove every unpinned blob")
-    command("verify", c.cmd_verify, "re-hash everything; move corrupt files aside")
+    p = command("verify", c.cmd_verify, "re-hash everything; move corrupt files aside")
+    p.add_argument(
+        "--repair", action="store_true", help="then fetch the damaged blobs again from peers"
+    )
     p = with_cid("push", c.cmd_push, "send a blob to a peer that trusts this node")
     p.add_argument("--to", required=True, metavar="NODEID")
     command("transfers", c.cmd_transfers, "fetches under way")

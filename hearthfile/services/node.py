@@ -34,6 +34,7 @@ from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.events import BlobEvicted, EventBus
 from hearthfile.services import ops
+from hearthfile.services.repair import repair, verify_for_repair
 from hearthfile.services.results import (
     Added,
     AddProgress,
@@ -321,7 +322,14 @@ class NodeService:
         return {}
 
     async def verify(self, ctx: CallContext) -> VerifyResult:
-        return await self._run(ops.verify, self._store)
+        """With ``{"repair": true}``, the damaged blobs are then fetched again from peers."""
+        if not want_map(ctx.args).get("repair"):
+            return await self._run(ops.verify, self._store)
+        result, targets = await self._run(verify_for_repair, self._store)
+        return await repair(result, targets, self._refetch)
+
+    async def _refetch(self, cid: Cid) -> Manifest:
+        return await self._fetch(cid, None, False, _no_progress)
 
     async def push(self, ctx: CallContext) -> Pushed:
         args = want_map(ctx.args)
@@ -354,6 +362,10 @@ async def _feed(ctx: CallContext, send: trio.MemorySendChannel[bytes]) -> None:
             await send.send(data)
         except trio.BrokenResourceError:
             return  # the store stopped reading: its failure is the answer
+
+
+def _no_progress(progress: Progress) -> None:
+    pass
 
 
 def _cid_arg(ctx: CallContext) -> Cid:

@@ -85,6 +85,15 @@ class VerifyResult:
     #: Blobs a corrupt or missing file belonged to.
     affected: list[Cid]
     clean: bool
+    #: With ``--repair``: blobs fetched again whole from peers, blobs no reachable
+    #: peer holds, and the others as ``"CID: code: reason"``.
+    repaired: list[Cid] = field(default_factory=list)
+    no_source: list[Cid] = field(default_factory=list)
+    repair_failed: list[str] = field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> bool:
+        return bool(self.no_source or self.repair_failed)
 
 
 @dataclass(frozen=True, slots=True)
