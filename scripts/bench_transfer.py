@@ -5,8 +5,8 @@ against bare trio-websocket and libtorrent measured in the same run.
 Run from the repository (after scripts/test has built the virtual environment):
 
     .venv/bin/python scripts/bench_transfer.py [--size-mib 1024] [--rounds 3]
-        [--dist-rounds 1] [--dir SCRATCH] [--no-libtorrent] [--profile OUTDIR] [--keep]
-        [--json]
+        [--dist-rounds 1] [--dir SCRATCH] [--no-libtorrent] [--busy] [--profile OUTDIR]
+        [--keep] [--json]
 
 Everything runs in a fresh scratch directory (``--dir``, default /var/tmp; it must be a
 real disk, not tmpfs, since the stores write and flush there), removed at the end. Every
@@ -44,8 +44,20 @@ Phase 1, interleaved round by round (the order of the steps rotates every round,
   ``connect_peer``s each seeder on 127.0.0.1; timed in the leecher from adding the
   torrent to the finished state (every piece hash-checked and handed to the disk layer,
   not fsynced). Run inside ``unshare -n`` with only ``lo`` up when that works, else on
-  the host's loopback (the report says which). Skipped with ``--no-libtorrent`` or when
-  libtorrent cannot be imported.
+  the host's loopback (the report says which). When libtorrent cannot be imported, the
+  script installs it into its own environment (``pip install libtorrent``; it is not a
+  project dependency) and stops if that fails; ``--no-libtorrent`` skips it.
+- ``hf push``: S1 pushes the blob to F1 (``hearthfile push CID --to F1``; F1 lists S1 as
+  trusted), timed as S1's own span, from the CLI's connection to ``push.done``; CPU of
+  F1 (receiver) and S1 (sender); F1 unpins and drops the blob afterwards.
+
+``--busy``: phase 1 runs with a competing CPU-bound process (a Python busy loop) pinned
+to CPU 0 throughout, to show how each system holds up on a machine that is doing other
+work; its own CPU is not counted anywhere.
+
+Reported per end against libtorrent: CPU seconds per GB at the receiver (the fetcher
+daemon over the whole ``get``, which includes handing the blob to the CLI; libtorrent's
+leecher) and at the sender (the source daemon; libtorrent's seeder).
 
 Phase 2, distribution: the other daemons stop; S1 restarts as origin O of a new network
 with four fresh fetchers D1..D4, each bootstrapping to O and to the fetchers started
@@ -74,6 +86,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
 import json
 import os
 import resource
@@ -118,6 +131,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_VS_LT = 1.5
 STRETCH_VS_LT = 2.0
 GOAL_3_VS_1 = 0.9
+#: ``get -o FILE`` and a push, each against the single-source fetch.
+GOAL_OF_FETCH = 0.9
 GOAL_RSS_MB = 150.0
 
 
@@ -366,10 +381,15 @@ class Bench:
         node.node_id = self.hf(node, "id").strip()
         return node
 
-    def configure(self, members: Sequence[Node]) -> None:
-        """Every node of the network lists the others as members."""
+    def configure(self, members: Sequence[Node], trusted: Sequence[Node] = ()) -> None:
+        """Every node of the network lists the others as members (``trusted``: as
+        trusted, so they may push to it)."""
         for node in members:
-            trust = "".join(f"  {m.node_id}: member\n" for m in members if m is not node)
+            trust = "".join(
+                f"  {m.node_id}: {'trusted' if m in trusted else 'member'}\n"
+                for m in members
+                if m is not node
+            )
             (node.home / "config.yaml").write_text(f"gossip:\n  interval_s: 0.3\ntrust:\n{trust}")
 
     def start(self, node: Node, *peers: Node) -> None:
@@ -443,6 +463,20 @@ class Bench:
         fetch, shares = daemon_span(self.events(fetcher), fetcher.node_id, cid, stamp)
         return Fetch(wall, fetch, cpu, source_cpu, rss.peak_kib, shares)
 
+    def timed_push(self, source: Node, target: Node, cid: str) -> Fetch:
+        """One ``push`` of ``cid`` from ``source`` to ``target``; the same figures as
+        ``timed_get``, with the pusher's span (CLI connected -> ``push.done``) as the
+        transfer and the target's CPU as the receiver's."""
+        os.sync()
+        cpu0, source_cpu0 = cpu_seconds(target.pid), cpu_seconds(source.pid)
+        stamp, started = time.time(), time.perf_counter()
+        with RssSampler(target.pid) as rss:
+            self.hf(source, "push", cid, "--to", target.node_id)
+        wall = time.perf_counter() - started
+        cpu, source_cpu = cpu_seconds(target.pid) - cpu0, cpu_seconds(source.pid) - source_cpu0
+        span, _ = daemon_span(self.events(source), source.node_id, cid, stamp, "push.done")
+        return Fetch(wall, span, cpu, source_cpu, rss.peak_kib)
+
 
 def _terminate(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
     """Ask ``proc`` to stop with ``sig``; kill it if it has not after ``timeout`` s."""
@@ -466,15 +500,15 @@ def epoch_at(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def daemon_span(
-    events: list[dict[str, Any]], me: str, cid: str, since: float
+    events: list[dict[str, Any]], me: str, cid: str, since: float, kind: str = "transfer.done"
 ) -> tuple[float, dict[str, int]]:
-    """From a fetcher's events: seconds from the CLI's connection (the ``peer.up`` of the
-    node's own id, where the node reports one; else the get's start) to
-    ``transfer.done`` of ``cid``, and the chunks per source."""
-    done = [e for e in events if e["event"] == "transfer.done" and e.get("cid") == cid]
+    """From a fetcher's (or pusher's) events: seconds from the CLI's connection (the
+    ``peer.up`` of the node's own id, where the node reports one; else the command's
+    start) to the ``kind`` event of ``cid``, and the chunks per source."""
+    done = [e for e in events if e["event"] == kind and e.get("cid") == cid]
     done = [e for e in done if e["at"] >= since]
     if not done:
-        raise SystemExit(f"no transfer.done event for {cid} after the get")
+        raise SystemExit(f"no {kind} event for {cid} after the command")
     end = done[-1]["at"]
     ups = [
         e["at"]
@@ -527,7 +561,7 @@ def set_up(bench: Bench, size: int) -> Setup:
     s1, f1 = bench.new_node("S1"), bench.new_node("F1")
     holders = [bench.new_node(f"H{i}") for i in range(3)]
     f3 = bench.new_node("F3")
-    bench.configure([s1, f1])
+    bench.configure([s1, f1], trusted=[s1])  # S1 may push to F1
     bench.configure([*holders, f3])
     cids = {bench.hf(h, "add", str(blob)).split()[-1] for h in [s1, *holders]}
     assert len(cids) == 1, cids
@@ -565,6 +599,48 @@ def libtorrent_version() -> str | None:
     except ImportError:
         return None
     return str(lt.__version__)
+
+
+def ensure_libtorrent() -> str:
+    """libtorrent's version, installing PyPI ``libtorrent`` into this interpreter's
+    environment first when it is missing (it is a benchmark tool, not a dependency).
+    Exits when that fails: a run without the baseline must be asked for."""
+    version = libtorrent_version()
+    if version is not None:
+        return version
+    print("  installing libtorrent (pip install libtorrent)", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "libtorrent"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    importlib.invalidate_caches()
+    version = libtorrent_version()
+    if version is None:
+        raise SystemExit(
+            "cannot install libtorrent (pip install libtorrent: "
+            f"{(done.stderr or done.stdout).strip()[-500:]}); --no-libtorrent runs without it"
+        )
+    return version
+
+
+@contextlib.contextmanager
+def competing_load(enabled: bool) -> Iterator[str]:
+    """With ``enabled``, a CPU-bound process spinning on CPU 0 for the whole block (a busy
+    machine: every transfer shares that core with it); yields the report's note."""
+    if not enabled:
+        yield ""
+        return
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"],
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        yield f"; a competing CPU-bound process on CPU 0 (pid {spinner.pid})"
+    finally:
+        _terminate(spinner, signal.SIGKILL)
 
 
 def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> dict[str, Any]:
@@ -630,7 +706,12 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
 
         return step
 
-    steps = [ws, floor, hf("hf1", s.f1, [s.s1]), hf("hf3", s.f3, s.holders)]
+    def push() -> None:
+        r["push1"].append(bench.timed_push(s.s1, s.f1, s.cid))
+        bench.hf(s.f1, "unpin", s.cid)  # a received push is pinned
+        bench.hf(s.f1, "rm", s.cid)
+
+    steps = [ws, floor, hf("hf1", s.f1, [s.s1]), hf("hf3", s.f3, s.holders), push]
     if lt_mode is not None:
         steps += [lt(1), lt(3)]
     idle = {n.name: status_kib(n.pid, "VmRSS") for n in (s.f1, s.f3)}
@@ -866,8 +947,8 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
         f"bench_transfer: {args.size_mib} MiB blob, {args.rounds} rounds, loopback, "
         f"{os.cpu_count()} CPUs, scratch {filesystem_of(root)} "
         f"({res['create_us']:.0f} us to create a file); libtorrent "
-        f"{res['lt_note']}; load average {res['load_before']} -> {res['load_after']}; "
-        f"took {res['took_s']:.0f} s",
+        f"{res['lt_note']}{res['busy_note']}; load average {res['load_before']} -> "
+        f"{res['load_after']}; took {res['took_s']:.0f} s",
         "MB/s: medians over rounds (range in brackets); CPU: s per GB moved, receiver | "
         "senders; RSS: peak during the transfer",
         "",
@@ -897,6 +978,14 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
         peak = f"{max(f.rss_kib for f in got) / 1000:.0f} MB"
         row(f"hearthfile get -o FILE, {label}", f"{key}_get", [mbps(f.wall) for f in got], "", "")
         row(f"hearthfile fetch into store, {label}", key, [mbps(f.fetch) for f in got], cpu, peak)
+    pushes: list[Fetch] = steps["push1"]
+    row(
+        "hearthfile push to 1 node",
+        "push1",
+        [mbps(f.fetch) for f in pushes],
+        f"{med([f.cpu for f in pushes]) / gb:.2f} | {med([f.source_cpu for f in pushes]) / gb:.2f}",
+        f"{max(f.rss_kib for f in pushes) / 1000:.0f} MB",
+    )
     for key, label in (("lt1", "1 seeder"), ("lt3", "3 seeders")):
         if key in steps:
             runs = steps[key]
@@ -935,8 +1024,12 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
         )
         ratio("floor / lt 1 seeder", "floor", "lt1", f"(hf's goal: >= {GOAL_VS_LT}x)")
         ratio("hf get -o FILE 1 src / lt 1 seeder", "hf1_get", "lt1")
+        ratio("hf push / lt 1 seeder", "push1", "lt1")
         ratio("hf fetch 3 src / lt 3 seeders", "hf3", "lt3")
         ratio("lt 3 seeders / lt 1 seeder", "lt3", "lt1")
+    ratio("hf get -o FILE / fetch, 1 src", "hf1_get", "hf1", f">= {GOAL_OF_FETCH}x",
+          at_least(GOAL_OF_FETCH))  # fmt: skip
+    ratio("hf push / fetch, 1 src", "push1", "hf1", f">= {GOAL_OF_FETCH}x", at_least(GOAL_OF_FETCH))
     ratio("hf fetch 3 src / 1 src", "hf3", "hf1", f">= {GOAL_3_VS_1}x", at_least(GOAL_3_VS_1))
     ratio("hf get 3 src / 1 src", "hf3_get", "hf1_get")
     ratio("hf fetch 1 src / bare websocket", "hf1", "ws", "~0.35-0.45x (notes)")
@@ -944,6 +1037,25 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
     ratio("floor / bare websocket", "floor", "ws")
     cpu1 = med([f.cpu for f in steps["hf1"]]) / gb
     cpu3 = med([f.cpu for f in steps["hf3"]]) / gb
+    if "lt1" in steps:
+        for end, hf_cpu, lt_cpu in (
+            ("receiver", [f.cpu for f in steps["hf1"]], [t["cpu"] for t in steps["lt1"]]),
+            (
+                "sender",
+                [f.source_cpu for f in steps["hf1"]],
+                [sum(t["seed_cpu"]) for t in steps["lt1"]],
+            ),
+        ):
+            hf_gb, lt_gb = med(hf_cpu) / gb, med(lt_cpu) / gb
+            checks.append(
+                (
+                    f"CPU s/GB at the {end}, hf 1 src vs lt 1 seeder",
+                    f"{hf_gb:.2f} vs {lt_gb:.2f}",
+                    "",
+                    "hf <= lt",
+                    "yes" if hf_gb <= lt_gb else "NO",
+                )
+            )
     checks.append(("fetcher CPU s/GB, 3 src vs 1 src", f"{cpu3:.2f} vs {cpu1:.2f}", "", "", ""))
     peak = max(f.rss_kib for f in [*steps["hf1"], *steps["hf3"]]) / 1000
     checks.append(
@@ -1057,11 +1169,9 @@ def orchestrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     res: dict[str, Any] = {"load_before": load_average()}
     lt_mode: str | None = None
-    res["lt_version"] = libtorrent_version()
+    res["lt_version"] = None if args.no_libtorrent else ensure_libtorrent()
     if args.no_libtorrent:
         res["lt_note"] = "skipped (--no-libtorrent)"
-    elif res["lt_version"] is None:
-        res["lt_note"] = "skipped (cannot import libtorrent: pip install libtorrent)"
     elif unshare_works():
         lt_mode, res["lt_note"] = "unshare", f"{res['lt_version']} inside unshare -n"
     else:
@@ -1073,7 +1183,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         try:
             setup = set_up(bench, args.size_mib * 1024 * 1024)
             print("  set up", file=sys.stderr, flush=True)
-            res["phase1"] = measure_phase1(bench, setup, args.rounds, lt_mode)
+            with competing_load(args.busy) as res["busy_note"]:
+                res["phase1"] = measure_phase1(bench, setup, args.rounds, lt_mode)
             profile = Path(args.profile).absolute() if args.profile else None
             if profile is not None:
                 res["profiles"] = [profile_fetch(bench, setup, profile)]
@@ -1118,6 +1229,9 @@ def main() -> None:
     parser.add_argument("--no-libtorrent", action="store_true", help="skip libtorrent")
     parser.add_argument("--profile", metavar="OUTDIR", help="py-spy extra fetches")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--busy", action="store_true", help="phase 1 with a CPU-bound process on CPU 0"
+    )
     parser.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = parser.parse_args()
     orchestrate(args)
