@@ -36,8 +36,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-import yaml
-
 from hearthfile.errors import HearthError
 from hearthfile.limits import (
     MAX_DIGEST_ENTRIES,
@@ -53,6 +51,7 @@ from hearthfile.limits import (
 )
 
 if TYPE_CHECKING:
+    import yaml
     from _typeshed import DataclassInstance
 
 __all__ = [
@@ -441,6 +440,8 @@ _SIZE_UNITS: Final[Mapping[str, int]] = {
 
 
 def _read_yaml(path: Path) -> object:
+    import yaml  # here, not at the top: commands that read no config start faster
+
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
@@ -467,6 +468,8 @@ def _read_yaml(path: Path) -> object:
 
 
 def _check_duplicate_keys(root: yaml.Node | None) -> None:
+    import yaml
+
     seen_nodes: set[int] = set()  # anchors can make the node graph cyclic
     stack = [root] if root is not None else []
     while stack:

@@ -35,21 +35,14 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from typing import TYPE_CHECKING, Final
 
 from hearthfile.errors import HearthError
+
+# cryptography loads when a key is used, not with this module: a NodeId is parsed
+# and printed by commands that never sign or verify (``ls`` starts faster).
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 NODE_ID_PREFIX: Final = "hf"
 PUBLIC_KEY_BYTES: Final = 32
@@ -116,6 +109,9 @@ class NodeId:
         """True when ``signature`` is this node's Ed25519 signature of ``data``."""
         if len(signature) != SIGNATURE_BYTES:
             return False
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, data)
         except (InvalidSignature, ValueError):
@@ -130,12 +126,16 @@ class NodeKey:
     __slots__ = ("_node_id", "_private")
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         self._private = private_key
         public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self._node_id = NodeId(public)
 
     @classmethod
     def generate(cls) -> NodeKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
@@ -143,6 +143,8 @@ class NodeKey:
         """From the 32-byte RFC 8032 private key (seed)."""
         if len(seed) != PUBLIC_KEY_BYTES:
             raise ValueError(f"an Ed25519 private key is {PUBLIC_KEY_BYTES} bytes, got {len(seed)}")
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     @property
@@ -159,7 +161,10 @@ class NodeKey:
 
     def private_bytes(self) -> bytes:
         """The 32-byte private key. Handle with care: it is the node's identity."""
-        return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        from cryptography.hazmat.primitives import serialization as ser
+
+        raw = ser.Encoding.Raw
+        return self._private.private_bytes(raw, ser.PrivateFormat.Raw, ser.NoEncryption())
 
     def __repr__(self) -> str:
         return f"NodeKey(node_id={self._node_id})"

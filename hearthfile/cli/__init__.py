@@ -12,11 +12,10 @@ or not) and ``output`` (text, JSON, progress).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
-
-import trio
 
 from hearthfile.blobs.chunker import BlobError
 from hearthfile.blobs.store import PinnedError, StoreLocked
@@ -80,10 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:
-    """Run the command; a failure that arrives wrapped in exception groups (from a
-    nursery) is raised as itself, so it is reported like any other."""
+    """Run the command (under trio if it is async); a failure that arrives wrapped in
+    exception groups (from a nursery) is raised as itself, so it is reported like any
+    other."""
+    func = args.func.load()
+    if not inspect.iscoroutinefunction(func):
+        return int(func(args, out))
+    import trio
+
     try:
-        return int(trio.run(args.func, args, out))
+        return int(trio.run(func, args, out))
     except BaseExceptionGroup as group:
         leaf = first_failure(group)
         if isinstance(leaf, Exception | KeyboardInterrupt):

@@ -5,7 +5,8 @@ the home's daemon over the bus (``node.*``, signed with the node's own key, so a
 trust ``self``); blob bytes it reads from the daemon's store directly (read-only),
 which spares them a trip through the encrypted channel. ``LocalClient`` works on
 the store itself when no daemon runs; network operations say that none runs.
-Both answer with the result types of ``services.results``.
+Both answer with the result types of ``services.results``. (``ls`` and ``stat``
+read the index directly: ``cli.local``.)
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ import trio
 from hearthfile import home as node_home
 from hearthfile.blobs.backend import Buffer
 from hearthfile.blobs.chunker import BlobError
-from hearthfile.blobs.store import BlobStore, StoreLocked
+from hearthfile.blobs.store import BlobStore
 from hearthfile.cids import Cid
 from hearthfile.cli.errors import CliError
+from hearthfile.cli.local import load_key, no_node, open_store
 from hearthfile.errors import PeerUnavailable, RemoteProtocolError
-from hearthfile.identity import IdentityError, NodeId, NodeKey
+from hearthfile.identity import NodeId
 from hearthfile.services import ops
 from hearthfile.services.results import (
     Added,
     AddProgress,
-    BlobEntry,
     Cancelled,
     DownloadRecord,
     DownloadRemoved,
@@ -96,8 +97,6 @@ class NodeClient(Protocol):
         """Write the blob's bytes (or the span) in order, fetching what is missing."""
         ...
 
-    async def ls(self, prefix: str) -> list[BlobEntry]: ...
-    async def stat(self, cid: Cid) -> BlobEntry: ...
     async def pin(self, cid: Cid) -> PinState: ...
     async def unpin(self, cid: Cid) -> PinState: ...
     async def rm(self, cid: Cid) -> Removed: ...
@@ -171,12 +170,6 @@ class LocalClient:
 
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
         _write_span(self.store, cid, span, write)
-
-    async def ls(self, prefix: str) -> list[BlobEntry]:
-        return ops.ls(self.store, prefix)
-
-    async def stat(self, cid: Cid) -> BlobEntry:
-        return ops.stat(self.store, cid)
 
     async def pin(self, cid: Cid) -> PinState:
         return ops.pin(self.store, cid)
@@ -380,12 +373,6 @@ class BusClient:
         finally:
             store.close()
 
-    async def ls(self, prefix: str) -> list[BlobEntry]:
-        return await self._many(BlobEntry, "ls", {"prefix": prefix})
-
-    async def stat(self, cid: Cid) -> BlobEntry:
-        return await self._one(BlobEntry, "stat", {"cid": cid})
-
     async def pin(self, cid: Cid) -> PinState:
         return await self._one(PinState, "pin", {"cid": cid})
 
@@ -505,26 +492,3 @@ def _self_only(me: NodeId) -> Callable[[NodeId], TrustLevel]:
     from hearthfile.bus.capability import TrustLevel
 
     return lambda node: TrustLevel.SELF if node == me else TrustLevel.STRANGER
-
-
-def open_store(home: Path) -> BlobStore:
-    """The home's store, for a command that runs without a daemon."""
-    if not home.is_dir():
-        raise no_node(home)
-    try:
-        return BlobStore(home / "data")
-    except StoreLocked as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"cannot open store in {home}: {exc.strerror}") from None
-
-
-def load_key(home: Path) -> NodeKey:
-    try:
-        return NodeKey.load(home / node_home.KEY_FILE)
-    except IdentityError as exc:
-        raise CliError(str(exc)) from None
-
-
-def no_node(home: Path) -> CliError:
-    return CliError(f"no node at {home} ('hearthfile init' creates one)")

@@ -19,8 +19,8 @@ import trio
 from hearthfile import home as node_home
 from hearthfile.blobs.backend import SequentialWriter
 from hearthfile.blobs.chunker import BlobError
-from hearthfile.cids import Cid, CidError, parse_cid
-from hearthfile.cli.client import NodeClient, Span, Write, load_key, open_client
+from hearthfile.cids import Cid
+from hearthfile.cli.client import NodeClient, Span, Write, open_client
 from hearthfile.cli.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,6 +30,7 @@ from hearthfile.cli.errors import (
     describe_os_error,
     first_failure,
 )
+from hearthfile.cli.local import cid_arg, home_dir, load_key
 from hearthfile.cli.output import Output, ProgressBar, event_json, human_bytes, iso_time
 from hearthfile.config import Config, load_config, with_overrides
 from hearthfile.errors import ServiceError
@@ -41,18 +42,6 @@ from hearthfile.services.results import Added, Fetched, VerifyResult
 GET_CONCURRENCY: Final = 8
 #: How long ``stop`` waits for the daemon to let go of its home.
 STOP_TIMEOUT_S: Final = 30.0
-
-
-def home_dir(args: argparse.Namespace) -> Path:
-    text = args.home or os.environ.get("HEARTHFILE_HOME") or str(Path.home() / ".hearthfile")
-    return Path(text).expanduser().absolute()
-
-
-def cid_arg(text: str) -> Cid:
-    try:
-        return parse_cid(text)
-    except CidError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def node_arg(text: str) -> NodeId:
@@ -280,25 +269,6 @@ async def save(node: NodeClient, cid: Cid, dest: Path, span: Span, *, direct: bo
         raise CliError(f"cannot write {dest}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-async def cmd_ls(args: argparse.Namespace, out: Output) -> int:
-    async with open_client(home_dir(args)) as node:
-        entries = await node.ls(args.prefix or "")
-    out.rows(
-        entries,
-        lambda e: (
-            f"{e.cid}  {human_bytes(e.size):>10}  {'pinned' if e.pinned else '-':6}  "
-            f"{e.name or ''}"
-        ),
-    )
-    return EXIT_OK
-
-
-async def cmd_stat(args: argparse.Namespace, out: Output) -> int:
-    async with open_client(home_dir(args)) as node:
-        out.fields(await node.stat(cid_arg(args.cid)))
-    return EXIT_OK
 
 
 async def cmd_pin(args: argparse.Namespace, out: Output) -> int:

@@ -8,23 +8,19 @@ follows its download to the end with a progress bar, polling the record;
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import trio
 
 from hearthfile.cli.client import NodeClient, open_client
-from hearthfile.cli.commands import home_dir
 from hearthfile.cli.errors import EXIT_OK, EXIT_USAGE, CliError
+from hearthfile.cli.local import home_dir
 from hearthfile.cli.output import Output, ProgressBar
 from hearthfile.services.downloads import core
 from hearthfile.services.results import DownloadRecord
 
 #: How often ``download`` asks for its record while it follows one.
 POLL_INTERVAL_S: Final = 0.25
-ACTIONS: Final = ("list", "show", "pause", "resume", "remove")
-
-Command = Callable[[argparse.Namespace, Output], Awaitable[int]]
 
 
 async def cmd_download(args: argparse.Namespace, out: Output) -> int:
@@ -86,15 +82,3 @@ def _line(r: DownloadRecord) -> str:
     tail = r.cid or r.error or r.url
     return f"{r.id}  {r.status:10}  {r.progress:6.2f}%  {size:>12}  {r.name}  {tail}"
 
-
-def add_commands(command: Callable[[str, Command, str], Any]) -> None:
-    """Register the download commands with the parser's ``command`` helper."""
-    p = command("download", cmd_download, "cache a URL into the store; prints the blob CID")
-    p.add_argument("url", metavar="URL")
-    p.add_argument("--name", help="the blob's name (default: from the URL)")
-    p.add_argument("--expect", metavar="blake3:HEX|sha256:HEX", help="the whole file's hash")
-    p.add_argument("--detach", action="store_true", help="print the download id and return")
-    p.add_argument("--refresh", action="store_true", help="go to the origin even if cached")
-    p = command("downloads", cmd_downloads, "list, show, pause, resume or remove downloads")
-    p.add_argument("action", nargs="?", choices=ACTIONS, metavar="list|show|pause|resume|remove")
-    p.add_argument("id", nargs="?", metavar="ID")

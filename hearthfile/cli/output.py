@@ -14,7 +14,7 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from hearthfile.blobs.backend import Buffer
@@ -113,6 +113,23 @@ class Output:
             self.data(rows)
         else:
             self.lines([text(row) for row in rows])
+
+    def stream_rows(self, pages: Iterable[Sequence[R]], text: Callable[[R], str]) -> None:
+        """As ``rows``, written page by page as ``pages`` yields them (the same bytes)."""
+        first = True
+        for page in pages:
+            if self.json:
+                items = ", ".join(json.dumps(as_json(row), sort_keys=True) for row in page)
+                self.write_text(("[" if first else ", ") + items)
+            else:
+                self.write_text("".join(text(row) + "\n" for row in page))
+            first = False
+        if self.json:
+            self.write_text("[]\n" if first else "]\n")
+
+    def write_text(self, text: str) -> None:
+        with stdout_errors():
+            sys.stdout.write(text)
 
     def fields(self, result: DataclassInstance) -> None:
         """Every field of a result, one ``key value`` line each (or JSON)."""

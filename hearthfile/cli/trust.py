@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from hearthfile.cli.client import open_client
-from hearthfile.cli.commands import home_dir, node_arg
+from hearthfile.cli.commands import node_arg
 from hearthfile.cli.errors import EXIT_OK, EXIT_USAGE, CliError
+from hearthfile.cli.local import home_dir
 from hearthfile.cli.output import Output, iso_time
 from hearthfile.trust.invites import MAX_USES, TokenError, decode_token, parse_duration
-
-Command = Callable[[argparse.Namespace, Output], Awaitable[int]]
 
 
 async def cmd_trust(args: argparse.Namespace, out: Output) -> int:
@@ -78,18 +75,3 @@ async def cmd_join(args: argparse.Namespace, out: Output) -> int:
     out.show(joined, lambda j: j.inviter)
     return EXIT_OK
 
-
-def add_commands(command: Callable[[str, Command, str], Any]) -> None:
-    """Register the trust commands with the parser's ``command`` helper."""
-    p = command("trust", cmd_trust, "set a peer's trust level (applies to live connections)")
-    p.add_argument("node_id", metavar="NODEID")
-    p.add_argument("--level", required=True, choices=["member", "trusted"])
-    p = command("untrust", cmd_untrust, "take back a peer's trust (applies at once)")
-    p.add_argument("node_id", metavar="NODEID")
-    command("trusted", cmd_trusted, "who this node trusts, at which level, and why")
-    p = command("invite", cmd_invite, "make a one-line token another node joins with")
-    p.add_argument("--level", default="member", choices=["member", "trusted"])
-    p.add_argument("--uses", type=int, default=1, metavar="N", help="joins allowed (default 1)")
-    p.add_argument("--ttl", default="1h", metavar="DURATION", help="e.g. 30m, 1h, 7d (default 1h)")
-    p = command("join", cmd_join, "join the network of the node that made TOKEN")
-    p.add_argument("token", metavar="TOKEN")

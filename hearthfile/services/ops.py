@@ -250,6 +250,17 @@ def ls(store: BlobStore, prefix: str = "") -> list[BlobEntry]:
     return [entry(i) for i in store.list_cids(prefix)]
 
 
+def ls_pages(store: BlobStore, prefix: str, page: int) -> Iterator[list[BlobInfo]]:
+    """What ``ls`` lists, ``page`` blobs at a time, so a large store is never held whole
+    (as the store lists them: ``entry`` makes each a result, a cost ``ls`` skips in text)."""
+    after = ""
+    while infos := store.list_cids(prefix, after=after, limit=page):
+        yield infos
+        if len(infos) < page:
+            return
+        after = infos[-1].cid
+
+
 def stat(store: BlobStore, cid: Cid) -> BlobEntry:
     """A complete blob's metadata; a partial one (a fetch or put under way) is not shown."""
     info = store.stat(cid)
