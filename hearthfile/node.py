@@ -67,6 +67,7 @@ from hearthfile.services.http.server import open_http_socket, serve_http
 from hearthfile.services.introduce import IntroService, IntroSpreader
 from hearthfile.services.invite import InviteService, reachable
 from hearthfile.services.node import NodeService
+from hearthfile.services.results import to_wire
 from hearthfile.services.trust import LiveTrust, TrustService
 from hearthfile.transfer.manager import Announce, TransferManager
 from hearthfile.transfer.sources import SourceFinder
@@ -325,7 +326,7 @@ async def _serve_http(
         parts.store.sync,
         fetch=parts.transfers.fetch,
         announce=parts.gossip.publish,
-        status=parts.directory.status,
+        status=lambda: to_wire(parts.directory.status()),
         events=parts.bus,
         transfers=parts.transfers,
         holders=lambda cid: len(parts.directory.whohas(cid)),

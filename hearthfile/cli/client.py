@@ -405,7 +405,15 @@ class BusClient:
         return await self._one(TrustChanged, "untrust", {"node_id": str(node)})
 
     async def trusted(self) -> list[TrustRow]:
-        return await self._many(TrustRow, "trusted", {})
+        rows: list[TrustRow] = []
+        after = ""
+        while True:  # page by page, as node.trusted answers them
+            answer = await self._answer("trusted", {"after": after})
+            rows += [from_wire(TrustRow, item) for item in answer.get("items", [])]
+            following = answer.get("next")
+            if not isinstance(following, str) or following <= after:
+                return rows
+            after = following
 
     async def invite(self, level: str, uses: int, ttl_s: float) -> Invitation:
         args = {"level": level, "uses": uses, "ttl_s": ttl_s}

@@ -1,4 +1,4 @@
-"""What the node knows about itself and its peers, as rows (trio-free shell).
+"""What the node knows about itself and its peers, as results (trio-free shell).
 
 ``NodeDirectory`` answers ``hearthfile status``, ``peers`` and ``whohas`` from
 the parts that hold the facts: the store, the pool's connections, gossip's
@@ -20,10 +20,11 @@ from hearthfile.bus.pool import ConnectionInfo
 from hearthfile.cids import Cid
 from hearthfile.config import Address
 from hearthfile.identity import NodeId
+from hearthfile.services.results import Holder, NodeStatus, PeerRow
 from hearthfile.trust.levels import TrustLevel
 
 
-class Holder(Protocol):
+class Source(Protocol):
     @property
     def node(self) -> NodeId: ...
     @property
@@ -31,7 +32,7 @@ class Holder(Protocol):
 
 
 class Sources(Protocol):
-    def sources(self, cid: Cid, now: float) -> Sequence[Holder]: ...
+    def sources(self, cid: Cid, now: float) -> Sequence[Source]: ...
     def __len__(self) -> int: ...
 
 
@@ -78,59 +79,59 @@ class NodeDirectory:
             c for c in self._pool.connections() if self._trust_of(c.peer) is not TrustLevel.SELF
         ]
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "node_id": str(self._me),
-            "version": __version__,
-            "pid": os.getpid(),
-            "listen": str(self._listen) if self._listen else None,
-            "http": self._http,
-            "uptime_s": self._clock() - self._started,
-            "peers": len({c.peer for c in self._peers_now()}),
-            "blobs": self._store.count(),
-            "bytes_stored": self._store.total_bytes(),
-            "data_dir": str(self._store.data_dir),
-            "known_sources": len(self._sources),
-        }
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            node_id=str(self._me),
+            version=__version__,
+            pid=os.getpid(),
+            listen=str(self._listen) if self._listen else None,
+            http=self._http,
+            uptime_s=self._clock() - self._started,
+            peers=len({c.peer for c in self._peers_now()}),
+            blobs=self._store.count(),
+            bytes_stored=self._store.total_bytes(),
+            data_dir=str(self._store.data_dir),
+            known_sources=len(self._sources),
+        )
 
-    def peers(self) -> list[dict[str, Any]]:
+    def peers(self) -> list[PeerRow]:
         """Connected peers, then peers gossip knows that we are not connected to."""
         rows = [
-            {
-                "node_id": str(c.peer),
-                "remote": c.remote,
-                "direction": c.direction,
-                "trust": self._trust_of(c.peer).label,
-                "connected_since": c.connected_since,
-                "bytes_in": c.bytes_in,
-                "bytes_out": c.bytes_out,
-            }
+            PeerRow(
+                node_id=str(c.peer),
+                remote=c.remote,
+                direction=c.direction,
+                trust=self._trust_of(c.peer).label,
+                connected_since=c.connected_since,
+                bytes_in=c.bytes_in,
+                bytes_out=c.bytes_out,
+            )
             for c in self._peers_now()
         ]
-        connected = {r["node_id"] for r in rows}
+        shown = {r.node_id for r in rows} | {str(self._me)}
         for known in self._gossip_peers():
-            if known["node_id"] in connected or known["node_id"] == str(self._me):
+            if known["node_id"] in shown:
                 continue
             rows.append(
-                {
-                    "node_id": known["node_id"],
-                    "remote": ",".join(known["addresses"]),
-                    "direction": "gossip",
-                    "trust": self._trust_of(NodeId.parse(known["node_id"])).label,
-                    "connected_since": None,
-                    "bytes_in": 0,
-                    "bytes_out": 0,
-                }
+                PeerRow(
+                    node_id=known["node_id"],
+                    remote=",".join(known["addresses"]),
+                    direction="gossip",
+                    trust=self._trust_of(NodeId.parse(known["node_id"])).label,
+                    connected_since=None,
+                    bytes_in=0,
+                    bytes_out=0,
+                )
             )
         return rows
 
-    def whohas(self, cid: Cid) -> list[dict[str, Any]]:
+    def whohas(self, cid: Cid) -> list[Holder]:
         """Known holders of ``cid`` other than this node, with how long ago each
         said so and whether we are connected to it now."""
         now = self._clock()
         online = {c.peer for c in self._pool.connections()}
         return [
-            {"node_id": str(s.node), "age_s": now - s.seen_at, "online": s.node in online}
+            Holder(node_id=str(s.node), age_s=now - s.seen_at, online=s.node in online)
             for s in self._sources.sources(cid, now)
             if s.node != self._me
         ]

@@ -50,7 +50,6 @@ from hearthfile.services.results import (
     Removed,
     TransferState,
     VerifyResult,
-    from_wire,
     to_wire,
 )
 from hearthfile.services.streams import ChannelReader
@@ -130,9 +129,9 @@ class NodeTransfers(Protocol):
 class Directory(Protocol):
     """What the node knows of itself and its peers (``services.directory.NodeDirectory``)."""
 
-    def status(self) -> dict[str, Any]: ...
-    def peers(self) -> list[dict[str, Any]]: ...
-    def whohas(self, cid: Cid) -> list[dict[str, Any]]: ...
+    def status(self) -> NodeStatus: ...
+    def peers(self) -> list[PeerRow]: ...
+    def whohas(self, cid: Cid) -> list[Holder]: ...
 
 
 class NodeService:
@@ -195,10 +194,10 @@ class NodeService:
             raise ServiceError("bad_request", str(exc)) from None
 
     async def status(self, ctx: CallContext) -> NodeStatus:
-        return from_wire(NodeStatus, self._status())
+        return self._status()
 
     async def peers(self, ctx: CallContext) -> list[PeerRow]:
-        return [from_wire(PeerRow, row) for row in self._peers()]
+        return self._peers()
 
     async def add(self, ctx: CallContext) -> Added:
         args = want_map(ctx.args)
@@ -307,7 +306,7 @@ class NodeService:
         return result
 
     async def whohas(self, ctx: CallContext) -> list[Holder]:
-        return [from_wire(Holder, row) for row in self._whohas(_cid_arg(ctx))]
+        return self._whohas(_cid_arg(ctx))
 
     async def events(self, ctx: CallContext) -> dict[str, Any]:
         """Past events after ``after``; with ``follow``, then new ones until cancelled."""

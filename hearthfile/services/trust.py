@@ -36,7 +36,8 @@ from hearthfile.trust.introductions import (
 
 log = logging.getLogger(__name__)
 
-#: Rows one ``node.trusted`` answer carries (it must fit in one frame).
+#: Rows one ``node.trusted`` page carries at most (a page must fit in one frame);
+#: the caller asks for the next page ``after`` the last NodeID, as with ``file.list``.
 MAX_TRUSTED_ROWS: Final = 10_000
 
 
@@ -240,8 +241,25 @@ class TrustService:
         self._live.apply(change)
         return {"node_id": str(node), "level": change.after.label, "before": change.before.label}
 
-    async def trusted(self, ctx: CallContext) -> list[dict[str, Any]]:
-        return [entry_row(e) for e in self._book.entries()[:MAX_TRUSTED_ROWS]]
+    async def trusted(self, ctx: CallContext) -> dict[str, Any]:
+        """``{after?, limit?}`` -> ``{items, next}``: one page of the trusted peers,
+        sorted by NodeID; ``next`` is the ``after`` of the next page, nil at the end."""
+        args = want_map(ctx.args)
+        after = args.get("after", "")
+        if not isinstance(after, str) or len(after) > 100:
+            raise bad("after must be a NodeID text")
+        limit = args.get("limit", MAX_TRUSTED_ROWS)
+        if type(limit) is not int or not 1 <= limit <= MAX_TRUSTED_ROWS:
+            raise bad(f"limit must be an integer in 1..{MAX_TRUSTED_ROWS}")
+        return trusted_page(self._book.entries(), after, limit)
+
+
+def trusted_page(entries: list[TrustEntry], after: str, limit: int) -> dict[str, Any]:
+    """The ``limit`` entries after NodeID ``after`` (``entries`` sorted by NodeID)."""
+    rest = [e for e in entries if str(e.node) > after]
+    page = rest[:limit]
+    more = len(rest) > limit
+    return {"items": [entry_row(e) for e in page], "next": str(page[-1].node) if more else None}
 
 
 def entry_row(entry: TrustEntry) -> dict[str, Any]:

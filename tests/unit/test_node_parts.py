@@ -208,14 +208,14 @@ def test_directory_rows_leave_out_the_node_itself(tmp_path: Path) -> None:
     try:
         directory.listening(Address("127.0.0.1", 4000))
         status = directory.status()
-        assert status["peers"] == 1 and status["listen"] == "127.0.0.1:4000"
-        assert status["node_id"] == str(ME) and status["blobs"] == 0
+        assert status.peers == 1 and status.listen == "127.0.0.1:4000"
+        assert status.node_id == str(ME) and status.blobs == 0
         peers = directory.peers()
-        assert [(r["node_id"], r["direction"]) for r in peers] == [
+        assert [(r.node_id, r.direction) for r in peers] == [
             (str(A), "inbound"),
             (str(B), "gossip"),
         ]
-        holders = {r["node_id"]: r["online"] for r in directory.whohas(CID)}
+        holders = {r.node_id: r.online for r in directory.whohas(CID)}
         assert holders == {str(A): True, str(B): False}
     finally:
         store.close()

@@ -92,3 +92,22 @@ def test_declared_config_levels(tmp_path: Path) -> None:
     assert book.level(ALICE) is TrustLevel.TRUSTED
     with pytest.raises(ValueError):
         open_book(tmp_path, ME, ((str(ALICE), "self"),))
+
+
+def test_trusted_pages_follow_one_another_without_gaps() -> None:
+    from hearthfile.services.trust import trusted_page
+
+    book = TrustBook(NodeKey.generate().node_id)
+    for _ in range(7):
+        book.grant(NodeKey.generate().node_id, TrustLevel.MEMBER, now=1.0)
+    entries = book.entries()
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = trusted_page(entries, after, 3)
+        seen += [row["node_id"] for row in page["items"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == [str(e.node) for e in entries] and len(seen) == 7
+    assert trusted_page(entries, "", 7)["next"] is None, "a last full page says it is the last"
