@@ -147,6 +147,15 @@ class TransferFailed(_Fact):
 
 
 @dataclass(frozen=True, slots=True)
+class TransferCancelled(_Fact):
+    """A fetch stopped before its end by a cancel (``hearthfile cancel``), its caller
+    going away, or the node stopping: not a failure, and no wire error."""
+
+    kind: ClassVar[str] = "transfer.cancelled"
+    cid: Cid
+
+
+@dataclass(frozen=True, slots=True)
 class TransferShares(_Fact):
     """Which source gave how many chunks of one fetch, and the bytes it cost
     beyond them: copies that lost a race, and bytes that failed their hash."""
@@ -239,6 +248,7 @@ Event = (
     | TransferStarted
     | TransferDone
     | TransferFailed
+    | TransferCancelled
     | TransferShares
     | SourceQuarantined
     | BlobPushed
@@ -354,6 +364,8 @@ class Counters:
             case TransferFailed():
                 self.transfers_active -= 1
                 self.transfers_failed += 1
+            case TransferCancelled():
+                self.transfers_active -= 1
             case TransferShares():
                 self.bytes_fetched += event.fetched_bytes
                 self.redundant_bytes += event.redundant_bytes

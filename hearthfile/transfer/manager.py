@@ -19,8 +19,8 @@ from collections.abc import Callable
 import trio
 
 from hearthfile import events
-from hearthfile.blobs.chunker import Manifest
-from hearthfile.blobs.facade import AsyncStore
+from hearthfile.blobs.chunker import BlobError, Manifest
+from hearthfile.blobs.facade import AsyncStore, service_error
 from hearthfile.cids import Cid
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.events import Publish
@@ -80,9 +80,8 @@ class TransferManager:
     ) -> Manifest:
         started = trio.current_time()
         self._publish(events.TransferStarted(cid))
-        failure: events.TransferFailed | None = events.TransferFailed(
-            cid, "cancelled", "the fetch was cancelled"
-        )
+        # How the fetch ended if not done: cancelled unless an exception says otherwise.
+        failure: events.Event | None = events.TransferCancelled(cid)
         try:
             found = await self._finder.find(cid)
             await self._finder.tell_fetching(cid)
@@ -97,8 +96,8 @@ class TransferManager:
                 sequential=sequential,
             )
             failure = None
-        except ServiceError as exc:
-            failure = events.TransferFailed(cid, exc.code, exc.detail)
+        except Exception as exc:
+            failure = failed(cid, exc)
             raise
         finally:
             if failure is not None:
@@ -134,3 +133,14 @@ class TransferManager:
             events.BlobPushed(cid, target, result.sent, result.skipped, result.bytes_sent)
         )
         return result
+
+
+def failed(cid: Cid, exc: Exception) -> events.TransferFailed:
+    """The event of a fetch that ``exc`` ended, with the wire code its caller sees."""
+    if isinstance(exc, BlobError):
+        exc = service_error(exc)
+    if isinstance(exc, ServiceError):
+        return events.TransferFailed(cid, exc.code, exc.detail)
+    if isinstance(exc, PeerUnavailable):
+        return events.TransferFailed(cid, "unavailable", str(exc))
+    return events.TransferFailed(cid, "internal", type(exc).__name__)

@@ -21,7 +21,7 @@ from hearthfile.blobs.store import BlobStore
 from hearthfile.bus.pool import ConnectionInfo
 from hearthfile.cids import Cid
 from hearthfile.config import Address
-from hearthfile.errors import PeerUnavailable
+from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.events import EventBus
 from hearthfile.gossip.index import SourceIndex
 from hearthfile.identity import NodeId, NodeKey
@@ -254,3 +254,55 @@ async def test_the_heap_is_trimmed_once_after_peers_leave_and_not_before(
         await trio.sleep(10 * HeapTrim.SETTLE_S)
         assert len(trims) == 2
         nursery.cancel_scope.cancel()
+
+
+class StuckFinder:
+    """A finder whose search never ends (until cancelled)."""
+
+    async def find(self, cid: Cid) -> list[FakeConn]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def known(self, cid: Cid) -> list[FakeConn]:
+        return []
+
+
+async def test_a_cancelled_fetch_is_an_event_of_its_own_not_a_failure(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "data")
+    bus = EventBus()
+    counters = events.Counters()
+    bus.subscribe(counters.observe)
+    manager = TransferManager(
+        AsyncStore(store), StuckFinder(), bus.publish,  # type: ignore[arg-type]
+        lambda added, removed: None, max_concurrent=1,
+    )  # fmt: skip
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def fetch() -> None:
+                    with pytest.raises(ServiceError) as raised:
+                        await manager.fetch(CID, None, False, lambda p: None)
+                    assert raised.value.code == "unavailable"
+
+                nursery.start_soon(fetch)
+                while not any(isinstance(e.event, events.TransferStarted) for e in bus.recorded()):
+                    await trio.sleep(0.01)  # polling, with the test's deadline
+                assert manager.cancel(CID)
+        ended = [e.event for e in bus.recorded()][1:]
+        assert ended == [events.TransferCancelled(CID)]
+        snap = counters.snapshot()
+        assert (snap["transfers_active"], snap["transfers_failed"]) == (0, 0)
+    finally:
+        store.close()
+
+
+def test_a_fetch_that_raised_reports_the_wire_code_its_caller_sees() -> None:
+    from hearthfile.blobs.chunker import BlobError
+    from hearthfile.transfer.manager import failed
+
+    assert failed(CID, ServiceError("partition", "x")).code == "partition"
+    assert failed(CID, BlobError("disk_full", "x")).code == "capacity_exceeded"
+    assert failed(CID, PeerUnavailable("a", "gone")).code == "unavailable"
+    bug = events.TransferFailed(CID, "internal", "RuntimeError")
+    assert failed(CID, RuntimeError("bug")) == bug
