@@ -262,11 +262,16 @@ class _ScheduledFetch:
         lacked a chunk (it was fetching too) is asked again once it has it."""
         while True:
             await trio.sleep(SOURCE_REFRESH_S)
+            states = {node: stats.state for node, stats in self.sched.stats().items()}
             for peer in await more_sources():
-                if peer.peer not in self.peers:
-                    self.peers[peer.peer] = peer
-                    self.sched.add_source(peer.peer, trio.current_time())
-                    self.state.sources = len(self.peers)
+                node = peer.peer
+                if self.peers.get(node) is peer and states.get(node) != "removed":
+                    continue  # the same live connection, in the fetch already
+                # New, or a connection that replaces one that dropped: the schedule takes
+                # it back (a quarantined source stays out).
+                self.peers[node] = peer
+                self.sched.add_source(node, trio.current_time())
+                self.state.sources = len(self.peers)
             async with trio.open_nursery() as nursery:
                 for node, peer in list(self.peers.items()):
                     if node not in self.complete_sources:

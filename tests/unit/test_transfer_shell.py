@@ -14,11 +14,16 @@ import trio.testing
 
 from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest, chunk_blob
 from hearthfile.blobs.store import BlobStore
-from hearthfile.errors import ServiceError
+from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.identity import NodeId, NodeKey
 from hearthfile.transfer import manifests
 from hearthfile.transfer.fetch import fetch_blob
-from hearthfile.transfer.fileproto import MAX_MANIFEST_BYTES, from_ranges, manifest_items
+from hearthfile.transfer.fileproto import (
+    MAX_MANIFEST_BYTES,
+    from_ranges,
+    manifest_items,
+    to_ranges,
+)
 from hearthfile.transfer.peer import Progress
 from tests.unit.test_chunker import payload
 
@@ -161,5 +166,56 @@ async def test_a_holder_claiming_an_impossible_manifest_size_is_passed_over(
         with trio.fail_after(60):
             await fetch_blob(store, manifest.cid, [bloated, honest])
         assert store.has_blob(manifest.cid) and honest.manifest_reads == 1
+    finally:
+        store.close()
+
+
+class DroppedSource(FakeSource):
+    """A connection to a holder that has dropped: every call fails as unavailable."""
+
+    async def call(self, cap: str, args: Any = None, **_: Any) -> Any:
+        raise PeerUnavailable(self.peer.short(), "connection lost")
+
+    @asynccontextmanager
+    async def open_call(self, cap: str, args: Any = None, **_: Any) -> AsyncIterator[_Stream]:
+        raise PeerUnavailable(self.peer.short(), "connection lost")
+        yield _Stream([], trio.Event())  # pragma: no cover - makes this a generator
+
+
+class WholeSource(FakeSource):
+    """A holder of every chunk that also answers have-map reads."""
+
+    async def call(self, cap: str, args: Any = None, **_: Any) -> Any:
+        if args.get("have"):
+            return {"have": to_ranges(range(len(self._chunks)))}
+        return await super().call(cap, args)
+
+
+async def test_a_new_connection_to_a_dropped_source_rejoins_the_fetch(tmp_path: Path) -> None:
+    """The holder's first connection drops; the finder then offers a new one to the
+    same node: the fetch takes it (it kept the dead one, and waited on a silent holder)."""
+    manifest, chunks = chunk_blob(payload(4 * CHUNK_SIZE, 8))
+    store = BlobStore(tmp_path / "data")
+    store.begin_blob(manifest)
+    ready = trio.Event()
+    ready.set()
+    dropped = DroppedSource(manifest, chunks, ready)
+    replacement = WholeSource(manifest, chunks, ready)
+    replacement.peer = dropped.peer
+    silent = FakeSource(manifest, chunks, trio.Event())  # keeps the fetch from failing
+    offered = 0
+
+    async def more_sources() -> list[WholeSource]:
+        nonlocal offered
+        offered += 1
+        return [replacement]
+
+    try:
+        with trio.fail_after(30):
+            got = await fetch_blob(
+                store, manifest.cid, [dropped, silent], more_sources=more_sources  # type: ignore[list-item]
+            )
+        assert got.cid == manifest.cid and offered >= 1
+        assert b"".join(bytes(v) for v in store.read_blob_stream(manifest.cid)) == b"".join(chunks)
     finally:
         store.close()
