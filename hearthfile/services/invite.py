@@ -29,7 +29,9 @@ from hearthfile.bus.connection import Connection
 from hearthfile.config import Address, parse_address
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.identity import NodeId
-from hearthfile.services.trust import LiveTrust, bad, want_map
+from hearthfile.services.control import control_descriptor
+from hearthfile.services.trust import LiveTrust
+from hearthfile.transfer.fileproto import bad, want_map
 from hearthfile.trust.invites import (
     DEFAULT_TTL_S,
     ID_BYTES,
@@ -69,17 +71,6 @@ class Dialer(Protocol):
     def keep_connected(self, address: Address, node_id: NodeId | None = None) -> None: ...
 
 
-def _self_descriptor(name: str, timeout_s: float) -> CapabilityDescriptor:
-    return CapabilityDescriptor(
-        name=name,
-        version=(1, 0),
-        trust_required=TrustLevel.SELF,
-        max_concurrent=4,
-        timeout_seconds=timeout_s,
-        stability="experimental",
-    )
-
-
 def reachable(listen: Address) -> list[str]:
     """Addresses a token offers for ``listen``: an unspecified host (0.0.0.0, ::) is
     replaced by this machine's name's address, then loopback."""
@@ -112,8 +103,8 @@ class InviteService:
         self._clock = clock
 
     def register(self, registry: Registry) -> None:
-        registry.register(_self_descriptor("node.invite", 10), self.invite)
-        registry.register(_self_descriptor("node.join", 60), self.join)
+        registry.register(control_descriptor("node.invite", 10, max_concurrent=4), self.invite)
+        registry.register(control_descriptor("node.join", 60, max_concurrent=4), self.join)
         registry.register(JOIN_DESCRIPTOR, self.handle_join)
 
     async def invite(self, ctx: CallContext) -> dict[str, Any]:

@@ -25,15 +25,14 @@ from hearthfile.blobs.facade import service_error
 from hearthfile.blobs.store import BlobStore, PinnedError
 from hearthfile.bus.capability import (
     CallContext,
-    CapabilityDescriptor,
     Handler,
     Registry,
-    TrustLevel,
 )
 from hearthfile.cids import Cid
 from hearthfile.errors import ServiceError
 from hearthfile.events import BlobEvicted, EventBus
 from hearthfile.services import ops
+from hearthfile.services.control import control_descriptor
 from hearthfile.services.repair import repair, verify_for_repair
 from hearthfile.services.results import (
     Added,
@@ -73,18 +72,6 @@ T = TypeVar("T")
 Report = Callable[["DataclassInstance", bool], None]
 #: Blocks of a streamed add queued between the caller and the adding thread.
 STREAM_QUEUE: Final = 2
-
-
-def _descriptor(name: str, timeout_s: float = 30, max_concurrent: int = 16) -> CapabilityDescriptor:
-    return CapabilityDescriptor(
-        name=name,
-        version=(1, 0),
-        trust_required=TrustLevel.SELF,
-        max_concurrent=max_concurrent,
-        timeout_seconds=timeout_s,
-        idempotent=False,
-        stability="experimental",
-    )
 
 
 async def send_pages(ctx: CallContext, key: str, values: list[object]) -> None:
@@ -178,8 +165,8 @@ class NodeService:
         for name, handler, timeout in handlers:
             # Many CIDs are fetched at once by one get.
             limit = 64 if name == "node.fetch" else 16
-            registry.register(_descriptor(name, timeout, limit), answering(handler))
-        registry.register(_descriptor("node.events", 365 * day), self.events)
+            registry.register(control_descriptor(name, timeout, limit), answering(handler))
+        registry.register(control_descriptor("node.events", 365 * day), self.events)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._mapped(trio.to_thread.run_sync(lambda: fn(*args, **kwargs)))

@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
+from hearthfile.bus.capability import CallContext, Registry, TrustLevel
 from hearthfile.bus.connection import Connection
-from hearthfile.errors import ServiceError
 from hearthfile.events import Publish, TrustChanged
 from hearthfile.identity import NodeId
+from hearthfile.services.control import control_descriptor
 from hearthfile.services.introduce import IntroSpreader
+from hearthfile.transfer.fileproto import bad, want_map
 from hearthfile.trust.book import TrustBook, TrustChange, TrustEntry, TrustError
 from hearthfile.trust.introductions import (
     REVOKED,
@@ -55,17 +56,6 @@ class GossipPeers(Protocol):
     def peer_up(self, node: NodeId) -> None: ...
 
     def peer_down(self, node: NodeId) -> None: ...
-
-
-def _descriptor(name: str) -> CapabilityDescriptor:
-    return CapabilityDescriptor(
-        name=name,
-        version=(1, 0),
-        trust_required=TrustLevel.SELF,
-        max_concurrent=4,
-        timeout_seconds=30,
-        stability="experimental",
-    )
 
 
 class LiveTrust:
@@ -217,9 +207,12 @@ class TrustService:
         self._clock = clock
 
     def register(self, registry: Registry) -> None:
-        registry.register(_descriptor("node.trust"), self.trust)
-        registry.register(_descriptor("node.untrust"), self.untrust)
-        registry.register(_descriptor("node.trusted"), self.trusted)
+        for name, handler in [
+            ("node.trust", self.trust),
+            ("node.untrust", self.untrust),
+            ("node.trusted", self.trusted),
+        ]:
+            registry.register(control_descriptor(name, max_concurrent=4), handler)
 
     async def trust(self, ctx: CallContext) -> dict[str, Any]:
         args = want_map(ctx.args)
@@ -281,12 +274,3 @@ def _node_arg(value: object) -> NodeId:
     except ValueError as exc:
         raise bad(str(exc)) from None
 
-
-def want_map(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad("args must be a map")
-    return value
-
-
-def bad(detail: str) -> ServiceError:
-    return ServiceError("bad_request", detail)

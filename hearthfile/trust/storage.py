@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from hearthfile.config import ConfigError, load_trust
 from hearthfile.identity import NodeId
@@ -26,6 +27,7 @@ INVITES_FILE: Final = "invites.json"
 INTROS_FILE: Final = "introductions.json"
 LEGACY_FILE: Final = "trust.yaml"
 FORMAT_VERSION: Final = 1
+T = TypeVar("T")
 
 
 class TrustFile:
@@ -39,20 +41,10 @@ class TrustFile:
         """The saved grants; raises ``TrustError`` naming the file when it is damaged."""
         if not self.path.exists():
             return self._load_legacy()
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unknown version {data.get('version')!r}")
-            return [_entry(item) for item in data["peers"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TrustError(f"{self.path}: unreadable trust file: {exc}") from None
+        return _load_rows(self.path, "peers", "trust", _entry)
 
     def save(self, entries: list[TrustEntry]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(
-            {"version": FORMAT_VERSION, "peers": [_plain(e) for e in entries]}, indent=1
-        )
-        write_atomic(self.path, text + "\n")
+        _save_rows(self.path, "peers", [_plain(e) for e in entries], indent=1)
         legacy = self.home / LEGACY_FILE
         if legacy.exists():
             legacy.replace(legacy.with_name(LEGACY_FILE + ".migrated"))
@@ -79,26 +71,9 @@ class InviteFile:
     def load(self) -> list[Invite]:
         if not self.path.exists():
             return []
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unknown version {data.get('version')!r}")
-            return [
-                Invite(
-                    bytes.fromhex(i["id"]),
-                    bytes.fromhex(i["key"]),
-                    TrustLevel.parse_grantable(i["level"]),
-                    int(i["expires_at"]),
-                    int(i["uses_left"]),
-                    float(i["created_at"]),
-                )
-                for i in data["invites"]
-            ]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TrustError(f"{self.path}: unreadable invite file: {exc}") from None
+        return _load_rows(self.path, "invites", "invite", _invite)
 
     def save(self, invites: list[Invite]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
         rows = [
             {
                 "id": i.invite_id.hex(),
@@ -110,7 +85,18 @@ class InviteFile:
             }
             for i in invites
         ]
-        write_atomic(self.path, json.dumps({"version": FORMAT_VERSION, "invites": rows}) + "\n")
+        _save_rows(self.path, "invites", rows)
+
+
+def _invite(row: dict[str, Any]) -> Invite:
+    return Invite(
+        bytes.fromhex(row["id"]),
+        bytes.fromhex(row["key"]),
+        TrustLevel.parse_grantable(row["level"]),
+        int(row["expires_at"]),
+        int(row["uses_left"]),
+        float(row["created_at"]),
+    )
 
 
 def open_invites(home: Path) -> InviteBook:
@@ -128,27 +114,10 @@ class IntroFile:
     def load(self) -> list[Introduction]:
         if not self.path.exists():
             return []
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unknown version {data.get('version')!r}")
-            records = [
-                Introduction(
-                    NodeId.parse(r["introducer"]),
-                    NodeId.parse(r["subject"]),
-                    int(r["level"]),
-                    int(r["seq"]),
-                    int(r["timestamp_ms"]),
-                    bytes.fromhex(r["signature"]),
-                )
-                for r in data["records"]
-            ]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TrustError(f"{self.path}: unreadable introductions file: {exc}") from None
+        records = _load_rows(self.path, "records", "introductions", _introduction)
         return [r for r in records if r.verify()]
 
     def save(self, records: list[Introduction]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
         rows = [
             {
                 "introducer": str(r.introducer),
@@ -160,7 +129,35 @@ class IntroFile:
             }
             for r in records
         ]
-        write_atomic(self.path, json.dumps({"version": FORMAT_VERSION, "records": rows}) + "\n")
+        _save_rows(self.path, "records", rows)
+
+
+def _introduction(row: dict[str, Any]) -> Introduction:
+    return Introduction(
+        NodeId.parse(row["introducer"]),
+        NodeId.parse(row["subject"]),
+        int(row["level"]),
+        int(row["seq"]),
+        int(row["timestamp_ms"]),
+        bytes.fromhex(row["signature"]),
+    )
+
+
+def _load_rows(path: Path, key: str, kind: str, parse: Callable[[Any], T]) -> list[T]:
+    """The ``key`` rows of a versioned JSON file, each through ``parse``; a damaged
+    file raises ``TrustError`` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unknown version {data.get('version')!r}")
+        return [parse(row) for row in data[key]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TrustError(f"{path}: unreadable {kind} file: {exc}") from None
+
+
+def _save_rows(path: Path, key: str, rows: list[Any], indent: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"version": FORMAT_VERSION, key: rows}, indent=indent) + "\n")
 
 
 def open_intros(home: Path, me: NodeId, sign: Sign) -> IntroBook:

@@ -22,6 +22,7 @@ PURE = [
     "trust/levels.py", "trust/book.py",
     "testing/gossip_sim.py", "testing/gossip_hostile.py", "testing/gossip_scenarios.py",
     "services/http/headers.py", "services/results.py", "services/downloads/core.py",
+    "services/control.py",
 ]
 IO_MODULES = {"trio", "trio_websocket", "socket", "asyncio", "time", "select", "selectors"}
 #: Lower layers may not import upper ones (imports point downward only). Keys are the

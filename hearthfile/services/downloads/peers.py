@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Final
 
 from hearthfile.blobs.chunker import Manifest
 from hearthfile.cids import Cid, CidError, parse_cid
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.services.downloads.core import url_key
+from hearthfile.transfer.peer import Peer
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,7 @@ RESOLVE_TIMEOUT_S: Final = 10.0
 MAX_ASKED: Final = 4
 
 
-class Caller(Protocol):
-    async def call(
-        self,
-        cap: str,
-        args: Any = None,
-        *,
-        version: tuple[int, int] = (1, 0),
-        timeout_s: float | None = None,
-    ) -> Any: ...
-
-
-Holders = Callable[[Cid], Awaitable[list[Any]]]
+Holders = Callable[[Cid], Awaitable[list[Peer]]]
 Fetch = Callable[[Cid], Awaitable[Manifest]]
 
 
@@ -54,9 +44,8 @@ class PeerCache:
     async def lookup(self, url: str) -> Cid | None:
         """The blob CID a member says it downloaded ``url`` as, if any."""
         for peer in (await self._holders(url_key(url)))[:MAX_ASKED]:
-            conn: Caller = peer
             try:
-                answer = await conn.call(
+                answer = await peer.call(
                     "download.resolve", {"url": url}, timeout_s=RESOLVE_TIMEOUT_S
                 )
                 return parse_cid(answer["cid"])

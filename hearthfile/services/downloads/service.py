@@ -31,6 +31,7 @@ from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registr
 from hearthfile.cids import Cid
 from hearthfile.config import DownloadsConfig
 from hearthfile.errors import ServiceError
+from hearthfile.services.control import control_descriptor
 from hearthfile.services.downloads import core
 from hearthfile.services.downloads.core import Record, Source, Status
 from hearthfile.services.downloads.partial import ExpectMismatch
@@ -312,18 +313,7 @@ class Downloads:
             ("node.download.resume", self._cap_resume),
             ("node.download.remove", self._cap_remove),
         ]:
-            registry.register(
-                CapabilityDescriptor(
-                    name=name,
-                    version=(1, 0),
-                    trust_required=TrustLevel.SELF,
-                    max_concurrent=16,
-                    timeout_seconds=60,
-                    idempotent=False,
-                    stability="experimental",
-                ),
-                handler,
-            )
+            registry.register(control_descriptor(name, 60), handler)
         registry.register(
             CapabilityDescriptor(
                 name="download.resolve",
