@@ -132,11 +132,13 @@ def test_unusable_homes_and_listen_addresses_are_one_line(home: Path, tmp_path: 
     result = run_cli(home, "run", "--listen", "127.0.0.1:0", timeout=60)
     assert result.returncode == 1 and str(a_file) in one_line(result.stderr)
     (home / "config.yaml").unlink()
+    # --http off: another node on this machine may hold the default HTTP port, which
+    # adds a line of its own (the gateway starts without HTTP and says so).
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli(home, "run", "--listen", f"127.0.0.1:{port}", timeout=60)
+        result = run_cli(home, "run", "--listen", f"127.0.0.1:{port}", "--http", "off", timeout=60)
     assert result.returncode == 1 and "in use" in one_line(result.stderr)
-    result = run_cli(home, "run", "--listen", "no-such-host.invalid:0", timeout=60)
+    result = run_cli(home, "run", "--listen", "no-such-host.invalid:0", "--http", "off", timeout=60)
     assert result.returncode == 1 and "does not resolve" in one_line(result.stderr)
