@@ -142,7 +142,7 @@ def test_http_routes(make_node: Callable[[str], Daemon], origin: Origin) -> None
     )
     assert fetched.stdout == data
     listed = json.loads(curl(base + "/downloads?url=" + origin.url("/h/page.txt"))[1])
-    assert [r["id"] for r in listed] == [rec["id"]]
+    assert [r["id"] for r in listed["items"]] == [rec["id"]] and listed["next"] is None
     code, body, _ = curl(*auth, "-X", "POST", base + "/downloads", "-d", request)
     assert code == 200 and json.loads(body)["id"] == rec["id"]
 
@@ -152,6 +152,13 @@ def test_http_routes(make_node: Callable[[str], Daemon], origin: Origin) -> None
         )[1]
     )
     assert curl(base + f"/downloads/{slow['id']}/content")[0] == 409
+    pages, after = [], ""
+    while after is not None:  # one record a page, in id order, each once
+        page = json.loads(curl(base + f"/downloads?limit=1&after={after}")[1])
+        pages += [r["id"] for r in page["items"]]
+        after = page["next"]
+    assert pages == sorted([rec["id"], slow["id"]])
+    assert curl(base + "/downloads?limit=0")[0] == 400
     code, body, _ = curl(*auth, "-X", "POST", base + f"/downloads/{slow['id']}/pause")
     assert code == 200 and json.loads(body)["status"] == "Paused"
     assert curl("-X", "POST", base + f"/downloads/{slow['id']}/resume")[0] == 401

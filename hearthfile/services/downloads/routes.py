@@ -4,7 +4,7 @@ The gateway hands every request under ``/downloads`` to ``DownloadRoutes``
 after checking the bearer token of writes; answers are JSON records::
 
     POST   /downloads                {url, name?, expect?, refresh?} -> 201 new, 200 existing
-    GET    /downloads[?url=URL]      a list of records
+    GET    /downloads[?url=&after=&limit=]   a page of records {items, next}, in id order
     GET    /downloads/{id}           one record
     POST   /downloads/{id}/pause     the record
     POST   /downloads/{id}/resume    the record
@@ -21,11 +21,13 @@ from typing import Any, Final
 from hearthfile.errors import ServiceError
 from hearthfile.services.downloads.core import DownloadError, Status
 from hearthfile.services.downloads.service import Downloads
-from hearthfile.services.http.app import Request, Response
+from hearthfile.services.http.app import Request, Response, page_limit
 from hearthfile.services.http.backend import GatewayError
 
 #: A POST /downloads body: a URL and a few short fields.
 MAX_BODY_BYTES: Final = 16 * 1024
+#: Records one page of ``GET /downloads`` holds at most (``?limit=``, default 100).
+MAX_LIST_LIMIT: Final = 1000
 _STATUS_OF: Final = {"not_found": 404, "bad_request": 400, "capacity_exceeded": 507}
 
 
@@ -59,8 +61,9 @@ class DownloadRoutes:
                 )
                 await response.json(201 if new else 200, rec)
             case ("GET", []):
-                url = request.arg("url") or None
-                await response.json(200, d.find(url))
+                limit = page_limit(request, MAX_LIST_LIMIT)
+                items, following = d.page(request.arg("url") or None, request.arg("after"), limit)
+                await response.json(200, {"items": items, "next": following})
             case ("GET", [id_]):
                 await response.json(200, d.show(id_))
             case ("DELETE", [id_]):

@@ -250,6 +250,18 @@ class Downloads:
     def find(self, url: str | None = None) -> list[dict[str, Any]]:
         return [self._view(r) for r in self._records.values() if url is None or r.url == url]
 
+    def page(
+        self, url: str | None, after: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` records in id order after id ``after`` (of ``url`` only, when
+        given), and the ``after`` of the next page: None on the last."""
+        rest = sorted(
+            (r for r in self._records.values() if r.id > after and url in (None, r.url)),
+            key=lambda r: r.id,
+        )
+        page = rest[:limit]
+        return [self._view(r) for r in page], page[-1].id if len(rest) > limit else None
+
     def show(self, id_: str) -> dict[str, Any]:
         return self._view(self._get(id_))
 

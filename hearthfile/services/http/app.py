@@ -362,12 +362,7 @@ class Gateway:
         await response.simple(200, data, MANIFEST_MIME.encode(), _immutable(args[0]))
 
     async def list_blobs(self, request: Request, response: Response, args: list[str]) -> None:
-        try:
-            limit = int(request.arg("limit", "100"))
-        except ValueError:
-            raise GatewayError(400, "bad_request", "limit must be an integer") from None
-        if not 1 <= limit <= self.limits.max_list_limit:
-            raise GatewayError(400, "bad_request", f"limit must be 1..{self.limits.max_list_limit}")
+        limit = page_limit(request, self.limits.max_list_limit)
         prefix, after = request.arg("prefix"), request.arg("after")
         items = await self._backend.list_blobs(prefix, after, limit)
         more = len(items) == limit
@@ -723,3 +718,14 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def page_limit(request: Request, most: int, default: int = 100) -> int:
+    """A list's ``?limit=``: 1..``most``, ``default`` when absent; else 400."""
+    try:
+        limit = int(request.arg("limit", str(default)))
+    except ValueError:
+        raise GatewayError(400, "bad_request", "limit must be an integer") from None
+    if not 1 <= limit <= most:
+        raise GatewayError(400, "bad_request", f"limit must be 1..{most}")
+    return limit
