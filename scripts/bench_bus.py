@@ -12,7 +12,9 @@ environment, and prints one table:
    client, through the Noise-encrypted bus; the same data frames sent straight
    through the secure channel (no call layer: what the transport alone costs); and the
    same bytes as 256 KiB binary messages through bare, unencrypted trio-websocket
-   (1 MiB receive buffer). Rounds alternate between the three; ratios are of medians.
+   (1 MiB receive buffer); and the secure channel client -> server (a push: the
+   client masks). Rounds alternate between them; ratios are of medians. Each also
+   gives the CPU microseconds per chunk of the receiving and the sending process.
 2. calls: small request/response calls per second, 1 and 64 in flight.
 3. memory: the growth of a fresh server's VmRSS (/proc/<pid>/status) once it holds
    ``--idle`` idle authenticated connections, per connection.
@@ -47,6 +49,7 @@ from benchbase import (
     wait_for_stdin_close,
 )
 
+from hearthfile.bus import wsmask
 from hearthfile.bus.capability import CallContext, CapabilityDescriptor, Registry, TrustLevel
 from hearthfile.bus.client import open_secure_channel
 from hearthfile.bus.connection import Connection
@@ -106,8 +109,13 @@ async def run_secure_server() -> None:
     frame = bytes(encode(Data(1, {"i": 0, "data": os.urandom(CHUNK_BYTES)})))
 
     async def handle(channel: Any) -> None:
-        count = int(await channel.receive_message())
-        for _ in range(count):
+        way, count = bytes(await channel.receive_message()).split()
+        if way == b"up":  # client -> server, as a push: masked websocket frames
+            for _ in range(int(count)):
+                decode(await channel.receive_message())
+            await channel.send_message(b"done")
+            return
+        for _ in range(int(count)):
             await channel.send_message(frame)
         await channel.receive_message()  # the client's "done": every byte arrived
 
@@ -152,10 +160,22 @@ async def bulk_bus(port: int, count: int) -> float:
     return received / elapsed / 1e6
 
 
+async def bulk_secure_up(port: int, count: int) -> float:
+    frame = bytes(encode(Data(1, {"i": 0, "data": os.urandom(CHUNK_BYTES)})))
+    async with open_secure_channel(Address(HOST, port), NodeKey.generate()) as channel:
+        started = time.perf_counter()
+        await channel.send_message(f"up {count}".encode())
+        for _ in range(count):
+            await channel.send_message(frame)
+        assert await channel.receive_message() == b"done"
+        elapsed = time.perf_counter() - started
+    return count * CHUNK_BYTES / elapsed / 1e6
+
+
 async def bulk_secure(port: int, count: int) -> float:
     async with open_secure_channel(Address(HOST, port), NodeKey.generate()) as channel:
         started = time.perf_counter()
-        await channel.send_message(str(count).encode())
+        await channel.send_message(f"down {count}".encode())
         received = 0
         for _ in range(count):
             frame = decode(await channel.receive_message())
@@ -205,17 +225,40 @@ async def calls_per_second(port: int, in_flight: int) -> float:
     return done / elapsed
 
 
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(
+    bulk: Callable[[int, int], Any], port: int, server_pid: int, count: int
+) -> tuple[float, float, float]:
+    """MB/s of one bulk round, and CPU microseconds per chunk in this client and in
+    the server process over it."""
+    mine, theirs = time.process_time(), proc_cpu_s(server_pid)
+    rate = await bulk(port, count)
+    mine, theirs = time.process_time() - mine, proc_cpu_s(server_pid) - theirs
+    return rate, mine / count * 1e6, theirs / count * 1e6
+
+
 async def run_client(
-    bus_port: int, secure_port: int, ws_port: int, gib: float, rounds: int
+    bus_port: int, secure_port: int, ws_port: int, pids: str, gib: float, rounds: int
 ) -> None:
     count = int(gib * 1024**3) // CHUNK_BYTES
-    rates: dict[str, list[float]] = {"bus": [], "secure": [], "ws": []}
+    bus_pid, secure_pid, ws_pid = (int(p) for p in pids.split(","))
+    kinds = {
+        "ws": (bulk_ws, ws_port, ws_pid),
+        "secure": (bulk_secure, secure_port, secure_pid),
+        "secure_up": (bulk_secure_up, secure_port, secure_pid),
+        "bus": (bulk_bus, bus_port, bus_pid),
+    }
+    runs: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in kinds}
     for _ in range(rounds):
-        rates["ws"].append(await bulk_ws(ws_port, count))
-        rates["secure"].append(await bulk_secure(secure_port, count))
-        rates["bus"].append(await bulk_bus(bus_port, count))
+        for kind, (bulk, port, pid) in kinds.items():
+            runs[kind].append(await measured(bulk, port, pid, count))
     calls = {str(n): await calls_per_second(bus_port, n) for n in (1, 64)}
-    print(json.dumps({"bulk": rates, "calls": calls}), flush=True)
+    print(json.dumps({"bulk": runs, "calls": calls}), flush=True)
 
 
 async def run_idle_client(port: int, connections: int) -> None:
@@ -306,7 +349,8 @@ def orchestrate(args: argparse.Namespace) -> None:
     servers = [spawn(env, mode) for mode in ("_bus-server", "_secure-server", "_ws-server")]
     try:
         ports = [read_line(server, "PORT ") for server in servers]
-        client = spawn(env, "_client", *ports, str(args.gib), str(args.rounds))
+        pids = ",".join(str(server.pid) for server in servers)
+        client = spawn(env, "_client", *ports, pids, str(args.gib), str(args.rounds))
         result = json.loads(read_line(client, ""))
         client.wait()
     finally:
@@ -317,16 +361,28 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace, result: dict[str, Any], baseline: int, held: int) -> None:
-    bulk = result["bulk"]
+    bulk = {kind: [run[0] for run in runs] for kind, runs in result["bulk"].items()}
     median = {kind: statistics.median(rates) for kind, rates in bulk.items()}
 
     def rates(kind: str) -> str:
         return " ".join(f"{r:,.0f}" for r in bulk[kind])
 
+    def cpu(kind: str, receiver_is_client: bool = True) -> tuple[str, str, str]:
+        runs = result["bulk"][kind]
+        client = statistics.median(run[1] for run in runs)
+        server = statistics.median(run[2] for run in runs)
+        receiver, sender = (client, server) if receiver_is_client else (server, client)
+        return ("  CPU us per chunk, receiver | sender", f"{receiver:.0f} | {sender:.0f}", "")
+
     rows = [
         ("bulk, encrypted bus (MB/s)", f"{median['bus']:,.0f}", rates("bus")),
+        cpu("bus"),
         ("bulk, secure channel alone (MB/s)", f"{median['secure']:,.0f}", rates("secure")),
+        cpu("secure"),
+        ("  the same, client -> server (MB/s)", f"{median['secure_up']:,.0f}", rates("secure_up")),
+        cpu("secure_up", receiver_is_client=False),
         ("bulk, bare trio-websocket (MB/s)", f"{median['ws']:,.0f}", rates("ws")),
+        cpu("ws"),
         ("bus / bare (goal >= 0.65)", f"{median['bus'] / median['ws']:.2f}x", ""),
         ("secure channel / bare", f"{median['secure'] / median['ws']:.2f}x", ""),
         ("bus / secure channel", f"{median['bus'] / median['secure']:.2f}x", ""),
@@ -352,8 +408,8 @@ MODES: dict[str, Callable[..., Any]] = {
     "_bus-server": lambda: trio.run(run_bus_server),
     "_secure-server": lambda: trio.run(run_secure_server),
     "_ws-server": lambda: trio.run(run_ws_server),
-    "_client": lambda bus, secure, ws, gib, rounds: trio.run(
-        run_client, int(bus), int(secure), int(ws), float(gib), int(rounds)
+    "_client": lambda bus, secure, ws, pids, gib, rounds: trio.run(
+        run_client, int(bus), int(secure), int(ws), pids, float(gib), int(rounds)
     ),
     "_idle-client": lambda port, n: trio.run(run_idle_client, int(port), int(n)),
 }
@@ -361,6 +417,7 @@ MODES: dict[str, Callable[..., Any]] = {
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in MODES:
+        wsmask.install()  # as the node does: a client masks bulk frames with numpy
         MODES[sys.argv[1]](*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

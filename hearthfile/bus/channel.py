@@ -30,7 +30,7 @@ class MessageChannel(Protocol):
         """Send one frame. Raises ``PeerUnavailable`` once the channel is gone."""
         ...
 
-    async def receive_message(self) -> bytes:
+    async def receive_message(self) -> bytes | bytearray:
         """Next frame. Raises ``PeerUnavailable`` when the channel closes and
         ``RemoteProtocolError`` when the peer broke the transport."""
         ...

@@ -22,16 +22,21 @@ anything. A peer that stalls, even in the middle of a frame, is closed with
 4004. Time spent not receiving (the application is busy) never counts as
 the peer's silence: that is our own back-pressure.
 
-Client masking: websocket frames from the client are masked by wsproto in
-pure Python (0.4-0.9 ms per 256 KiB here). A process that sends bulk data as a
-client (the node: it pushes, and serves chunks to peers it dialed) calls
-``bus.wsmask.install()`` once at start-up to mask in numpy instead.
+Sending: the channel encrypts a frame into one buffer with room in front, writes the
+websocket header there (bus/wsframe.py: the same bytes wsproto would send) and sends
+it with one write under trio-websocket's stream lock (``send_frame``); a client masks
+it in place with numpy. trio-websocket still does the upgrade, receiving, pings and
+the close handshake. Receiving a client's frames, wsproto unmasks them in pure Python
+(0.4-0.9 ms per 256 KiB here): a process that receives bulk data as a server (the
+node: pushes, chunks served by peers that dialed it) calls ``bus.wsmask.install()``
+once at start-up to unmask in numpy instead.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -40,8 +45,10 @@ from typing import Final, TypedDict
 
 import trio
 import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+from wsproto.connection import ConnectionState
 
+from hearthfile.bus import wsframe
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.handshake import (
     Handshake,
@@ -59,6 +66,7 @@ WEBSOCKET_PATH: Final = "/hearthfile/1"
 
 # Websocket close codes we send (docs/PROTOCOL.md, part A, "Closing").
 CLOSE_NORMAL: Final = 1000
+CLOSE_ABNORMAL: Final = 1006  # never sent: the stream ended without a close
 CLOSE_TEXT_MESSAGE: Final = 1003
 CLOSE_MESSAGE_TOO_BIG: Final = 1009  # sent by trio-websocket itself
 CLOSE_INTERNAL_ERROR: Final = 1011
@@ -135,6 +143,21 @@ async def close_websocket(
         await trio.aclose_forcefully(ws._stream)
 
 
+async def send_frame(ws: WebSocketConnection, frame: memoryview) -> None:
+    """Write one complete websocket frame (bus/wsframe.py) on ``ws``'s stream, as
+    ``ws.send_message`` would: under its stream lock, so it never interleaves with a
+    ping, pong or close trio-websocket sends, and only while the websocket is open.
+    A broken stream aborts the websocket and raises ``ConnectionClosed``, as there."""
+    if ws._wsproto.state is not ConnectionState.OPEN:
+        raise ConnectionClosed(ws.closed or CloseReason(CLOSE_ABNORMAL, None))
+    async with ws._stream_lock:
+        try:
+            await ws._stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise ConnectionClosed(ws.closed) from None
+
+
 class SecureChannel:
     """One authenticated, encrypted websocket to one peer; implements ``MessageChannel``.
 
@@ -176,10 +199,11 @@ class SecureChannel:
     async def send_message(self, data: bytes | bytearray | memoryview) -> None:
         async with self._send_lock:
             self._check_usable()
-            wire = self._session.encrypt_frame(data)
+            wire = self._session.encrypt_frame(data, headroom=wsframe.HEADROOM)
+            mask_key = os.urandom(wsframe.MASK_KEY_BYTES) if self._ws.is_client else None
             sent = False
             try:
-                await self._ws.send_message(wire)
+                await send_frame(self._ws, wsframe.frame_in_place(wire, mask_key))
                 sent = True
             except TRANSPORT_ERRORS as exc:
                 raise self._gone(exc) from exc
@@ -189,7 +213,7 @@ class SecureChannel:
                     # look like a gap to the peer.
                     self._unusable = "a send was interrupted"
 
-    async def receive_message(self) -> bytes:
+    async def receive_message(self) -> bytes | bytearray:
         self._check_usable()
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this channel")

@@ -151,31 +151,54 @@ class SecureSession:
         self._receive = receive
         self.max_frame_bytes = max_frame_bytes
 
-    def encrypt_frame(self, plaintext: Buffer) -> bytes:
-        """One frame -> the bytes of one websocket message."""
+    def encrypt_frame(self, plaintext: Buffer, headroom: int = 0) -> bytearray:
+        """One frame -> the bytes of one websocket message, encrypted piece by piece
+        straight into one buffer (no per-piece allocations, no join), after
+        ``headroom`` bytes left free for the transport's header (bus/wsframe.py)."""
         view = memoryview(plaintext).cast("B")
         size = len(view)
         if size > self.max_frame_bytes:
             raise LocalProtocolError(f"frame of {size} bytes exceeds {self.max_frame_bytes}")
-        parts: list[bytes] = []
-        start = 0
+        wire = bytearray(headroom + encrypted_frame_bytes(size))
+        out = memoryview(wire)
+        start, offset = 0, headroom
         while True:
             end = min(start + MAX_PLAINTEXT_BYTES, size)
             last = end == size
-            piece = self._send.encrypt_with_ad(AD_LAST if last else AD_MORE, view[start:end])
-            parts.append(_LENGTH.pack(len(piece)))
-            parts.append(piece)
+            piece = end - start + TAGLEN
+            _LENGTH.pack_into(wire, offset, piece)
+            offset += _LENGTH.size
+            ad = AD_LAST if last else AD_MORE
+            self._send.encrypt_into(ad, view[start:end], out[offset : offset + piece])
+            offset += piece
             if last:
-                return b"".join(parts)
+                return wire
             start = end
 
-    def decrypt_frame(self, data: Buffer) -> bytes:
-        """The bytes of one websocket message -> one frame; RemoteProtocolError if bad."""
+    def decrypt_frame(self, data: Buffer) -> bytearray:
+        """The bytes of one websocket message -> one frame; RemoteProtocolError if bad.
+
+        The pieces' lengths are checked first (every bound before any work), then
+        each piece is decrypted straight into its place in one buffer."""
         view = memoryview(data).cast("B")
+        pieces = self._pieces(view)
+        frame = bytearray(sum(end - start - TAGLEN for start, end in pieces))
+        out = memoryview(frame)
+        at = 0
+        for start, end in pieces:
+            ad = AD_LAST if end == len(view) else AD_MORE
+            plain = end - start - TAGLEN
+            self._receive.decrypt_into(ad, view[start:end], out[at : at + plain])
+            at += plain
+        return frame
+
+    def _pieces(self, view: memoryview) -> list[tuple[int, int]]:
+        """Where each piece's ciphertext lies in one message; RemoteProtocolError on a
+        truncated or bad length, or a frame over ``max_frame_bytes``."""
         total = len(view)
         if total == 0:
             raise RemoteProtocolError("empty secure message")
-        parts: list[bytes] = []
+        pieces: list[tuple[int, int]] = []
         plaintext_bytes = 0
         offset = 0
         while offset < total:
@@ -188,10 +211,9 @@ class SecureSession:
             plaintext_bytes += length - TAGLEN
             if plaintext_bytes > self.max_frame_bytes:
                 raise RemoteProtocolError(f"frame exceeds {self.max_frame_bytes} bytes")
-            ad = AD_LAST if end == total else AD_MORE
-            parts.append(self._receive.decrypt_with_ad(ad, view[start:end]))
+            pieces.append((start, end))
             offset = end
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return pieces
 
 
 class Handshake:

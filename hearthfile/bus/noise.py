@@ -138,6 +138,33 @@ class CipherState:
         self.nonce += 1
         return ciphertext
 
+    def encrypt_into(self, ad: bytes, plaintext: Buffer, out: memoryview) -> None:
+        """``encrypt_with_ad`` writing ciphertext and tag into ``out`` (exactly
+        ``len(plaintext) + TAGLEN`` bytes): a transport piece with no allocation."""
+        if self._aead is None:
+            raise LocalProtocolError("encrypt_into needs a key")
+        if self.nonce >= _NONCE_LIMIT:
+            raise LocalProtocolError("Noise nonce exhausted; the connection must be re-established")
+        self._aead.encrypt_into(_NONCE.pack(self.nonce), plaintext, ad, out)
+        self.nonce += 1
+
+    def decrypt_into(self, ad: bytes, ciphertext: Buffer, out: memoryview) -> None:
+        """``decrypt_with_ad`` writing the plaintext into ``out`` (exactly
+        ``len(ciphertext) - TAGLEN`` bytes); RemoteProtocolError if it does not
+        authenticate under this nonce."""
+        if self._aead is None:
+            raise LocalProtocolError("decrypt_into needs a key")
+        if self.nonce >= _NONCE_LIMIT:
+            raise RemoteProtocolError("peer exhausted the Noise nonce space")
+        try:
+            self._aead.decrypt_into(_NONCE.pack(self.nonce), ciphertext, ad, out)
+        except InvalidTag as exc:
+            raise RemoteProtocolError(
+                f"Noise message {self.nonce} failed authentication (tampered, replayed or out"
+                " of order)"
+            ) from exc
+        self.nonce += 1
+
     def decrypt_with_ad(self, ad: bytes, ciphertext: Buffer) -> bytes:
         """Plaintext, or RemoteProtocolError if it does not authenticate under this nonce."""
         if self._aead is None:

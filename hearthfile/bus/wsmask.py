@@ -5,7 +5,8 @@ server undo it. wsproto does both in Python, at about 0.5 ms per 256 KiB chunk o
 side: more than the encryption of the chunk. Bulk data flows client -> server in a push
 and whenever a node serves chunks to a peer it dialed (a swarm member serving the one
 it connected to). ``install()`` replaces wsproto's masker with ``Masker``, which XORs
-the data as 32-bit words with numpy (about 20 us per chunk). Frames under
+the data as 32-bit words with numpy (about 20 us per chunk); the secure channel masks the
+frames it builds itself with ``mask_in_place`` (bus/wsframe.py). Frames under
 ``BULK_BYTES``, which is all a CLI sends, keep wsproto's own path, so only a process
 that masks bulk data imports numpy.
 """
@@ -41,19 +42,29 @@ class Masker:
 
     def process(self, data: bytes | bytearray) -> bytearray:
         size = len(data)
-        if size < BULK_BYTES:
-            out = _WSPROTO_MASKER(self._key).process(data)  # type: ignore[arg-type]
-        else:
-            out = bytearray(data)
-            np = _numpy()
-            words = size // 4
-            key = np.frombuffer(self._key, dtype=np.uint32)[0]
-            np.frombuffer(out, dtype=np.uint32, count=words).__ixor__(key)
-            for i in range(words * 4, size):  # at most three bytes past the last word
-                out[i] ^= self._key[i % 4]
+        out = bytearray(data)
+        mask_in_place(memoryview(out), self._key)
         turn = size % 4
         self._key = self._key[turn:] + self._key[:turn]
         return out
+
+
+def mask_in_place(data: memoryview, key: bytes) -> None:
+    """XOR ``data`` with ``key`` repeated, from the key's first byte (one whole
+    payload): numpy for bulk, Python integers for the rest."""
+    size = len(data)
+    if size >= BULK_BYTES:
+        np = _numpy()
+        words = size // 4
+        np.frombuffer(data, dtype=np.uint32, count=words).__ixor__(
+            np.frombuffer(key, dtype=np.uint32)[0]
+        )
+        for i in range(words * 4, size):  # at most three bytes past the last word
+            data[i] ^= key[i % 4]
+    elif size:
+        repeated = (key * (size // 4 + 1))[:size]
+        mixed = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
+        data[:] = mixed.to_bytes(size, "little")
 
 
 def install() -> None:
