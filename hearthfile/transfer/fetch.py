@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S: Final = 1.0
 #: How often a running fetch looks for more sources (swarming: other fetchers).
 SOURCE_REFRESH_S: Final = 0.25
+#: How long the writer waits after a chunk for more to store in the same thread hop.
+GATHER_S: Final = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +257,18 @@ class _ScheduledFetch:
             deadline = sched.next_deadline(now)
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 self._record(await self.results.receive())
+            self._record_ready()
             sched.tick(trio.current_time())
+
+    def _record_ready(self) -> None:
+        """Record every outcome already waiting, so a writer's group of chunks costs
+        one turn of the loop (one wait, one cancel scope, one round of requests)."""
+        while True:
+            try:
+                result = self.results.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self._record(result)
 
     async def _refresh_sources(self, more_sources: MoreSources) -> None:
         """New sources join; every source's have-map is re-read, so a holder that
@@ -414,11 +427,7 @@ class _ScheduledFetch:
         try:
             async for first in self.writes:
                 group = [first]
-                while len(group) < CHUNKS_PER_HOP:
-                    try:
-                        group.append(self.writes.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                await self._gather(group)
                 good = await self.store.run(self._write_group, batch, group)
                 for (node, index, data), ok in zip(group, good, strict=True):
                     self.results_send.send_nowait(
@@ -435,6 +444,18 @@ class _ScheduledFetch:
             # Every chunk in the batch was verified: keep them, even when interrupted.
             with trio.CancelScope(shield=True):
                 await self.store.run(batch.commit)
+
+    async def _gather(self, group: list[_Arrival]) -> None:
+        """Add arrivals to ``group`` until it holds ``CHUNKS_PER_HOP`` or ``GATHER_S``
+        has passed: chunks arrive one at a time, and without the wait nearly every
+        group is a single chunk, so a thread hop (which costs more than storing the
+        chunk) per chunk."""
+        with trio.move_on_after(GATHER_S):
+            while len(group) < CHUNKS_PER_HOP:
+                try:
+                    group.append(await self.writes.receive())
+                except trio.EndOfChannel:
+                    return
 
     def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
         chunks = self.manifest.chunks
