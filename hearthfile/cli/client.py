@@ -2,8 +2,9 @@
 
 ``NodeClient`` is one protocol with two implementations. ``BusClient`` talks to
 the home's daemon over the bus (``node.*``, signed with the node's own key, so at
-trust ``self``); blob bytes it reads from the daemon's store directly (read-only),
-which spares them a trip through the encrypted channel. ``LocalClient`` works on
+trust ``self``), connecting on its first call; blob bytes it reads from the daemon's
+store directly (read-only), which spares them a trip through the encrypted channel,
+and a blob held already needs no call at all. ``LocalClient`` works on
 the store itself when no daemon runs; network operations say that none runs.
 Both answer with the result types of ``services.results``. (``ls`` and ``stat``
 read the index directly: ``cli.local``.)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar
 
@@ -282,12 +284,41 @@ def _path_bytes(path: str) -> int:
     return len(path.encode(errors="surrogateescape")) + 5
 
 
+class DaemonLink:
+    """The bus connection to the home's daemon, opened on first use: a command that
+    only reads what the store holds (``cat`` of a held blob) needs no handshake."""
+
+    def __init__(self, home: Path, info: node_home.DaemonInfo, stack: AsyncExitStack) -> None:
+        """``stack`` closes the connection (and its reader task) when the command ends."""
+        self._home, self._info, self._stack = home, info, stack
+        self._conn: Connection | None = None
+
+    async def connection(self) -> Connection:
+        if self._conn is None:
+            from hearthfile.bus.capability import Registry
+            from hearthfile.bus.client import open_secure_channel
+            from hearthfile.bus.connection import Connection
+
+            key = load_key(self._home)
+            via = node_home.control_socket(self._home)  # our own way in, whatever strangers do
+            via = via if via is not None and via.exists() else None
+            channel = await self._stack.enter_async_context(
+                open_secure_channel(self._info.address, key, expected_peer=key.node_id, via=via)
+            )
+            conn = Connection(channel, Registry(), _self_only(key.node_id), initiator=True)
+            nursery = await self._stack.enter_async_context(trio.open_nursery())
+            self._stack.callback(nursery.cancel_scope.cancel)  # first thing at the end
+            await nursery.start(conn.serve)
+            self._conn = conn
+        return self._conn
+
+
 class BusClient:
     """The home's daemon, over the bus."""
 
-    def __init__(self, home: Path, conn: Connection, data_dir: Path) -> None:
+    def __init__(self, home: Path, link: DaemonLink, data_dir: Path) -> None:
         self.home = home
-        self.conn = conn
+        self.link = link
         self.data_dir = data_dir
 
     async def _answer(
@@ -300,7 +331,8 @@ class BusClient:
         """Call ``node.<op>`` (first streaming ``feed``'s items to it): its answer with
         the paged lists put back in place; other items go to ``progress``."""
         lists: dict[str, list[Any]] = {}
-        async with self.conn.open_call(f"node.{op}", args) as call:
+        conn = await self.link.connection()
+        async with conn.open_call(f"node.{op}", args) as call:
             if feed is not None:
                 await feed(call)
             async for item in call:
@@ -351,8 +383,21 @@ class BusClient:
         return from_wire(Added, answer)
 
     async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
+        held = self._held(cid)
+        if held is not None:  # complete here already: the node has nothing to do
+            return held
         args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
         return await self._one(Fetched, "fetch", args, progress)
+
+    def _held(self, cid: Cid) -> Fetched | None:
+        store = BlobStore(self.data_dir, readonly=True)
+        try:
+            if not store.has_blob(cid):
+                return None
+            info = store.stat(cid)
+            return Fetched(cid, info.size, info.name)
+        finally:
+            store.close()
 
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
         store = BlobStore(self.data_dir, readonly=True)
@@ -365,7 +410,8 @@ class BusClient:
                 _write_span(store, cid, span, write)
                 return
             written = 0
-            async with self.conn.open_call("node.fetch", {"cid": cid, "stream": True}) as call:
+            conn = await self.link.connection()
+            async with conn.open_call("node.fetch", {"cid": cid, "stream": True}) as call:
                 async for _ in call:
                     written = _write_ready(store, cid, write, written)
                 await call.result()
@@ -444,7 +490,8 @@ class BusClient:
         return await self._many(Holder, "whohas", {"cid": cid})
 
     async def events(self, follow: bool, on_event: OnEvent) -> None:
-        async with self.conn.open_call("node.events", {"follow": follow}) as call:
+        conn = await self.link.connection()
+        async with conn.open_call("node.events", {"follow": follow}) as call:
             async for event in call:
                 if not isinstance(event, dict):
                     raise RemoteProtocolError("node.events sent a non-map item")
@@ -476,22 +523,9 @@ async def open_client(home: Path) -> AsyncIterator[NodeClient]:
         finally:
             local.close()
         return
-    from hearthfile.bus.capability import Registry
-    from hearthfile.bus.client import open_secure_channel
-    from hearthfile.bus.connection import Connection
-
-    key = load_key(home)
     try:
-        via = node_home.control_socket(home)  # our own way in, whatever strangers do
-        via = via if via is not None and via.exists() else None
-        async with open_secure_channel(
-            info.address, key, expected_peer=key.node_id, via=via
-        ) as channel:
-            conn = Connection(channel, Registry(), _self_only(key.node_id), initiator=True)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(conn.serve)
-                yield BusClient(home, conn, info.data_dir)
-                nursery.cancel_scope.cancel()
+        async with AsyncExitStack() as stack:
+            yield BusClient(home, DaemonLink(home, info, stack), info.data_dir)
     except PeerUnavailable as exc:
         raise CliError(f"cannot reach the daemon for {home} at {info.address}: {exc}") from None
 

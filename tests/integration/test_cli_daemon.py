@@ -130,3 +130,25 @@ def test_ctrl_c_on_add_get_cat_through_a_daemon(
     os.mkfifo(fifo)
     code, err = _interrupt([*cli, "add", str(fifo)], lambda: True)
     assert code == 130 and one_line(err) == "hearthfile: interrupted", err
+
+
+def test_cat_and_get_of_a_held_blob_need_no_call_to_the_daemon(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    """The daemon is frozen (SIGSTOP): a blob it holds is still read from its store,
+    since nothing needs the daemon to do anything; a listing reads the index too."""
+    node = make_node("a").start()
+    src = tmp_path / "held.bin"
+    src.write_bytes(payload(300_000, 41))
+    cid = node.ok("add", str(src)).split()[-1]
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert node.cli("cat", cid, timeout=30).stdout == src.read_bytes()
+        out = tmp_path / "out.bin"
+        assert node.cli("get", cid, "-o", str(out), timeout=30).returncode == 0
+        assert out.read_bytes() == src.read_bytes()
+        assert [e["cid"] for e in json.loads(node.cli("--json", "ls", timeout=30).out)] == [cid]
+        assert node.proc.poll() is None, "the daemon was running (frozen) all along"
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
