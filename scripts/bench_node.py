@@ -103,14 +103,18 @@ SAFE_GET_CONCURRENCY = 4
 
 async def run_node_call(home: str, op: str, cid: str, target: str | None) -> None:
     """Make the ``node.fetch`` / ``node.push`` call the CLI makes, and time that call alone."""
-    from hearthfile import cli
+    from hearthfile.cids import Cid
+    from hearthfile.cli.client import BusClient, open_client
+    from hearthfile.identity import NodeId
 
-    args = argparse.Namespace(home=home)
-    async with cli.open_node(args) as node:
-        assert isinstance(node, cli.RemoteNode), "no daemon runs for this home"
-        call_args = {"cid": cid} if target is None else {"cid": cid, "to": target}
+    async with open_client(Path(home)) as node:
+        assert isinstance(node, BusClient), "no daemon runs for this home"
+        await node.link.connection()  # the handshake is not the call
         started, cpu = time.perf_counter(), time.process_time()
-        await node.call(op, call_args)
+        if target is None:
+            await node.fetch(Cid(cid), None)
+        else:
+            await node.push(Cid(cid), NodeId.parse(target))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(json.dumps({"seconds": elapsed, "cpu": cpu}), flush=True)
 
@@ -125,6 +129,11 @@ class Bench:
         self.root = root
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
+
+    def drop(self, home: Path, cid: str) -> None:
+        """Remove ``cid`` from a node, pinned (a push received) or not."""
+        self.hf(home, "unpin", cid)
+        self.hf(home, "rm", cid)
 
     def hf(self, home: Path, *args: str, concurrency: int | None = None) -> str:
         """Run one CLI command to completion; its stdout, or exit with its stderr.
@@ -305,7 +314,7 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         proc_b,
         home_b,
     )
-    cid = bench.hf(home_a, "add", str(blob)).strip().splitlines()[-1]
+    cid = bench.hf(home_a, "add", "--no-pin", str(blob)).strip().splitlines()[-1]
     _, ws_port = bench.spawn_server("_ws-server", str(blob))
     _, floor_port = bench.spawn_server("_floor-server", str(home_a / "data"), cid)
     nodes = Nodes(home_a, home_b, id_a, cid, str(ws_port), str(floor_port), blob)
@@ -380,7 +389,7 @@ def writes_devices_in_place(bench: Bench, home: Path) -> bool:
     """
     probe = bench.root / "probe.bin"
     probe.write_bytes(os.urandom(1024))
-    cid = bench.hf(home, "add", str(probe)).split()[-1]
+    cid = bench.hf(home, "add", "--no-pin", str(probe)).split()[-1]
     fifo = bench.root / "probe.fifo"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the blob fits the pipe buffer
@@ -398,7 +407,7 @@ def measure_push(bench: Bench, n: Nodes, rounds: int) -> Steps:
     """Phase 2: B -> A, data client -> server; B holds the blob, A drops it after each."""
     bench.hf(n.home_b, "get", n.cid, "-o", str(bench.root / "out.bin"))
     (bench.root / "out.bin").unlink()
-    bench.hf(n.home_a, "rm", n.cid)
+    bench.drop(n.home_a, n.cid)
     r: Steps = defaultdict(list)
 
     def ws_up() -> None:
@@ -406,12 +415,12 @@ def measure_push(bench: Bench, n: Nodes, rounds: int) -> Steps:
 
     def push() -> None:
         r["push"].append(bench.timed_hf(n.home_b, "push", n.cid, "--to", n.id_a))
-        bench.hf(n.home_a, "rm", n.cid)
+        bench.drop(n.home_a, n.cid)
 
     def push_call() -> None:
         call = ("_node-call", str(n.home_b), "push", n.cid, n.id_a)
         r["push_call"].append(bench.timed_helper(*call))
-        bench.hf(n.home_a, "rm", n.cid)
+        bench.drop(n.home_a, n.cid)
 
     for i in range(rounds):
         alternate(i, ws_up, push, push_call)
@@ -428,7 +437,7 @@ def measure_small(bench: Bench, n: Nodes, args: argparse.Namespace) -> dict[str,
         path = small_dir / f"s{i:06d}.bin"
         path.write_bytes(os.urandom(SMALL_BYTES))
         paths.append(str(path))
-    cids = bench.hf(n.home_a, "add", *paths).split()
+    cids = bench.hf(n.home_a, "add", "--no-pin", *paths).split()
     if len(cids) != args.small:
         raise SystemExit(f"add printed {len(cids)} CIDs for {args.small} files")
     per_call = min(args.per_call, args.small)
@@ -601,15 +610,16 @@ def _spread(values: list[float], digits: int) -> str:
 def run_cli_limited(concurrency: str, *argv: str) -> None:
     """The hearthfile CLI with ``GET_CONCURRENCY`` lowered to ``concurrency``."""
     from hearthfile import cli
+    from hearthfile.cli import commands
 
-    cli.GET_CONCURRENCY = int(concurrency)
+    commands.GET_CONCURRENCY = int(concurrency)
     sys.exit(cli.main(list(argv)))
 
 
 def cli_get_concurrency() -> int:
-    from hearthfile import cli
+    from hearthfile.cli import commands
 
-    return cli.GET_CONCURRENCY
+    return commands.GET_CONCURRENCY
 
 
 MODES: dict[str, Callable[..., Any]] = {

@@ -37,7 +37,6 @@ from hearthfile.services.repair import repair, verify_for_repair
 from hearthfile.services.results import (
     Added,
     AddProgress,
-    BlobEntry,
     Cancelled,
     Fetched,
     GcResult,
@@ -61,7 +60,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 MAX_ADD_PATHS: Final = 100_000
-#: List results (ls, the blobs a gc removed, what verify found) reach the CLI as stream
+#: List results (peers, the blobs a gc removed, what verify found) reach the CLI as stream
 #: items of about this many bytes each: the whole list for a large store would not fit
 #: in one frame. The call's result carries the rest.
 PAGE_BYTES: Final = 64 * 1024
@@ -150,8 +149,6 @@ class NodeService:
             ("node.add", self.add, day),
             ("node.add_stream", self.add_stream, day),
             ("node.fetch", self.fetch, day),
-            ("node.ls", self.ls, 60),
-            ("node.stat", self.stat, 10),
             ("node.pin", self.pin, 10),
             ("node.unpin", self.unpin, 10),
             ("node.rm", self.rm, 60),
@@ -263,15 +260,6 @@ class NodeService:
             ctx, lambda report: self._fetch(cid, span, sequential, _transfer_progress(report))
         )
         return Fetched(cid, manifest.size, manifest.name)
-
-    async def ls(self, ctx: CallContext) -> list[BlobEntry]:
-        prefix = want_map(ctx.args).get("prefix") or ""
-        if not isinstance(prefix, str):
-            raise bad("prefix must be text")
-        return await self._run(ops.ls, self._store, prefix)
-
-    async def stat(self, ctx: CallContext) -> BlobEntry:
-        return await self._run(ops.stat, self._store, _cid_arg(ctx))
 
     async def pin(self, ctx: CallContext) -> PinState:
         return await self._run(ops.pin, self._store, _cid_arg(ctx))

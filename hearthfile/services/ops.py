@@ -246,10 +246,6 @@ def _add_file(
             raise PathError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def ls(store: BlobStore, prefix: str = "") -> list[BlobEntry]:
-    return [entry(i) for i in store.list_cids(prefix)]
-
-
 def ls_pages(store: BlobStore, prefix: str, page: int) -> Iterator[list[BlobInfo]]:
     """What ``ls`` lists, ``page`` blobs at a time, so a large store is never held whole
     (as the store lists them: ``entry`` makes each a result, a cost ``ls`` skips in text)."""
