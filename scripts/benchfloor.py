@@ -35,6 +35,8 @@ from benchbase import connect_baseline, serve_baseline
 
 from hearthfile.blobs.backend import LocalBackend
 from hearthfile.blobs.store import BlobStore
+from hearthfile.bus import wsframe
+from hearthfile.bus.client import send_frame
 from hearthfile.bus.handshake import SecureSession
 from hearthfile.bus.noise import CipherState
 from hearthfile.cids import Cid, cid_of, hex_of
@@ -73,7 +75,8 @@ async def run_floor_server(data_dir: str, cid: str) -> None:
                     frame = msgpack.packb(
                         {"t": "data", "id": 1, "item": {"i": index, "data": data}}
                     )
-                    await ws.send_message(session.encrypt_frame(frame))
+                    wire = session.encrypt_frame(frame, headroom=wsframe.HEADROOM)
+                    await send_frame(ws, wsframe.frame_in_place(wire, None))
         await ws.get_message()  # "done"
 
     await serve_baseline(handle)
