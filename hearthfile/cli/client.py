@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar
 
@@ -286,31 +285,44 @@ def _path_bytes(path: str) -> int:
 
 class DaemonLink:
     """The bus connection to the home's daemon, opened on first use: a command that
-    only reads what the store holds (``cat`` of a held blob) needs no handshake."""
+    only reads what the store holds (``cat`` of a held blob) needs no handshake.
 
-    def __init__(self, home: Path, info: node_home.DaemonInfo, stack: AsyncExitStack) -> None:
-        """``stack`` closes the connection (and its reader task) when the command ends."""
-        self._home, self._info, self._stack = home, info, stack
+    The connection lives in a task of the command's nursery (its channel is opened
+    and closed by that one task), whichever of the command's tasks asked first."""
+
+    def __init__(self, home: Path, info: node_home.DaemonInfo, nursery: trio.Nursery) -> None:
+        self._home, self._info, self._nursery = home, info, nursery
         self._conn: Connection | None = None
+        self._opening = trio.Lock()
 
     async def connection(self) -> Connection:
-        if self._conn is None:
-            from hearthfile.bus.capability import Registry
-            from hearthfile.bus.client import open_secure_channel
-            from hearthfile.bus.connection import Connection
-
-            key = load_key(self._home)
-            via = node_home.control_socket(self._home)  # our own way in, whatever strangers do
-            via = via if via is not None and via.exists() else None
-            channel = await self._stack.enter_async_context(
-                open_secure_channel(self._info.address, key, expected_peer=key.node_id, via=via)
-            )
-            conn = Connection(channel, Registry(), _self_only(key.node_id), initiator=True)
-            nursery = await self._stack.enter_async_context(trio.open_nursery())
-            self._stack.callback(nursery.cancel_scope.cancel)  # first thing at the end
-            await nursery.start(conn.serve)
-            self._conn = conn
+        async with self._opening:
+            if self._conn is None:
+                try:
+                    self._conn = await self._nursery.start(self._serve)
+                except PeerUnavailable as exc:
+                    address = self._info.address
+                    raise CliError(
+                        f"cannot reach the daemon for {self._home} at {address}: {exc}"
+                    ) from None
+        assert self._conn is not None
         return self._conn
+
+    async def _serve(self, task_status: trio.TaskStatus[Connection]) -> None:
+        from hearthfile.bus.capability import Registry
+        from hearthfile.bus.client import open_secure_channel
+        from hearthfile.bus.connection import Connection
+
+        key = load_key(self._home)
+        via = node_home.control_socket(self._home)  # our own way in, whatever strangers do
+        via = via if via is not None and via.exists() else None
+        address = self._info.address
+        async with open_secure_channel(address, key, expected_peer=key.node_id, via=via) as ch:
+            conn = Connection(ch, Registry(), _self_only(key.node_id), initiator=True)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.serve)
+                task_status.started(conn)
+                await trio.sleep_forever()  # until the command ends
 
 
 class BusClient:
@@ -523,11 +535,9 @@ async def open_client(home: Path) -> AsyncIterator[NodeClient]:
         finally:
             local.close()
         return
-    try:
-        async with AsyncExitStack() as stack:
-            yield BusClient(home, DaemonLink(home, info, stack), info.data_dir)
-    except PeerUnavailable as exc:
-        raise CliError(f"cannot reach the daemon for {home} at {info.address}: {exc}") from None
+    async with trio.open_nursery() as nursery:
+        yield BusClient(home, DaemonLink(home, info, nursery), info.data_dir)
+        nursery.cancel_scope.cancel()
 
 
 def _self_only(me: NodeId) -> Callable[[NodeId], TrustLevel]:
