@@ -152,3 +152,21 @@ def test_cat_and_get_of_a_held_blob_need_no_call_to_the_daemon(
         assert node.proc.poll() is None, "the daemon was running (frozen) all along"
     finally:
         node.proc.send_signal(signal.SIGCONT)
+
+
+def test_get_of_many_connects_to_the_daemon_from_its_tasks(
+    make_node: Callable[[str], Daemon], tmp_path: Path
+) -> None:
+    """The first call to the daemon comes from one of get's tasks (the held blob needs
+    none): the connection is made once and closed cleanly, each CID gets its answer."""
+    node = make_node("a").start()
+    src = tmp_path / "held.bin"
+    src.write_bytes(payload(10_000, 42))
+    cid = node.ok("add", str(src)).split()[-1]
+    unknown = [f"blake3:{i:064x}" for i in range(1, 4)]
+    got = node.cli("get", cid, *unknown, "-o", str(tmp_path / "out"), timeout=60)
+    assert got.returncode == 1 and "Traceback" not in got.stderr, got.stderr
+    assert sorted(got.stderr.strip().splitlines()) == sorted(
+        f"hearthfile: {c}: not found: {c}: no known source" for c in unknown
+    )
+    assert (tmp_path / "out" / "held.bin").read_bytes() == src.read_bytes()
