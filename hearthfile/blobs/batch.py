@@ -1,18 +1,17 @@
 """Writes to the store in batches, and the journal that makes them crash-safe.
 
 Ring: blobs (layer 1, blocking). Owns ``WriteBatch`` and the batch journal
-(``blobs/.tmp/<batch>.journal``); ``store.py`` makes batches and undoes what a
+(``tmp/<batch>.journal``); ``store.py`` makes batches and undoes what a
 crashed one left (``BlobStore._recover``).
 
-Each file goes to a temporary name and is renamed into place; names are noted in
-the batch's journal before the rename; at commit one ``syncfs`` makes every file
-durable, then one SQLite transaction makes them visible. So a file is in the
-index only once its bytes are on disk, and a crash anywhere leaves either the old
-index or the new one. Deletions use the same journal.
-
-A batch works on its store's index lock, transaction and count of chunks being
-written (``BlobStore._mutex``, ``_tx``, ``_writing``): they are the store's own
-state, shared with its deletions and GC.
+A batch writes bytes first and makes them visible last. Chunks of a partial
+blob go to their offsets in its file; a blob added whole goes to a temporary
+file and is renamed to its final name, which is noted in the journal first;
+a small blob's bytes go to the pack (``pack.py``). At commit the files written
+are flushed (``fsync``, and their directories), the pack commits, and then one
+SQLite transaction makes it all visible. So nothing is in the index before its
+bytes are on disk, and a crash anywhere leaves the old index or the new one;
+opening removes what a crashed batch's journal names and the index does not.
 """
 
 from __future__ import annotations
@@ -23,33 +22,35 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from hearthfile.blobs.backend import Buffer, LocalBackend
-from hearthfile.blobs.chunker import BlobError, Manifest, verify_chunk
-from hearthfile.blobs.index import index_manifest
-from hearthfile.cids import Cid, cid_of, hex_of
+from hearthfile.blobs.chunker import CHUNK_SIZE, BlobError, Manifest, verify_chunk
+from hearthfile.blobs.files import BlobFile, Buffer, fsync_path
+from hearthfile.blobs.pack import INLINE_MAX
+from hearthfile.cids import Cid, hex_of
 
 if TYPE_CHECKING:
     from hearthfile.blobs.store import BlobStore
 
-MANIFEST_SUFFIX: Final = ".manifest"
-
 
 class Journal:
-    """Names a batch may leave on disk, written before the file is renamed into place."""
+    """Names a batch may leave on disk, written before they exist: ``c:<hex>`` a
+    complete blob file, ``p:<hex>`` a partial one, ``s:<hex>`` a pack row."""
 
-    def __init__(self, data_dir: Path, batch_id: str) -> None:
-        self.path = data_dir / "blobs" / LocalBackend.TMP_DIR / f"{batch_id}.journal"
+    def __init__(self, tmp: Path, batch_id: str) -> None:
+        self.path = tmp / f"{batch_id}.journal"
         self._fd: int | None = None
 
     def note_all(self, names: Iterable[str]) -> None:
         text = "".join(f"{n}\n" for n in names)
         if not text:
             return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, text.encode())
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, text.encode())
+        except OSError as exc:
+            raise io_error("writing the batch journal", exc) from None
 
     def discard(self) -> None:
         if self._fd is not None:
@@ -58,13 +59,23 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
 
+def io_error(doing: str, exc: OSError) -> BlobError:
+    """A store error for a failed system call: ``disk_full`` or ``io_error``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BlobError("disk_full", f"no space left {doing}")
+    return BlobError("io_error", f"{doing}: {exc.strerror or exc}")
+
+
+#: A complete blob to index at commit: its manifest, pin, and how it came.
+_NewBlob = tuple[Manifest, bool, str]
+
+
 class WriteBatch:
     """Writes that become durable and visible together, at ``commit``.
 
-    Files land under their final names as they are written (so memory stays
-    small) but the index learns of them only after one flush at commit. An
-    exception inside the ``with`` block aborts: files this batch wrote that the
-    index does not reference are removed.
+    An exception inside the ``with`` block aborts: files this batch placed that
+    the index does not reference are removed; chunks written into a partial
+    file stay unreferenced (the have-map does not name them) until rewritten.
     """
 
     def __init__(self, store: BlobStore, batch_id: str) -> None:
@@ -72,13 +83,15 @@ class WriteBatch:
         #: Bytes written so far; callers may commit and start a new batch past a bound.
         self.bytes_written = 0
         self._id = batch_id
-        self._journal = Journal(store.data_dir, batch_id)
-        #: Chunks written (or found held) by this batch, indexed at commit.
-        self._chunks: dict[Cid, int] = {}
-        #: Chunks this batch counts in the store's ``_writing`` until it ends.
-        self._claimed: set[Cid] = set()
-        self._manifests: list[tuple[Manifest, bool, int, bool]] = []
-        self._written: list[str] = []
+        self._journal = Journal(store.layout.tmp, batch_id)
+        self._files: dict[Cid, BlobFile] = {}
+        self._have: list[tuple[Cid, int]] = []
+        self._small: dict[Cid, bytes] = {}
+        self._loose: dict[Cid, bytes] = {}
+        self._new: list[_NewBlob] = []
+        self._placed: dict[Cid, str] = {}
+        self._dirs: set[str] = set()
+        self._tmp_count = 0
 
     def __enter__(self) -> WriteBatch:
         return self
@@ -94,101 +107,142 @@ class WriteBatch:
         else:
             self.abort()
 
-    def write_chunk(self, cid: Cid, data: Buffer) -> None:
-        verify_chunk(data, cid)
-        self.write_verified_chunk(cid, data)
+    # -- writing -----------------------------------------------------------------
 
-    def write_verified_chunk(self, cid: Cid, data: Buffer) -> None:
-        """Store a chunk whose CID the caller has just computed from ``data``."""
-        self.write_verified_chunks([(cid, data)])
+    def write_chunks(self, manifest: Manifest, chunks: Sequence[tuple[int, Buffer]]) -> None:
+        """Chunks of a partial blob (``BlobStore.begin_blob``), each already checked
+        by the caller against the manifest (``check_chunk``)."""
+        for index, data in chunks:
+            self._write_at(manifest.cid, manifest.size, index, data)
 
-    def write_verified_chunks(self, chunks: Sequence[tuple[Cid, Buffer]]) -> None:
-        """Store chunks whose CIDs the caller has just computed from their bytes, with
-        one index lookup and one journal write for them all."""
-        fresh: dict[Cid, Buffer] = {}
-        for cid, data in chunks:
-            if cid not in self._claimed:
-                self._claimed.add(cid)
-                fresh[cid] = data
-        if not fresh:
-            return
-        store = self._store
-        with store._mutex:
-            store._writing.update(fresh.keys())
-        present = store.present_chunks(fresh)
-        todo = [(cid, data) for cid, data in fresh.items() if cid not in present]
-        self._chunks.update((cid, len(fresh[cid])) for cid in present)
-        self._journal.note_all(hex_of(cid) for cid, _ in todo)
-        for cid, data in todo:
-            self._write_noted(hex_of(cid), data)
-            # Indexed at commit only once written: a write that fails (a full disk)
-            # leaves no index row naming a file that is not there (issue 13 item 8).
-            self._chunks[cid] = len(data)
-
-    def write_manifest(self, manifest: Manifest, *, pin: bool, proven: bool = False) -> None:
-        """Record ``manifest``. With ``proven`` (the caller built it from, or checked
-        it against, the bytes this batch writes) the blob becomes complete at commit
-        when every chunk is held; otherwise only ``complete_blob`` makes it so."""
-        encoded = manifest.encode()
-        self._write_file(hex_of(cid_of(encoded)) + MANIFEST_SUFFIX, encoded)
-        self._manifests.append((manifest, pin, len(encoded), proven))
-
-    def _write_file(self, name: str, data: Buffer) -> None:
-        self._journal.note_all([name])
-        self._write_noted(name, data)
-
-    def _write_noted(self, name: str, data: Buffer) -> None:
-        self._written.append(name)
+    def _write_at(self, cid: Cid, size: int, index: int, data: Buffer) -> None:
+        if size <= INLINE_MAX:
+            self._journal.note_all([f"s:{hex_of(cid)}"])
+            self._small[cid] = bytes(data)
+        else:
+            blob_file = self._files.get(cid)
+            if blob_file is None:
+                blob_file = self._files[cid] = self._store.open_partial(cid, size)
+            try:
+                blob_file.write_at(index * CHUNK_SIZE, data)
+            except OSError as exc:
+                raise io_error(f"writing chunk {index} of {cid}", exc) from None
+        self._have.append((cid, index))
         self.bytes_written += len(data)
+
+    def write_chunk(self, cid: Cid, data: Buffer) -> None:
+        """A chunk by its CID alone, verified: it goes into every partial blob that
+        lacks it, or, when none does, is kept loose (an HTTP upload ahead of its
+        manifest) until a blob takes it or GC drops it."""
+        verify_chunk(data, cid)
+        places = self._store.wanting(cid)
+        for blob, size, index in places:
+            self._write_at(blob, size, index, data)
+        if not places and not self._store.present_chunks([cid]):
+            self._loose[cid] = bytes(data)
+            self.bytes_written += len(data)
+
+    def temp_path(self) -> str:
+        """A fresh temporary file name for a blob being added (``place`` it after)."""
+        self._tmp_count += 1
+        return f"{self._store.layout.tmp}/{self._id}.{self._tmp_count}"
+
+    def add_small(self, manifest: Manifest, data: bytes, *, pin: bool, origin: str) -> None:
+        """A whole small blob (at most ``INLINE_MAX`` bytes), checked by the caller."""
+        self._journal.note_all([f"s:{hex_of(manifest.cid)}"])
+        self._small[manifest.cid] = data
+        self._new.append((manifest, pin, origin))
+        self.bytes_written += len(data)
+
+    def place(self, tmp: str, manifest: Manifest, *, pin: bool, origin: str) -> None:
+        """Make the temporary file ``tmp``, whose bytes ``manifest`` was built from,
+        the blob's file (visible at commit)."""
+        cid = manifest.cid
+        store = self._store
+        self._new.append((manifest, pin, origin))
+        if cid in self._placed or store.has_blob(cid):
+            os.unlink(tmp)  # held already: only its name and pin are news
+            return
+        hexpart = hex_of(cid)
+        self._journal.note_all([f"c:{hexpart}"])
+        store.claim(cid)
+        self._placed[cid] = store.layout.complete(hexpart)
         try:
-            self._store.backend.add(name, data, self._id)
+            self._dirs.add(store.layout.shard_for(hexpart))
+            os.rename(tmp, self._placed[cid])
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise BlobError("disk_full", f"no space left writing {name}") from None
-            raise BlobError("io_error", f"writing {name}: {exc.strerror}") from None
+            raise io_error(f"placing {cid}", exc) from None
+        self.bytes_written += manifest.size
+
+    # -- ending ------------------------------------------------------------------
 
     def commit(self) -> None:
         store = self._store
         try:
-            if self._written:
-                store.backend.flush()
-            now = store._clock()
-            with store._tx() as db:
+            for blob_file in self._files.values():
+                blob_file.sync()
+            for path in self._placed.values():
+                fsync_path(path)
+            for directory in self._dirs:
+                fsync_path(directory, directory=True)
+            if self._small:
+                store.pack.put_many(self._small.items())
+            with store.tx() as db:
+                store.index_new(db, self._new)
                 db.executemany(
-                    "INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", self._chunks.items()
+                    "INSERT OR IGNORE INTO have (blob, idx) SELECT ?1, ?2 WHERE EXISTS "
+                    "(SELECT 1 FROM blobs WHERE cid = ?1 AND complete = 0)",
+                    self._have,
                 )
-                for manifest, pin, encoded_len, proven in self._manifests:
-                    index_manifest(db, manifest, pin, encoded_len, now, proven)
+                db.executemany(
+                    "INSERT OR IGNORE INTO loose (cid, data, added_at) VALUES (?, ?, ?)",
+                    ((c, d, store.now()) for c, d in self._loose.items()),
+                )
         except OSError as exc:
             self.abort()
-            code = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
-            raise BlobError(code, f"committing writes: {exc.strerror}") from None
-        except sqlite3.OperationalError as exc:  # the index could not grow: a full disk
+            raise io_error("committing writes", exc) from None
+        except sqlite3.Error as exc:  # the index could not grow: a full disk
             self.abort()
             code = "disk_full" if "full" in str(exc) else "io_error"
             raise BlobError(code, f"committing to the index: {exc}") from None
         except BaseException:
             self.abort()
             raise
+        store.drop_replaced_partials(m.cid for m, _, _ in self._new if m.size > INLINE_MAX)
         self._release()
 
     def abort(self) -> None:
         store = self._store
-        for name in self._written:
-            hexpart = name.removesuffix(MANIFEST_SUFFIX)
-            shared = name == hexpart and store._writing["blake3:" + hexpart] > 1
-            if not shared and not store._referenced(name):
-                store.backend.remove(name)
+        for cid, path in self._placed.items():
+            if store.writers(cid) <= 1 and not store.has_blob(cid):
+                with _quiet():
+                    os.unlink(path)
+        orphans = [c for c, _, _ in ((m.cid, p, o) for m, p, o in self._new) if c in self._small]
+        stray = [c for c in orphans if not store.has_blob(c)]
+        if stray:
+            with _quiet():
+                store.pack.delete_many(stray)
         self._release()
 
     def _release(self) -> None:
-        store = self._store
-        with store._mutex:
-            for cid in self._claimed:
-                store._writing[cid] -= 1
-                if store._writing[cid] <= 0:
-                    del store._writing[cid]
-        self._claimed.clear()
-        self._chunks.clear()
-        self._written.clear()
+        for blob_file in self._files.values():
+            blob_file.close()
+        for cid in self._placed:
+            self._store.release(cid)
+        self._files.clear()
+        self._placed.clear()
+        self._have.clear()
+        self._small.clear()
+        self._loose.clear()
+        self._new.clear()
         self._journal.discard()
+
+
+class _quiet:
+    """Suppress what cleaning up after a failure may itself fail with."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> bool:
+        return exc_type is not None and issubclass(exc_type, (OSError, sqlite3.Error))

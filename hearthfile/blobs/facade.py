@@ -131,8 +131,8 @@ class AsyncStore:
 
     # -- writes and upkeep -----------------------------------------------------
 
-    async def begin_blob(self, manifest: Manifest) -> None:
-        await self.run(self.sync.begin_blob, manifest)
+    async def begin_blob(self, manifest: Manifest, *, origin: str = "fetched") -> None:
+        await self.run(self.sync.begin_blob, manifest, origin=origin)
 
     async def complete_blob(self, cid: Cid) -> bool:
         return await self.run(self.sync.complete_blob, cid)

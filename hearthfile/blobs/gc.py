@@ -22,7 +22,7 @@ GC_THRESHOLD: Final = 0.8
 FREE_SLACK: Final = 0.1
 GC_TARGET: Final = 0.7
 #: Blobs evicted per index transaction.
-GC_GROUP: Final = 1000
+GC_GROUP: Final = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,30 +62,21 @@ def pick_victims(
     db: sqlite3.Connection, busy: list[Cid], to_free: float, everything: bool
 ) -> list[Cid]:
     """The next least-recently-used unpinned blobs not in ``busy``, enough to free
-    ``to_free`` bytes by what each alone would free (shared chunks only count once
-    all users go). Deleting them as one group costs one transaction instead of one
-    per blob. The caller holds the index lock."""
+    ``to_free`` bytes (each blob is its own file: its size is what it frees).
+    Deleting them as one group costs one transaction instead of one per blob.
+    The caller holds the index lock."""
     rows = db.execute(
-        "SELECT cid, manifest_bytes FROM blobs WHERE pinned = 0 AND cid NOT IN "
+        "SELECT cid, size FROM blobs WHERE pinned = 0 AND cid NOT IN "
         f"({','.join('?' * len(busy))}) ORDER BY last_access, cid LIMIT ?",
         (*busy, GC_GROUP),
     ).fetchall()
     if everything:
         return [cid for cid, _ in rows]
     victims: list[Cid] = []
-    estimate = 0
-    for cid, manifest_bytes in rows:
+    freed = 0
+    for cid, size in rows:
         victims.append(cid)
-        estimate += (
-            manifest_bytes
-            + db.execute(
-                "SELECT COALESCE(SUM(c.size), 0) FROM (SELECT DISTINCT chunk "
-                "FROM blob_chunks WHERE blob = ?) m JOIN chunks c ON c.cid = m.chunk "
-                "WHERE NOT EXISTS "
-                "(SELECT 1 FROM blob_chunks o WHERE o.chunk = m.chunk AND o.blob != ?)",
-                (cid, cid),
-            ).fetchone()[0]
-        )
-        if estimate >= to_free:
+        freed += size
+        if freed >= to_free:
             break
     return victims

@@ -1,37 +1,27 @@
-"""BlobStore: content-addressed chunks and manifests on disk, indexed in SQLite.
+"""BlobStore: one file per blob, indexed in SQLite (store layout version 2).
 
-Ring: blobs (layer 1, blocking). Owns the on-disk layout, the writer lock, the
-public API callers use (has/read/write/pin/remove/gc/verify) and recovery at
-open. Its parts: ``index.py`` (the SQLite schema and the rows a manifest
-makes), ``batch.py`` (``WriteBatch`` and its journal), ``gc.py`` (eviction
-planning).
+Ring: blobs (layer 1, blocking). Owns the writer lock, the public API callers
+use (has/read/write/pin/remove/gc/verify) and recovery at open. Its parts:
+``files.py`` (where bytes live, direct I/O), ``index.py`` (the SQLite schema,
+versions and migrations), ``pack.py`` (small blobs), ``batch.py``
+(``WriteBatch`` and its journal), ``gc.py`` (eviction planning), ``convert.py``
+(a version 1 store becomes version 2).
 
-Layout (DESIGN.md section 3)::
-
-    <data>/blobs/<aa>/<rest-of-hex>             a chunk
-    <data>/blobs/<aa>/<rest-of-hex>.manifest    a blob's canonical manifest
-    <data>/blobs/.tmp/                          writes in progress, batch journals
-    <data>/blobs/.corrupt/                      files found corrupt, kept for inspection
-    <data>/index.sqlite3                        the index (WAL, ``index.py``)
-    <data>/store.lock                           held by the one process writing the store
-
-Crash safety. Writes happen in batches (``batch.py``): a file is in the index
-only once its bytes are on disk, and a crash anywhere leaves either the old
-index or the new one. Whatever a crashed batch left on disk is listed in its
-journal; opening the store removes those of its files the index does not know.
-Deletions use the same journal: names are noted, the index rows go in one
-transaction, then the files. A blob is visible (``has_blob``) only when its
-manifest and every chunk are committed.
+A complete blob is one file holding exactly its bytes (or, up to
+``INLINE_MAX``, a row of the pack). A blob being fetched is a partial file of
+its full size, chunks written at their offsets, with a have-map in the index;
+it becomes complete only after the BLAKE3 of its whole bytes matched the
+manifest's ``content`` (DESIGN.md section 5), when its file is renamed into
+place. Chunk CIDs are served from whichever blob holds them (the chunk-location
+index), and a new blob takes chunks already held by copying them locally.
 
 Integrity. Every write is checked against its CID before it lands, and every
-read re-hashes what it read. A file found corrupt is moved to ``.corrupt/``,
-dropped from the index (blobs using it become incomplete) and reported, never
-served.
+read re-hashes what it read. Bytes found corrupt are kept in ``corrupt/``,
+the blob holding them becomes partial (its other chunks kept), and a later
+fetch repairs it; nothing corrupt is served.
 
-Threads. One process owns the store (``store.lock``); inside it, the store may
-be called from several worker threads: the index is guarded by a lock, and
-chunks being written by an open batch are counted so an aborting batch never
-deletes a file another batch is about to commit.
+Threads. One process owns the store (``store.lock``); inside it the store may
+be called from several worker threads: the index is guarded by one lock.
 """
 
 from __future__ import annotations
@@ -46,15 +36,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import blake3
 
-from hearthfile.blobs.backend import Buffer, ChunkBackend, LocalBackend
-from hearthfile.blobs.batch import MANIFEST_SUFFIX, Journal, WriteBatch
+from hearthfile.blobs.batch import Journal, WriteBatch, io_error
 from hearthfile.blobs.chunker import (
     CHUNK_SIZE,
     BlobError,
@@ -65,29 +54,20 @@ from hearthfile.blobs.chunker import (
     decode_manifest,
     iter_chunks,
 )
-from hearthfile.blobs.gc import (
-    GC_TARGET,
-    GC_THRESHOLD,
-    GcReport,
-    bytes_to_free,
-    pick_victims,
-)
-from hearthfile.blobs.index import (
-    COMPLETE_IF_LENGTHS_HOLD,
-    INDEX_NAME,
-    fresh_index,
-    index_manifest,
-    lengths_args,
-    open_index,
-    quick_check,
-)
+from hearthfile.blobs.convert import adopt_v1, convert_v1
+from hearthfile.blobs.files import BlobFile, Buffer, Layout, SequentialWriter, fsync_path
+from hearthfile.blobs.gc import GC_TARGET, GC_THRESHOLD, GcReport, bytes_to_free, pick_victims
+from hearthfile.blobs.index import INDEX_NAME, fresh_index, open_index, quick_check
+from hearthfile.blobs.pack import INLINE_MAX, PACK_NAME, Pack
 from hearthfile.cids import Cid, cid_from_digest, cid_of, hex_of
 from hearthfile.errors import HearthError
 
 log = logging.getLogger(__name__)
 
-#: The longest chunk file there can be (version 1 has one chunk size).
-MAX_CHUNK_BYTES: Final = CHUNK_SIZE
+#: How a blob came to the store (DESIGN.md section 3).
+ORIGINS: Final = frozenset({"added", "fetched", "pushed", "downloaded"})
+#: Chunks uploaded ahead of their manifest are kept this long for a commit to take them.
+LOOSE_TTL_S: Final = 3600.0
 
 
 class StoreLocked(HearthError):
@@ -110,19 +90,21 @@ class BlobInfo:
     complete: bool
     added_at: float
     last_access: float
+    origin: str = "added"
 
 
 @dataclass(slots=True)
 class VerifyReport:
     chunks_checked: int = 0
+    #: Blobs checked (each blob's manifest is rebuilt from the index and checked).
     manifests_checked: int = 0
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    #: Always 0 in this layout (kept for callers that print it).
     manifests_restored: int = 0
-    #: Always 0: files the index does not know are taken back (``adopted``), never
-    #: deleted (kept for callers that print it).
+    #: Always 0: files the index does not know are taken back (``adopted``), never deleted.
     untracked_removed: int = 0
-    #: Blobs and chunks found on disk that the index had lost, now indexed again.
+    #: Blobs found on disk that the index had lost, now indexed again.
     adopted: int = 0
     #: Blobs a corrupt or missing file belonged to (they are partial now: a fetch repairs them).
     affected: list[Cid] = field(default_factory=list)
@@ -154,6 +136,9 @@ def _lock_file(path: Path) -> tuple[int, bool]:
 
 #: Threads reading ahead for ``read_blob_stream``, each with up to two chunks queued.
 READ_AHEAD: Final = 4
+_INFO_COLUMNS: Final = (
+    "cid, size, chunk_count, content, name, mime, pinned, complete, added_at, last_access, origin"
+)
 
 
 class BlobStore:
@@ -168,24 +153,22 @@ class BlobStore:
         max_store_bytes: int | None = None,
         min_free_bytes: int = 0,
         clock: Callable[[], float] = time.time,
-        backend: ChunkBackend | None = None,
         readonly: bool = False,
         direct_io: bool = True,
     ) -> None:
-        """Open (creating) the store and take its writer lock.
+        """Open (creating, converting) the store and take its writer lock.
 
         ``readonly`` opens a store another process is writing, for reading
         only: no lock, no recovery, no writes of any kind (a corrupt file is
-        reported, and left for the writer to move aside). Chunk files never
-        change once written and the index is in WAL mode, so this is safe
-        alongside the writer. ``direct_io`` lets the default backend move whole
-        chunks past the page cache (``backend.py``).
+        reported, and left for the writer to deal with). Complete blob files
+        never change and the index is in WAL mode, so this is safe alongside
+        the writer.
         """
         if not 0 < gc_target < gc_threshold <= 1:
             raise ValueError("need 0 < gc_target < gc_threshold <= 1")
         self.data_dir = data_dir
         self.readonly = readonly
-        if readonly and not (data_dir / "index.sqlite3").exists():
+        if readonly and not (data_dir / INDEX_NAME).exists():
             raise BlobError("not_found", f"no store in {data_dir}")
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
@@ -200,127 +183,55 @@ class BlobStore:
         self.min_free_bytes = min_free_bytes
         #: Blobs being read or fetched right now: GC never takes them.
         self._in_use: Counter[Cid] = Counter()
+        #: Blobs a batch is placing and has not committed yet.
+        self._writing: Counter[Cid] = Counter()
         self._clock = clock
-        self.backend: ChunkBackend = backend or LocalBackend(
-            data_dir / "blobs", direct_io=direct_io
-        )
+        self.layout = Layout(data_dir, direct_io=direct_io)
         self._mutex = threading.RLock()
         #: Counts this process's committed index changes: a value read before a
         #: query still equal afterwards means the answer is still current.
         self.generation = 0
-        self._writing: Counter[str] = Counter()
         self._batch_ids = itertools.count()
         index = data_dir / INDEX_NAME
         wal_lost = crashed and index.exists() and not index.with_name(INDEX_NAME + "-wal").exists()
         self._db = self._open_index(index, deep=crashed)
+        self.pack = Pack(data_dir / PACK_NAME, readonly=readonly)
         if readonly:
             return
         self._recover()
         self._check_index(wal_lost)
+        convert_v1(self)
+
+    @property
+    def direct_io(self) -> bool:
+        return self.layout.direct_io
 
     def _open_index(self, path: Path, *, deep: bool) -> sqlite3.Connection:
         """Connect to the index (``index.open_index``); a damaged one is moved aside
         and a new one begun (``_check_index`` then rebuilds it from the files on disk)."""
-        opened = open_index(path, readonly=self.readonly, deep=deep)
+        opened = open_index(
+            path,
+            readonly=self.readonly,
+            deep=deep,
+            on_migrate=lambda v: self._notice(f"the index was version {v}: converting the store"),
+        )
         if isinstance(opened, sqlite3.Connection):
             return opened
         if self.readonly:
             raise BlobError("io_error", f"the index {path} is damaged ({opened})")
-        return self._fresh_index(path, opened)
-
-    def _fresh_index(self, path: Path, problem: str) -> sqlite3.Connection:
-        """Move a damaged index aside (kept for inspection) and begin an empty one."""
-        db, notice = fresh_index(path, problem)
+        db, notice = fresh_index(path, opened)
         self._notice(notice)
         return db
-
-    def _check_pages(self) -> None:
-        """``verify``'s check of the index itself: a damaged one is replaced and
-        rebuilt from disk, as at open."""
-        with self._mutex:
-            problem = quick_check(self._db)
-            if problem == "ok":
-                return
-            self._db.close()
-            self._db = self._fresh_index(self.data_dir / INDEX_NAME, problem)
-            self.generation += 1
-        self._check_index(wal_lost=False)
 
     def _notice(self, text: str) -> None:
         log.warning("store %s: %s", self.data_dir, text)
         self.notices.append(text)
 
-    def _check_index(self, wal_lost: bool) -> None:
-        """Rebuild what the index lost from the files on disk, which describe
-        themselves (manifests hash to their names, chunks to theirs): an index
-        deleted, emptied, damaged, or missing the commits of a WAL lost in a
-        crash. Nothing on disk is deleted because the index does not know it."""
-        with self._mutex:
-            empty = self._db.execute("SELECT 1 FROM blobs LIMIT 1").fetchone() is None
-        lost = empty and any(n.endswith(MANIFEST_SUFFIX) for n in self.backend.names())
-        if not (lost or wal_lost):
-            return
-        why = "knew no blobs" if lost else "may have lost its last commits (no WAL after a crash)"
-        blobs, chunks = self._adopt(self.backend.names(), hash_chunks=False)
-        if blobs or chunks or lost:
-            self._notice(
-                f"the index {why}: rebuilt it from disk ({blobs} blobs, {chunks} chunks "
-                "taken back; their blobs are pinned, as the index no longer says which were)"
-            )
-
-    def _adopt(self, names: Iterable[str], *, hash_chunks: bool) -> tuple[int, int]:
-        """Index the files among ``names`` that the index does not know: valid
-        manifests become blobs (pinned: whether the user pinned them is lost;
-        complete when every chunk is held at the length the manifest gives it),
-        chunks are indexed at their file's size (``hash_chunks`` checks them
-        first; reads re-hash anyway). A file that does not match its name is
-        moved aside. Returns (blobs, chunks) adopted."""
-        manifests: list[Manifest] = []
-        chunks: dict[Cid, int] = {}
-        for name in names:
-            hexpart = name.removesuffix(MANIFEST_SUFFIX)
-            cid = Cid("blake3:" + hexpart)
-            if len(hexpart) != 64 or self._writing[cid] or self._referenced(name):
-                continue
-            if name != hexpart:
-                manifest = self._adoptable_manifest(name, cid)
-                if manifest is not None:
-                    manifests.append(manifest)
-            else:
-                size = self._adoptable_chunk(name, cid, hash_chunks)
-                if size is not None:
-                    chunks[cid] = size
-        now = self._clock()
-        with self._tx() as db:
-            db.executemany("INSERT OR IGNORE INTO chunks (cid, size) VALUES (?, ?)", chunks.items())
-            for m in manifests:
-                index_manifest(db, m, True, len(m.encoded), now, proven=False)
-                db.execute(COMPLETE_IF_LENGTHS_HOLD, lengths_args(m))
-        return len(manifests), len(chunks)
-
-    def _adoptable_manifest(self, name: str, cid: Cid) -> Manifest | None:
-        try:
-            with self.backend.open_stream(name) as stream:
-                manifest = decode_manifest(stream.read(), cid)
-        except OSError:
-            return None
-        except BlobError:
-            self.backend.move_aside(name, "corrupt")
-            return None
-        return manifest
-
-    def _adoptable_chunk(self, name: str, cid: Cid, hash_it: bool) -> int | None:
-        try:
-            data = self.backend.load(name, MAX_CHUNK_BYTES + 1)
-        except OSError:
-            return None
-        if len(data) > MAX_CHUNK_BYTES or (hash_it and cid_of(data) != cid):
-            self.backend.move_aside(name, "corrupt")
-            return None
-        return len(data)
+    def now(self) -> float:
+        return self._clock()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[sqlite3.Connection]:
         """One SQLite transaction under the index lock (the connection is in autocommit)."""
         with self._mutex:
             self._db.execute("BEGIN IMMEDIATE")
@@ -332,9 +243,18 @@ class BlobStore:
             self._db.execute("COMMIT")
             self.generation += 1
 
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        """Rows of a read under the index lock; an index error is ``io_error``."""
+        with self._mutex:
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise BlobError("io_error", f"reading the index: {exc}") from None
+
     def close(self) -> None:
         with self._mutex:
             self._db.close()
+            self.pack.close()
         if self._lock_fd is not None:
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, CLOSED_MARK, 0)
@@ -346,73 +266,227 @@ class BlobStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- batches' view of the store (batch.py) ------------------------------------
+
+    def claim(self, cid: Cid) -> None:
+        with self._mutex:
+            self._writing[cid] += 1
+
+    def release(self, cid: Cid) -> None:
+        with self._mutex:
+            self._writing[cid] -= 1
+            if self._writing[cid] <= 0:
+                del self._writing[cid]
+
+    def writers(self, cid: Cid) -> int:
+        with self._mutex:
+            return self._writing[cid]
+
+    def open_partial(self, cid: Cid, size: int) -> BlobFile:
+        path = self.layout.partial(hex_of(cid))
+        try:
+            return BlobFile(path, write=True, direct=self.direct_io, size=size)
+        except OSError as exc:
+            raise io_error(f"opening {path}", exc) from None
+
+    def wanting(self, chunk: Cid) -> list[tuple[Cid, int, int]]:
+        """(blob, size, index) of every partial blob lacking ``chunk``."""
+        rows = self._query(
+            "SELECT bc.blob, b.size, bc.idx FROM blob_chunks bc JOIN blobs b ON b.cid = bc.blob "
+            "WHERE bc.chunk = ? AND b.complete = 0 AND NOT EXISTS "
+            "(SELECT 1 FROM have h WHERE h.blob = bc.blob AND h.idx = bc.idx)",
+            (chunk,),
+        )
+        return [(Cid(blob), size, index) for blob, size, index in rows]
+
+    def index_new(self, db: sqlite3.Connection, new: Iterable[tuple[Manifest, bool, str]]) -> None:
+        """Record complete blobs (inside a batch's transaction)."""
+        now = self._clock()
+        for manifest, pin, origin in new:
+            _index_blob(db, manifest, pin=pin, origin=origin, now=now, complete=True)
+            db.execute("DELETE FROM have WHERE blob = ?", (manifest.cid,))
+
+    def drop_replaced_partials(self, cids: Iterable[Cid]) -> None:
+        """Partial files of blobs that a whole copy just completed."""
+        for cid in cids:
+            hexpart = hex_of(cid)
+            for path in (self.layout.partial(hexpart), self.layout.partial(hexpart) + ".manifest"):
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+
     # -- recovery --------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Undo what crashed batches left: files their journals name that the index lacks."""
-        tmp = self.data_dir / "blobs" / LocalBackend.TMP_DIR
-        for journal in sorted(tmp.glob("*.journal")):
-            for name in journal.read_text(errors="replace").split():
-                if not self._referenced(name):
-                    self.backend.remove(name)
-        for leftover in tmp.iterdir():
+        """Undo what crashed batches left (their journals), clear temporary files,
+        and finish or roll back completions a crash interrupted."""
+        for journal in sorted(self.layout.tmp.glob("*.journal")):
+            for entry in journal.read_text(errors="replace").split():
+                self._undo(entry)
+        for leftover in self.layout.tmp.iterdir():
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)
+        rows = self._query("SELECT cid FROM blobs WHERE complete = 0 AND size > ?", (INLINE_MAX,))
+        for (cid,) in rows:
+            if not os.path.exists(self.layout.partial(hex_of(cid))):
+                self._partial_file_gone(Cid(cid))
 
-    def _referenced(self, name: str) -> bool:
-        if name.endswith(MANIFEST_SUFFIX):
-            hexpart, table = name[: -len(MANIFEST_SUFFIX)], "blobs"
-        else:
-            hexpart, table = name, "chunks"
-        with self._mutex:
-            row = self._db.execute(
-                f"SELECT 1 FROM {table} WHERE cid = ?", ("blake3:" + hexpart,)
-            ).fetchone()
-        return row is not None
+    def _undo(self, entry: str) -> None:
+        kind, _, hexpart = entry.partition(":")
+        cid = Cid("blake3:" + hexpart)
+        if kind == "c" and not self.has_blob(cid):
+            with suppress(FileNotFoundError):
+                os.unlink(self.layout.complete(hexpart))
+        elif kind == "s" and not self._query("SELECT 1 FROM blobs WHERE cid = ?", (cid,)):
+            self.pack.delete_many([cid])
+
+    def _partial_file_gone(self, cid: Cid) -> None:
+        """A partial blob without its file: a crash between the rename that completes
+        it and the index saying so (then its complete file is there: check it and
+        finish), or a file lost (then nothing of it is held)."""
+        if os.path.exists(self.layout.complete(hex_of(cid))):
+            manifest = self.read_manifest(cid)
+            if self._content_matches(manifest, self.layout.complete(hex_of(cid))):
+                with self.tx() as db:
+                    db.execute("UPDATE blobs SET complete = 1 WHERE cid = ?", (cid,))
+                    db.execute("DELETE FROM have WHERE blob = ?", (cid,))
+                return
+        with self.tx() as db:
+            db.execute("DELETE FROM have WHERE blob = ?", (cid,))
+
+    def _check_index(self, wal_lost: bool) -> None:
+        """Rebuild what the index lost from the files on disk, which describe
+        themselves (a blob file hashes to its manifest and so to its name): an
+        index deleted, emptied, damaged, or missing the commits of a WAL lost in
+        a crash. Nothing on disk is deleted because the index does not know it."""
+        empty = not self._query("SELECT 1 FROM blobs LIMIT 1")
+        if not (empty or wal_lost):
+            return
+        adopted = self._adopt()
+        if adopted:
+            why = (
+                "knew no blobs"
+                if empty
+                else "may have lost its last commits (no WAL after a crash)"
+            )
+            self._notice(
+                f"the index {why}: rebuilt it from disk ({adopted} blobs taken back; they are "
+                "pinned, as the index no longer says which were)"
+            )
+
+    def _adopt(self) -> int:
+        """Index the blobs on disk the index does not know: complete files and pack
+        rows whose bytes hash to the name they are kept under (pinned: whether the
+        user pinned them is lost), and partial files with their manifest (what
+        they hold is checked chunk by chunk). A file whose bytes do not match its
+        name is moved to ``corrupt/``. Returns how many blobs were taken back."""
+        known = {r[0] for r in self._query("SELECT cid FROM blobs")}
+        adopted = 0
+        for hexpart in self.layout.complete_names():
+            cid = Cid("blake3:" + hexpart)
+            if cid not in known and not self.writers(cid):
+                adopted += self._adopt_file(cid, self.layout.complete(hexpart))
+        for name in self.pack.cids():
+            if name not in known:
+                adopted += self._adopt_small(Cid(name))
+        for hexpart in self.layout.partial_names():
+            if "blake3:" + hexpart not in known:
+                adopted += self._adopt_partial(hexpart)
+        return adopted + adopt_v1(self, known)
+
+    def _adopt_file(self, cid: Cid, path: str) -> int:
+        try:
+            with open(path, "rb", buffering=0) as stream:
+                manifest = _manifest_of(stream)
+        except OSError:
+            return 0
+        if manifest.cid != cid:
+            with suppress(OSError):
+                os.replace(path, f"{self.layout.corrupt}/{hex_of(cid)}.mismatch")
+            return 0
+        with self.tx() as db:
+            _index_blob(db, manifest, pin=True, origin="added", now=self._clock(), complete=True)
+        return 1
+
+    def _adopt_small(self, cid: Cid) -> int:
+        data = self.pack.get(cid)
+        if data is None:
+            return 0
+        manifest = _manifest_of_bytes(data)
+        if manifest.cid != cid:
+            self.pack.delete_many([cid])  # kept under a name its bytes do not have
+            self.layout.keep_corrupt(f"{hex_of(cid)}.small", data)
+            return 0
+        with self.tx() as db:
+            _index_blob(db, manifest, pin=True, origin="added", now=self._clock(), complete=True)
+        return 1
+
+    def _adopt_partial(self, hexpart: str) -> int:
+        cid = Cid("blake3:" + hexpart)
+        try:
+            with open(self.layout.partial(hexpart) + ".manifest", "rb") as stream:
+                manifest = decode_manifest(stream.read(), cid)
+        except (OSError, BlobError):
+            return 0
+        with self.tx() as db:
+            _index_blob(
+                db, manifest, pin=False, origin="fetched", now=self._clock(), complete=False
+            )
+        held = []
+        with suppress(OSError), self.open_partial(manifest.cid, manifest.size) as blob_file:
+            for index, chunk in enumerate(manifest.chunks):
+                view = blob_file.read_at(index * manifest.chunk_size, manifest.chunk_length(index))
+                length = manifest.chunk_length(index)
+                if len(view) >= length and cid_of(view[:length]) == chunk:
+                    held.append((cid, index))
+        with self.tx() as db:
+            db.executemany("INSERT OR IGNORE INTO have (blob, idx) VALUES (?, ?)", held)
+        return 1
 
     # -- queries ---------------------------------------------------------------
 
     def has(self, cid: Cid) -> bool:
         """True when the chunk, or the complete blob, with this CID is stored."""
-        with self._mutex:
-            row = self._db.execute(
-                "SELECT 1 FROM chunks WHERE cid = ? UNION ALL "
-                "SELECT 1 FROM blobs WHERE cid = ? AND complete = 1 LIMIT 1",
-                (cid, cid),
-            ).fetchone()
-        return row is not None
+        return self.has_blob(cid) or bool(self.present_chunks([cid]))
 
     def has_chunk(self, cid: Cid) -> bool:
         return bool(self.present_chunks([cid]))
 
     def present_chunks(self, cids: Iterable[Cid]) -> set[Cid]:
-        """Which of ``cids`` the index holds, in one query."""
-        wanted = list(cids)
-        found: set[Cid] = set()
-        with self._mutex:
-            for start in range(0, len(wanted), 500):
-                part = wanted[start : start + 500]
-                marks = ",".join("?" * len(part))
-                rows = self._db.execute(f"SELECT cid FROM chunks WHERE cid IN ({marks})", part)
-                found.update(Cid(row[0]) for row in rows)
+        """Which of ``cids`` are held here (in any blob, or loose), in few queries."""
+        return set(self._chunk_places(cids))
+
+    def _chunk_places(self, cids: Iterable[Cid]) -> dict[Cid, tuple[str, int, int]]:
+        """For each held chunk: (blob, index, length), the blob ``""`` when loose."""
+        wanted = list(dict.fromkeys(cids))
+        found: dict[Cid, tuple[str, int, int]] = {}
+        for start in range(0, len(wanted), 400):
+            part = wanted[start : start + 400]
+            marks = ",".join("?" * len(part))
+            rows = self._query(
+                "SELECT bc.chunk, bc.blob, bc.idx, "
+                "MIN(b.chunk_size, b.size - bc.idx * b.chunk_size) "
+                f"FROM blob_chunks bc JOIN blobs b ON b.cid = bc.blob WHERE bc.chunk IN ({marks}) "
+                "AND (b.complete = 1 OR EXISTS "
+                "(SELECT 1 FROM have h WHERE h.blob = bc.blob AND h.idx = bc.idx))",
+                part,
+            )
+            for chunk, blob, index, length in rows:
+                found.setdefault(Cid(chunk), (blob, index, length))
+            loose = self._query(f"SELECT cid, LENGTH(data) FROM loose WHERE cid IN ({marks})", part)
+            for chunk, length in loose:
+                found.setdefault(Cid(chunk), ("", -1, length))
         return found
 
     def has_blob(self, cid: Cid) -> bool:
-        """True only when the manifest and every chunk are committed."""
-        with self._mutex:
-            row = self._db.execute("SELECT complete FROM blobs WHERE cid = ?", (cid,)).fetchone()
-        return row is not None and row[0] == 1
+        """True only when the blob is complete (its bytes checked against its content)."""
+        rows = self._query("SELECT complete FROM blobs WHERE cid = ?", (cid,))
+        return bool(rows) and rows[0][0] == 1
 
     def stat(self, cid: Cid) -> BlobInfo:
-        with self._mutex:
-            row = self._db.execute(
-                "SELECT cid, size, chunk_count, content, name, mime, pinned, complete, added_at, "
-                "last_access FROM blobs WHERE cid = ?",
-                (cid,),
-            ).fetchone()
-        if row is None:
+        rows = self._query(f"SELECT {_INFO_COLUMNS} FROM blobs WHERE cid = ?", (cid,))
+        if not rows:
             raise BlobError("not_found", cid)
-        return _blob_info(row)
+        return _blob_info(rows[0])
 
     def list_cids(
         self,
@@ -424,88 +498,171 @@ class BlobStore:
     ) -> list[BlobInfo]:
         """Blobs whose CID starts with ``prefix``, in CID order, after ``after`` (pagination)."""
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
-        lower = max(prefix, after)
-        sql = (
-            "SELECT cid, size, chunk_count, content, name, mime, pinned, complete, added_at, "
-            "last_access FROM blobs WHERE cid >= ? AND cid < ? AND cid != ?"
-        )
+        sql = f"SELECT {_INFO_COLUMNS} FROM blobs WHERE cid >= ? AND cid < ? AND cid != ?"
         if complete_only:
             sql += " AND complete = 1"
         sql += " ORDER BY cid LIMIT ?"
-        with self._mutex:
-            rows = self._db.execute(sql, (lower, upper, after, -1 if limit is None else limit))
-            return [_blob_info(r) for r in rows.fetchall()]
+        rows = self._query(sql, (max(prefix, after), upper, after, -1 if limit is None else limit))
+        return [_blob_info(r) for r in rows]
 
     def count(self) -> int:
         """Complete blobs held."""
-        with self._mutex:
-            return int(
-                self._db.execute("SELECT COUNT(*) FROM blobs WHERE complete = 1").fetchone()[0]
-            )
+        return int(self._query("SELECT COUNT(*) FROM blobs WHERE complete = 1")[0][0])
 
     def total_bytes(self) -> int:
-        """Bytes of chunks and manifests held (shared chunks counted once)."""
-        with self._mutex:
-            chunks = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM chunks").fetchone()[0]
-            manifests = self._db.execute(
-                "SELECT COALESCE(SUM(manifest_bytes), 0) FROM blobs"
-            ).fetchone()[0]
-        return int(chunks) + int(manifests)
+        """Bytes the store holds: blobs at their full size (a partial file is made
+        at its blob's size), and chunks uploaded ahead of their manifest."""
+        blobs = self._query("SELECT COALESCE(SUM(size), 0) FROM blobs")[0][0]
+        loose = self._query("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM loose")[0][0]
+        return int(blobs) + int(loose)
 
     def missing_chunks(self, cid: Cid) -> list[int]:
         """Indices of the blob's chunks not yet stored (its manifest must be known)."""
-        with self._mutex:
-            if self._db.execute("SELECT 1 FROM blobs WHERE cid = ?", (cid,)).fetchone() is None:
-                raise BlobError("not_found", cid)
-            rows = self._db.execute(
-                "SELECT bc.idx FROM blob_chunks bc LEFT JOIN chunks c ON c.cid = bc.chunk "
-                "WHERE bc.blob = ? AND c.cid IS NULL ORDER BY bc.idx",
-                (cid,),
-            ).fetchall()
-        return [r[0] for r in rows]
+        rows = self._query("SELECT chunk_count, complete FROM blobs WHERE cid = ?", (cid,))
+        if not rows:
+            raise BlobError("not_found", cid)
+        count, complete = rows[0]
+        if complete:
+            return []
+        have = {r[0] for r in self._query("SELECT idx FROM have WHERE blob = ?", (cid,))}
+        return [i for i in range(count) if i not in have]
+
+    def blob_path(self, cid: Cid) -> str | None:
+        """The file holding a complete blob's bytes (None for one kept in the pack)."""
+        info = self.stat(cid)
+        if not info.complete:
+            raise BlobError("not_found", cid)
+        return None if info.size <= INLINE_MAX else self.layout.complete(hex_of(cid))
 
     # -- reads -----------------------------------------------------------------
 
     def read_manifest(self, cid: Cid) -> Manifest:
-        """The blob's manifest, verified against its CID (complete or partial blob)."""
-        info = self.stat(cid)
-        name = hex_of(cid) + MANIFEST_SUFFIX
-        try:
-            with self.backend.open_stream(name) as stream:
-                data = stream.read()
-        except FileNotFoundError:
-            data = b""
-        except OSError as exc:
-            raise BlobError("io_error", f"{name}: {exc.strerror}") from None
-        try:
-            manifest = decode_manifest(data, cid)
-        except BlobError:
-            manifest = self._restore_manifest(cid, name, bool(data))
-        self._touch(cid)
-        return Manifest(
-            manifest.size,
-            manifest.chunk_size,
-            manifest.chunks,
-            manifest.content,
-            info.name,
-            info.mime,
+        """The blob's manifest, rebuilt from the index and checked against its CID
+        (complete or partial blob)."""
+        rows = self._query(
+            "SELECT size, chunk_size, content, name, mime FROM blobs WHERE cid = ?", (cid,)
         )
+        if not rows:
+            raise BlobError("not_found", cid)
+        size, chunk_size, content, name, mime = rows[0]
+        chunks = self._query("SELECT chunk FROM blob_chunks WHERE blob = ? ORDER BY idx", (cid,))
+        manifest = Manifest(size, chunk_size, tuple(r[0] for r in chunks), content, name, mime)
+        if manifest.cid != cid:
+            raise BlobError("io_error", f"{cid}: the index entry does not match its CID")
+        self._touch(cid)
+        return manifest
 
     def read_chunk(self, cid: Cid) -> bytes:
-        """The chunk's bytes, re-hashed; a corrupt file is moved aside and not served."""
-        with self._mutex:
-            row = self._db.execute("SELECT size FROM chunks WHERE cid = ?", (cid,)).fetchone()
-        if row is None:
+        """The chunk's bytes, from whichever blob holds it, re-hashed."""
+        place = self._chunk_places([cid]).get(cid)
+        if place is None:
             raise BlobError("not_found", cid)
-        return bytes(self._read_verified(cid, row[0]))
+        blob, index, _length = place
+        if not blob:
+            rows = self._query("SELECT data FROM loose WHERE cid = ?", (cid,))
+            if not rows or cid_of(rows[0][0]) != cid:
+                raise BlobError("not_found", cid)
+            return bytes(rows[0][0])
+        return self.read_chunks(self.read_manifest(Cid(blob)), [index])[0]
 
     def read_chunks(self, manifest: Manifest, indices: list[int]) -> list[bytes]:
-        """Chunks of a blob by index, each re-hashed; sizes come from the manifest,
-        so a run of chunks costs no index lookups."""
-        return [
-            bytes(self._read_verified(manifest.chunks[i], manifest.chunk_length(i)))
-            for i in indices
-        ]
+        """Chunks of a blob by index, each re-hashed. A chunk not held is
+        ``not_found``; one found corrupt is kept aside and ``hash_mismatch``."""
+        return [bytes(view) for view in self._read(manifest, indices)]
+
+    def _read(self, manifest: Manifest, indices: list[int]) -> Iterator[memoryview]:
+        cid = manifest.cid
+        rows = self._query("SELECT complete FROM blobs WHERE cid = ?", (cid,))
+        if not rows:
+            raise BlobError("not_found", cid)
+        complete = rows[0][0] == 1
+        if not complete:
+            have = {r[0] for r in self._query("SELECT idx FROM have WHERE blob = ?", (cid,))}
+            if not have.issuperset(indices):
+                raise BlobError(
+                    "not_found", f"{cid}: chunks {sorted(set(indices) - have)} not held"
+                )
+        if manifest.size <= INLINE_MAX:
+            data = self.pack.get(cid)
+            for index in indices:
+                yield self._checked(manifest, index, memoryview(data or b""), complete)
+            return
+        hexpart = hex_of(cid)
+        path = self.layout.complete(hexpart) if complete else self.layout.partial(hexpart)
+        try:
+            blob_file = BlobFile(path, write=False, direct=self.direct_io)
+        except FileNotFoundError:
+            yield from self._reread(manifest, indices, complete)
+            return
+        except OSError as exc:
+            raise io_error(f"opening {path}", exc) from None
+        with blob_file:
+            for index in indices:
+                try:
+                    view = blob_file.read_at(
+                        index * manifest.chunk_size, manifest.chunk_length(index)
+                    )
+                except OSError as exc:
+                    raise io_error(f"reading {path}", exc) from None
+                yield self._checked(manifest, index, view, complete)
+
+    def _reread(
+        self, manifest: Manifest, indices: list[int], was_complete: bool
+    ) -> Iterator[memoryview]:
+        """The blob's file was not where its state said: it moved (completed, or
+        found corrupt) between the query and the open; once more, else it is gone."""
+        rows = self._query("SELECT complete FROM blobs WHERE cid = ?", (manifest.cid,))
+        if rows and (rows[0][0] == 1) != was_complete:
+            yield from self._read(manifest, indices)
+            return
+        if rows and not self.readonly:
+            self._lost(manifest, was_complete)
+        raise BlobError("not_found", f"{manifest.cid}: its file is missing")
+
+    def _lost(self, manifest: Manifest, was_complete: bool) -> None:
+        """A blob's file vanished: it holds nothing now (a fetch brings it back)."""
+        with self.tx() as db:
+            db.execute("UPDATE blobs SET complete = 0 WHERE cid = ?", (manifest.cid,))
+            db.execute("DELETE FROM have WHERE blob = ?", (manifest.cid,))
+        self._notice(f"{manifest.cid}: its file is missing; it is partial now")
+
+    def _checked(self, m: Manifest, index: int, view: memoryview, complete: bool) -> memoryview:
+        """The chunk read, if its bytes are the manifest's (the last one must also end
+        the file: a longer file is not the blob)."""
+        length = m.chunk_length(index)
+        chunk = view[:length]
+        last = index == len(m.chunks) - 1
+        whole = len(view) == length or (len(view) > length and not last)
+        if whole and cid_of(chunk) == m.chunks[index]:
+            return chunk
+        where = self._found_corrupt(m, index, chunk, complete)
+        raise BlobError("hash_mismatch", f"{m.cid}: chunk {index} corrupt on disk, kept at {where}")
+
+    def _found_corrupt(self, m: Manifest, index: int, data: Buffer, complete: bool) -> str:
+        """Keep corrupt bytes aside; the blob becomes partial without that chunk."""
+        where = self.layout.keep_corrupt(f"{hex_of(m.cid)}.{index}", data)
+        if self.readonly:
+            return where
+        with self._mutex:
+            hexpart = hex_of(m.cid)
+            still = self._query("SELECT complete FROM blobs WHERE cid = ?", (m.cid,))
+            if complete and still and still[0][0] == 1:
+                if m.size > INLINE_MAX:
+                    self._write_sidecar(m)
+                    os.replace(self.layout.complete(hexpart), self.layout.partial(hexpart))
+                with self.tx() as db:
+                    db.execute("UPDATE blobs SET complete = 0 WHERE cid = ?", (m.cid,))
+                    db.executemany(
+                        "INSERT OR IGNORE INTO have (blob, idx) VALUES (?, ?)",
+                        ((m.cid, i) for i in range(len(m.chunks)) if i != index),
+                    )
+            else:
+                with self.tx() as db:
+                    db.execute("DELETE FROM have WHERE blob = ? AND idx = ?", (m.cid, index))
+        self._notice(
+            f"{m.cid}: chunk {index} was corrupt on disk (kept at {where}); blob is partial"
+        )
+        return where
 
     def read_blob_stream(
         self, cid: Cid, start: int = 0, end: int | None = None
@@ -514,8 +671,7 @@ class BlobStore:
 
         The whole blob must be complete; a range needs only the chunks covering
         it (a range fetch leaves the rest missing). ``READ_AHEAD`` threads read
-        and hash the next chunks while the caller writes this one out: a direct
-        read waits on the disk, and several waits overlap.
+        and hash the next chunks while the caller writes this one out.
         """
         whole = start == 0 and end is None
         if whole and not self.has_blob(cid):
@@ -546,84 +702,10 @@ class BlobStore:
                 base = index * m.chunk_size
                 yield memoryview(data)[max(start - base, 0) : min(end - base, len(data))]
 
-    def _read_verified(self, cid: Cid, size: int) -> memoryview:
-        """The chunk's ``size`` bytes, re-hashed, as a view valid until this thread's
-        next read."""
-        name = hex_of(cid)
-        try:
-            data = self.backend.load(name, size + 1)  # one byte more shows a long file
-        except FileNotFoundError:
-            if self.has_chunk(cid):
-                self._drop_chunk(cid, name, "missing")
-            raise BlobError("not_found", f"{cid}: chunk file missing") from None
-        except OSError as exc:
-            raise BlobError("io_error", f"{cid}: {exc.strerror}") from None
-        if len(data) != size or cid_of(data) != cid:
-            held = self._chunk_size(cid)
-            if held is None:  # removed while being read: its file is reused
-                raise BlobError("not_found", f"{cid}: removed")
-            if held != size and self._matches_own_cid(cid, name, held):
-                # The caller's length came from a manifest that lies about this
-                # chunk: the manifest is false, the chunk is good (issue 13 item 1).
-                raise BlobError(
-                    "manifest_invalid", f"{cid}: holds {held} bytes, the manifest says {size}"
-                )
-            where = self._drop_chunk(cid, name, "corrupt")
-            raise BlobError("hash_mismatch", f"{cid}: corrupt on disk, moved to {where}")
-        return data
-
-    def _chunk_size(self, cid: Cid) -> int | None:
-        with self._mutex:
-            row = self._db.execute("SELECT size FROM chunks WHERE cid = ?", (cid,)).fetchone()
-        return None if row is None else int(row[0])
-
-    def _matches_own_cid(self, cid: Cid, name: str, size: int) -> bool:
-        try:
-            data = self.backend.load(name, size + 1)
-        except OSError:
-            return False
-        return len(data) == size and cid_of(data) == cid
-
-    def _drop_chunk(self, cid: Cid, name: str, reason: str) -> str:
-        if self.readonly:
-            return "(left in place: store opened read-only)"
-        where = self.backend.move_aside(name, reason) if reason == "corrupt" else ""
-        with self._tx() as db:
-            db.execute("DELETE FROM chunks WHERE cid = ?", (cid,))
-            db.execute(
-                "UPDATE blobs SET complete = 0 WHERE cid IN "
-                "(SELECT blob FROM blob_chunks WHERE chunk = ?)",
-                (cid,),
-            )
-        return where
-
-    def _restore_manifest(self, cid: Cid, name: str, was_present: bool) -> Manifest:
-        """Rebuild a lost or corrupt manifest file from the index, if it still hashes right."""
-        with self._mutex:
-            size, chunk_size, content = self._db.execute(
-                "SELECT size, chunk_size, content FROM blobs WHERE cid = ?", (cid,)
-            ).fetchone()
-            chunks = tuple(
-                r[0]
-                for r in self._db.execute(
-                    "SELECT chunk FROM blob_chunks WHERE blob = ? ORDER BY idx", (cid,)
-                )
-            )
-        manifest = Manifest(size, chunk_size, chunks, content)
-        if manifest.cid != cid:
-            raise BlobError("manifest_invalid", f"{cid}: index entry does not match its CID")
-        if self.readonly:
-            return manifest
-        if was_present:
-            self.backend.move_aside(name, "corrupt")
-        self.backend.add(name, manifest.encode(), f"restore-{os.getpid()}")
-        self.backend.flush()
-        return manifest
-
     def _touch(self, cid: Cid) -> None:
         if self.readonly:
             return
-        with self._mutex:
+        with suppress(sqlite3.Error), self._mutex:  # an access time is not worth failing a read
             self._db.execute("UPDATE blobs SET last_access = ? WHERE cid = ?", (self._clock(), cid))
 
     # -- writes ----------------------------------------------------------------
@@ -635,27 +717,27 @@ class BlobStore:
         return WriteBatch(self, f"b{os.getpid()}-{next(self._batch_ids)}")
 
     def write_chunk(self, cid: Cid, data: Buffer) -> None:
-        """Verify and store one chunk; a no-op when already present."""
+        """Verify and keep one chunk ahead of its manifest; a no-op when already held."""
         with self.batch() as batch:
             batch.write_chunk(cid, data)
 
     def write_blob(self, manifest: Manifest, chunks: Iterable[Buffer], *, pin: bool = False) -> Cid:
         """Store a blob from its manifest and chunks in order (each verified)."""
         check_manifest(manifest)
-        content = blake3.blake3()
-        with self.batch() as batch:
-            count = 0
-            for index, data in enumerate(chunks):
-                if index >= len(manifest.chunks):
+        expected = iter(range(len(manifest.chunks)))
+
+        def checked() -> Iterator[Buffer]:
+            for data in chunks:
+                index = next(expected, None)
+                if index is None:
                     raise BlobError("manifest_invalid", "more chunks than the manifest lists")
-                batch.write_verified_chunk(check_chunk(manifest, index, data), data)
-                content.update(data)
-                count += 1
-            if count != len(manifest.chunks):
-                raise BlobError("manifest_invalid", "fewer chunks than the manifest lists")
-            if cid_from_digest(content.digest()) != manifest.content:
-                raise BlobError("manifest_invalid", "content is not the BLAKE3 of the chunks")
-            batch.write_manifest(manifest, pin=pin, proven=True)
+                check_chunk(manifest, index, data)
+                yield data
+
+        with self.batch() as batch:
+            built = self._add_chunks(checked(), batch, manifest.name, manifest.mime, pin, "added")
+            if built.cid != manifest.cid:
+                raise BlobError("manifest_invalid", "the chunks do not make the manifest's blob")
         return manifest.cid
 
     def add_stream(
@@ -667,6 +749,7 @@ class BlobStore:
         pin: bool = False,
         progress: Callable[[int], None] | None = None,
         batch: WriteBatch | None = None,
+        origin: str = "added",
     ) -> Manifest:
         """Chunk, hash and store a stream in one pass; memory stays at one chunk.
 
@@ -676,15 +759,64 @@ class BlobStore:
         if batch is None:
             with self.batch() as own:
                 return self.add_stream(
-                    stream, name=name, mime=mime, pin=pin, progress=progress, batch=own
+                    stream,
+                    name=name,
+                    mime=mime,
+                    pin=pin,
+                    progress=progress,
+                    batch=own,
+                    origin=origin,
                 )
+
+        def counted() -> Iterator[memoryview]:
+            for view in iter_chunks(stream):
+                yield view
+                if progress is not None:
+                    progress(len(view))
+
+        return self._add_chunks(counted(), batch, name, mime, pin, origin)
+
+    def _add_chunks(
+        self,
+        chunks: Iterable[Buffer],
+        batch: WriteBatch,
+        name: str | None,
+        mime: str | None,
+        pin: bool,
+        origin: str,
+    ) -> Manifest:
+        """Hash chunks into a manifest and write them into a new file (or keep a
+        small blob's bytes for the pack); the batch makes the blob visible."""
         builder = ManifestBuilder()
-        for view in iter_chunks(stream):
-            batch.write_verified_chunk(builder.add(view), view)
-            if progress is not None:
-                progress(len(view))
+        it = iter(chunks)
+        first = next(it, None)
+        if first is None or (len(first) <= INLINE_MAX and len(first) < CHUNK_SIZE):
+            data = bytes(first or b"")
+            if data:
+                builder.add(data)
+            manifest = builder.finish(name, mime)
+            batch.add_small(manifest, data, pin=pin, origin=origin)
+            return manifest
+        tmp = batch.temp_path()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                writer = SequentialWriter(fd, direct=self.direct_io)
+                for view in itertools.chain([first], it):
+                    builder.add(view)
+                    writer.write(view)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise io_error("writing a new blob", exc) from None
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
         manifest = builder.finish(name, mime)
-        batch.write_manifest(manifest, pin=pin, proven=True)
+        batch.place(tmp, manifest, pin=pin, origin=origin)
         return manifest
 
     def add_bytes(self, data: bytes, *, name: str | None = None, pin: bool = False) -> Manifest:
@@ -692,38 +824,48 @@ class BlobStore:
 
         return self.add_stream(io.BytesIO(data), name=name, pin=pin)
 
-    def begin_blob(self, manifest: Manifest) -> None:
+    def begin_blob(self, manifest: Manifest, *, origin: str = "fetched") -> None:
         """Record a manifest whose chunks will arrive later (a fetch, a put); resumable.
 
-        Refused (``manifest_invalid``, nothing recorded) when the manifest breaks
-        DESIGN.md section 5 in a way visible now: a wrong chunk size or count, or
-        a chunk held here whose length is not the one the manifest gives it.
+        Chunks the store already holds are copied into the new blob at once (a
+        chunk is never sent twice). Refused (``manifest_invalid``, nothing
+        recorded) when the manifest breaks DESIGN.md section 5 in a way visible
+        now: a wrong chunk size or count, or a chunk held here whose length is
+        not the one the manifest gives it.
         """
         check_manifest(manifest)
-        held = self._held_sizes(manifest.chunks)
-        for index, chunk in enumerate(manifest.chunks):
-            size = held.get(chunk)
-            if size is not None and size != manifest.chunk_length(index):
+        if self._query("SELECT 1 FROM blobs WHERE cid = ?", (manifest.cid,)):
+            return
+        places = self._chunk_places(manifest.chunks)
+        held = [i for i, chunk in enumerate(manifest.chunks) if chunk in places]
+        for index in held:
+            length = places[manifest.chunks[index]][2]
+            if length != manifest.chunk_length(index):
                 raise BlobError(
                     "manifest_invalid",
-                    f"chunk {index} holds {size} bytes, the manifest gives it "
+                    f"chunk {index} holds {length} bytes, the manifest gives it "
                     f"{manifest.chunk_length(index)}",
                 )
-        with self.batch() as batch:
-            batch.write_manifest(manifest, pin=False)
+        if manifest.size > INLINE_MAX:
+            self._write_sidecar(manifest)
+            self.open_partial(manifest.cid, manifest.size).close()
+        with self.tx() as db:
+            _index_blob(db, manifest, pin=False, origin=origin, now=self._clock(), complete=False)
+        for start in range(0, len(held), 16):  # copied locally, a group at a time
+            group = []
+            for index in held[start : start + 16]:
+                with suppress(BlobError):  # gone or corrupt since: it will be fetched
+                    group.append((index, self.read_chunk(manifest.chunks[index])))
+            with self.batch() as batch:
+                batch.write_chunks(manifest, group)
 
-    def _held_sizes(self, cids: Iterable[Cid]) -> dict[Cid, int]:
-        wanted = list(dict.fromkeys(cids))
-        found: dict[Cid, int] = {}
-        with self._mutex:
-            for start in range(0, len(wanted), 500):
-                part = wanted[start : start + 500]
-                marks = ",".join("?" * len(part))
-                rows = self._db.execute(
-                    f"SELECT cid, size FROM chunks WHERE cid IN ({marks})", part
-                )
-                found.update((Cid(c), int(n)) for c, n in rows)
-        return found
+    def _write_sidecar(self, manifest: Manifest) -> None:
+        path = self.layout.partial(hex_of(manifest.cid)) + ".manifest"
+        try:
+            with open(path, "wb") as out:
+                out.write(manifest.encode())
+        except OSError as exc:
+            raise io_error(f"writing {path}", exc) from None
 
     def complete_blob(self, cid: Cid) -> bool:
         """Make a blob complete if every chunk is stored and its manifest holds;
@@ -732,43 +874,65 @@ class BlobStore:
         Before the blob becomes visible, its ``content`` is checked against the
         BLAKE3 of the whole bytes (DESIGN.md section 5): the blob CID proves only
         the manifest's bytes, not that they describe these chunks. A manifest that
-        fails is ``manifest_invalid`` and nothing of it is kept (its chunks stay
-        only where another blob uses them).
+        fails is ``manifest_invalid`` and nothing of it is kept.
         """
         if self.has_blob(cid):
             return True
         if self.missing_chunks(cid):
             return False
         manifest = self.read_manifest(cid)
-        try:
-            check_manifest(manifest)
-            self._check_content(manifest)
-        except BlobError as exc:
-            if exc.code != "manifest_invalid":
-                raise
+        hexpart = hex_of(cid)
+        small = manifest.size <= INLINE_MAX
+        path = "" if small else self.layout.partial(hexpart)
+        if not self._content_matches(manifest, path):
             self._delete_blobs([cid])
-            raise
-        with self._tx() as db:
+            raise BlobError("manifest_invalid", f"{cid}: content is not the BLAKE3 of its bytes")
+        if not small:
+            final = self.layout.complete(hexpart)
+            try:
+                with open(path, "rb") as blob_file:
+                    os.fsync(blob_file.fileno())
+                shard = self.layout.shard_for(hexpart)
+                os.replace(path, final)
+                fsync_path(shard, directory=True)
+            except OSError as exc:
+                raise io_error(f"completing {cid}", exc) from None
+        with self.tx() as db:
             db.execute("UPDATE blobs SET complete = 1 WHERE cid = ?", (cid,))
+            db.execute("DELETE FROM have WHERE blob = ?", (cid,))
+        if not small:
+            with suppress(FileNotFoundError):
+                os.unlink(path + ".manifest")
         return True
 
-    def _check_content(self, manifest: Manifest) -> None:
-        """Hash the blob's bytes as stored (each chunk verified, lengths from the
-        manifest) and compare with its ``content``."""
-        content = blake3.blake3()
-        for view in self._stream(manifest, 0, manifest.size):
-            content.update(view)
-        if cid_from_digest(content.digest()) != manifest.content:
-            raise BlobError(
-                "manifest_invalid", f"{manifest.cid}: content is not the BLAKE3 of its bytes"
-            )
+    def _content_matches(self, manifest: Manifest, path: str) -> bool:
+        """Whether the blob's bytes (its file, or its pack row) hash to ``content``."""
+        if manifest.size <= INLINE_MAX:
+            data = self.pack.get(manifest.cid) or b""
+            return len(data) == manifest.size and cid_of(data) == manifest.content
+        try:
+            if os.path.getsize(path) != manifest.size:
+                return False
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            hasher.update_mmap(path)
+        except OSError as exc:
+            raise io_error(f"reading {path}", exc) from None
+        return cid_from_digest(hasher.digest()) == manifest.content
 
     def discard_partial(self, cid: Cid) -> None:
         """Forget a blob that is not complete (a put whose manifest proved false)."""
-        with self._mutex:
-            row = self._db.execute("SELECT complete FROM blobs WHERE cid = ?", (cid,)).fetchone()
-        if row is not None and row[0] == 0:
+        rows = self._query("SELECT complete FROM blobs WHERE cid = ?", (cid,))
+        if rows and rows[0][0] == 0:
             self._delete_blobs([cid])
+
+    def keep(self, cid: Cid, *, name: str | None = None) -> None:
+        """Pin a blob and, when given, name it (a download that found it held)."""
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE blobs SET pinned = 1, name = COALESCE(?, name) WHERE cid = ?", (name, cid)
+            )
+        if cur.rowcount == 0:
+            raise BlobError("not_found", cid)
 
     # -- pins, removal, GC -----------------------------------------------------
 
@@ -778,17 +942,14 @@ class BlobStore:
     def unpin(self, cid: Cid) -> None:
         self._set_pin(cid, False)
 
-    def is_pinned(self, cid: Cid) -> bool:
-        return self.stat(cid).pinned
-
     def _set_pin(self, cid: Cid, pinned: bool) -> None:
-        with self._mutex:
-            cur = self._db.execute("UPDATE blobs SET pinned = ? WHERE cid = ?", (int(pinned), cid))
+        with self.tx() as db:
+            cur = db.execute("UPDATE blobs SET pinned = ? WHERE cid = ?", (int(pinned), cid))
         if cur.rowcount == 0:
             raise BlobError("not_found", cid)
 
     def remove(self, cid: Cid, *, force: bool = False) -> int:
-        """Remove a blob now; chunks go when no other blob uses them. Returns bytes freed."""
+        """Remove a blob now. Returns bytes freed."""
         info = self.stat(cid)
         if info.pinned and not force:
             raise PinnedError(f"{cid} is pinned; unpin it first")
@@ -812,13 +973,15 @@ class BlobStore:
     def gc(self, *, everything: bool = False) -> GcReport:
         """Evict least-recently-used unpinned blobs, never one in use, until
         ``bytes_to_free`` is met; with ``everything`` every unpinned blob not in
-        use goes. Chunks no blob references (leftovers of abandoned writes)
-        always go. The report names every blob evicted (each an event)."""
-        freed = self._delete_orphan_chunks()
+        use goes. Chunks uploaded ahead of a manifest that never came go after
+        ``LOOSE_TTL_S`` (all of them with ``everything``). The report names
+        every blob evicted (each an event)."""
+        freed = self._drop_loose(everything)
         to_free = float("inf") if everything else self.bytes_to_free()
         removed: list[Cid] = []
         while to_free > 0:
-            victims = self._pick_victims(to_free, everything)
+            with self._mutex:
+                victims = pick_victims(self._db, list(self._in_use), to_free, everything)
             if not victims:
                 break
             gained = self._delete_blobs(victims)
@@ -827,105 +990,102 @@ class BlobStore:
             to_free -= gained
         return GcReport(tuple(removed), freed)
 
-    def _pick_victims(self, to_free: float, everything: bool) -> list[Cid]:
-        """The next blobs to evict (``gc.pick_victims``), never one in use."""
-        with self._mutex:
-            return pick_victims(self._db, list(self._in_use), to_free, everything)
-
-    def _delete_orphan_chunks(self) -> int:
-        with self._mutex:
-            rows = self._db.execute(
-                "SELECT cid, size FROM chunks c WHERE NOT EXISTS "
-                "(SELECT 1 FROM blob_chunks bc WHERE bc.chunk = c.cid)"
-            ).fetchall()
-            rows = [(cid, size) for cid, size in rows if self._writing[cid] == 0]
-        if rows:
-            self._delete_files([hex_of(cid) for cid, _ in rows], chunks=[c for c, _ in rows])
-        return sum(size for _, size in rows)
+    def _drop_loose(self, everything: bool) -> int:
+        cutoff = float("inf") if everything else self._clock() - LOOSE_TTL_S
+        with self.tx() as db:
+            size = db.execute(
+                "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM loose WHERE added_at < ?", (cutoff,)
+            ).fetchone()[0]
+            db.execute("DELETE FROM loose WHERE added_at < ?", (cutoff,))
+        return int(size)
 
     def _delete_blobs(self, cids: list[Cid]) -> int:
-        """Drop blobs from the index, then their files and the chunks only they used."""
-        with self._mutex:
-            db = self._db
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (cid TEXT PRIMARY KEY)")
-            db.execute("DELETE FROM doomed")
-            db.executemany("INSERT OR IGNORE INTO doomed (cid) VALUES (?)", ((c,) for c in cids))
-            manifests = db.execute(
-                "SELECT cid, manifest_bytes FROM blobs WHERE cid IN (SELECT cid FROM doomed)"
-            ).fetchall()
-            chunks = db.execute(
-                "SELECT DISTINCT bc.chunk, c.size FROM blob_chunks bc JOIN chunks c "
-                "ON c.cid = bc.chunk WHERE bc.blob IN (SELECT cid FROM doomed) AND NOT EXISTS "
-                "(SELECT 1 FROM blob_chunks o WHERE o.chunk = bc.chunk "
-                "AND o.blob NOT IN (SELECT cid FROM doomed))"
-            ).fetchall()
-            dead = [(c, size) for c, size in chunks if self._writing[c] == 0]
-            names = [hex_of(c) + MANIFEST_SUFFIX for c, _ in manifests]
-            names += [hex_of(c) for c, _ in dead]
-            self._delete_files(names, chunks=[c for c, _ in dead], blobs=[c for c, _ in manifests])
-        return int(sum(b for _, b in manifests) + sum(size for _, size in dead))
-
-    def _delete_files(
-        self, names: list[str], *, chunks: list[Cid], blobs: list[Cid] | None = None
-    ) -> None:
-        journal = Journal(self.data_dir, f"d{os.getpid()}-{next(self._batch_ids)}")
-        journal.note_all(names)
-        with self._tx() as db:
-            db.executemany("DELETE FROM blob_chunks WHERE blob = ?", [(c,) for c in blobs or ()])
-            db.executemany("DELETE FROM blobs WHERE cid = ?", [(c,) for c in blobs or ()])
-            db.executemany("DELETE FROM chunks WHERE cid = ?", [(c,) for c in chunks])
-        for name in names:
-            self.backend.remove(name)
+        """Drop blobs from the index, then their files (journalled: a crash in
+        between leaves files the next open removes, never rows without files)."""
+        rows: list[Any] = []
+        for start in range(0, len(cids), 400):
+            part = cids[start : start + 400]
+            marks = ",".join("?" * len(part))
+            rows += self._query(
+                f"SELECT cid, size, complete FROM blobs WHERE cid IN ({marks})", part
+            )
+        journal = Journal(self.layout.tmp, f"d{os.getpid()}-{next(self._batch_ids)}")
+        journal.note_all(f"{'c' if done else 'p'}:{hex_of(cid)}" for cid, size, done in rows)
+        journal.note_all(f"s:{hex_of(cid)}" for cid, size, _ in rows if size <= INLINE_MAX)
+        with self.tx() as db:
+            for table, column in (("have", "blob"), ("blob_chunks", "blob"), ("blobs", "cid")):
+                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", ((r[0],) for r in rows))
+        small = [cid for cid, size, _ in rows if size <= INLINE_MAX]
+        if small:
+            self.pack.delete_many(small)
+        for cid, size, done in rows:
+            if size > INLINE_MAX:
+                self._unlink_blob_files(Cid(cid), bool(done))
         journal.discard()
+        return int(sum(size for _, size, _ in rows))
+
+    def _unlink_blob_files(self, cid: Cid, complete: bool) -> None:
+        hexpart = hex_of(cid)
+        paths = [self.layout.partial(hexpart), self.layout.partial(hexpart) + ".manifest"]
+        if complete and not self.writers(cid):
+            paths.append(self.layout.complete(hexpart))
+        for path in paths:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
 
     # -- verify ----------------------------------------------------------------
 
     def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Re-hash every file; move corrupt ones aside and name the blobs they
-        belonged to; take back files the index does not know (never delete them)."""
+        """Re-hash every chunk held; keep corrupt bytes aside and name the blobs
+        they belonged to (partial now); take back files the index does not know
+        (never delete them)."""
         report = VerifyReport()
         self._check_pages()
-        blobs, chunks = self._adopt(self.backend.names(), hash_chunks=True)
-        report.adopted = blobs + chunks
-        with self._mutex:
-            chunk_rows = self._db.execute("SELECT cid, size FROM chunks").fetchall()
-            blob_cids = [r[0] for r in self._db.execute("SELECT cid FROM blobs")]
-        for cid, size in chunk_rows:
-            report.chunks_checked += 1
-            try:
-                self._read_verified(cid, size)
-            except BlobError as exc:
-                (report.missing if exc.code == "not_found" else report.corrupt).append(
-                    f"chunk {cid}: {exc.detail}"
-                )
-                report.affected += self._blobs_using(cid)
-            if progress is not None:
-                progress(size)
-        for cid in blob_cids:
+        report.adopted = self._adopt()
+        for (cid,) in self._query("SELECT cid FROM blobs"):
             report.manifests_checked += 1
-            self._verify_manifest(cid, report)
+            try:
+                manifest = self.read_manifest(Cid(cid))
+            except BlobError as exc:
+                report.corrupt.append(f"blob {cid}: {exc.detail}")
+                report.affected.append(Cid(cid))
+                continue
+            held = [
+                i
+                for i in range(len(manifest.chunks))
+                if i not in set(self.missing_chunks(Cid(cid)))
+            ]
+            self._verify_chunks(manifest, held, report)
+            if progress is not None:
+                progress(sum(manifest.chunk_length(i) for i in held))
         report.affected = sorted(set(report.affected))
         return report
 
-    def _blobs_using(self, chunk: Cid) -> list[Cid]:
-        with self._mutex:
-            rows = self._db.execute("SELECT blob FROM blob_chunks WHERE chunk = ?", (chunk,))
-            return [Cid(r[0]) for r in rows]
+    def _verify_chunks(self, manifest: Manifest, held: list[int], report: VerifyReport) -> None:
+        for index in held:
+            report.chunks_checked += 1
+            try:
+                for _ in self._read(manifest, [index]):
+                    pass
+            except BlobError as exc:
+                bucket = report.missing if exc.code == "not_found" else report.corrupt
+                bucket.append(f"chunk {index} of {manifest.cid}: {exc.detail}")
+                report.affected.append(manifest.cid)
+                if exc.code == "not_found":
+                    return  # the whole file is gone: one line for it
 
-    def _verify_manifest(self, cid: Cid, report: VerifyReport) -> None:
-        name = hex_of(cid) + MANIFEST_SUFFIX
-        try:
-            with self.backend.open_stream(name) as stream:
-                data = stream.read()
-        except FileNotFoundError:
-            data = b""
-        if data and cid_of(data) == cid:
-            return
-        try:
-            self._restore_manifest(cid, name, bool(data))
-            report.manifests_restored += 1
-        except BlobError as exc:
-            report.corrupt.append(f"manifest {cid}: {exc.detail}")
+    def _check_pages(self) -> None:
+        """``verify``'s check of the index itself: a damaged one is replaced and
+        rebuilt from disk, as at open."""
+        with self._mutex:
+            problem = quick_check(self._db)
+            if problem == "ok":
+                return
+            self._db.close()
+            self._db, notice = fresh_index(self.data_dir / INDEX_NAME, problem)
+            self._notice(notice)
+            self.generation += 1
+        self._check_index(wal_lost=False)
 
 
 class _InUse:
@@ -946,10 +1106,55 @@ class _InUse:
                 del in_use[self._cid]
 
 
+def _index_blob(
+    db: sqlite3.Connection, m: Manifest, *, pin: bool, origin: str, now: float, complete: bool
+) -> None:
+    """A blob's row and chunk list; an existing row keeps its state unless this
+    one is complete, takes a name and mime it lacked, and keeps any pin."""
+    db.execute(
+        "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, name, mime, pinned, "
+        "origin, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
+        "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
+        "complete = MAX(complete, excluded.complete), last_access = excluded.last_access",
+        (
+            m.cid,
+            m.size,
+            m.chunk_size,
+            len(m.chunks),
+            m.content,
+            m.name,
+            m.mime,
+            int(pin),
+            origin,
+            int(complete),
+            now,
+            now,
+        ),
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
+        ((m.cid, i, c) for i, c in enumerate(m.chunks)),
+    )
+
+
+def _manifest_of(stream: BinaryIO) -> Manifest:
+    builder = ManifestBuilder()
+    for view in iter_chunks(stream):
+        builder.add(view)
+    return builder.finish()
+
+
+def _manifest_of_bytes(data: bytes) -> Manifest:
+    import io
+
+    return _manifest_of(io.BytesIO(data))
+
+
 def _blob_info(row: tuple[Any, ...]) -> BlobInfo:
-    cid, size, count, content, name, mime, pinned, complete, added, access = row
+    cid, size, count, content, name, mime, pinned, complete, added, access, origin = row
     return BlobInfo(
-        cid, size, count, content, name, mime, bool(pinned), bool(complete), added, access
+        cid, size, count, content, name, mime, bool(pinned), bool(complete), added, access, origin
     )
 
 
@@ -965,6 +1170,8 @@ def copy_out(store: BlobStore, cid: Cid, dest: BinaryIO) -> int:
 __all__ = [
     "GC_TARGET",
     "GC_THRESHOLD",
+    "INLINE_MAX",
+    "ORIGINS",
     "BlobError",
     "BlobInfo",
     "BlobStore",

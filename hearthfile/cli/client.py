@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar
 import trio
 
 from hearthfile import home as node_home
-from hearthfile.blobs.backend import Buffer
 from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.files import Buffer
 from hearthfile.blobs.store import BlobStore
 from hearthfile.cids import Cid
 from hearthfile.cli.errors import CliError

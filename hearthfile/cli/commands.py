@@ -17,8 +17,8 @@ from typing import Final
 import trio
 
 from hearthfile import home as node_home
-from hearthfile.blobs.backend import SequentialWriter
 from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.files import SequentialWriter
 from hearthfile.cids import Cid
 from hearthfile.cli.client import NodeClient, Span, Write, open_client
 from hearthfile.cli.errors import (

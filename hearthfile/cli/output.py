@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from hearthfile.blobs.backend import Buffer
+from hearthfile.blobs.files import Buffer
 from hearthfile.cli.errors import OutputError
 from hearthfile.services.results import AddProgress, TransferState, unit_of
 

@@ -460,8 +460,9 @@ class _ScheduledFetch:
     def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
         chunks = self.manifest.chunks
         good = [cid_of(data) == chunks[index] for _node, index, data in group]
-        batch.write_verified_chunks(
-            [(chunks[index], data) for (_n, index, data), ok in zip(group, good, strict=True) if ok]
+        batch.write_chunks(
+            self.manifest,
+            [(index, data) for (_n, index, data), ok in zip(group, good, strict=True) if ok],
         )
         return good
 

@@ -97,14 +97,13 @@ class ChunkSink:
             self._on_stored(group)
 
     def _write(self, group: list[tuple[int, bytes]]) -> None:
-        verified = []
         for index, data in group:
             try:
-                verified.append((check_chunk(self._manifest, index, data), data))
+                check_chunk(self._manifest, index, data)
             except BlobError as exc:
                 self.manifest_invalid = exc.code == "manifest_invalid"
                 raise ServiceError("bad_request", f"chunk {index}: {exc.detail}") from None
         try:
-            self._batch.write_verified_chunks(verified)
+            self._batch.write_chunks(self._manifest, group)
         except BlobError as exc:
             raise service_error(exc) from None

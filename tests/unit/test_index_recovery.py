@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hearthfile.blobs.chunker import CHUNK_SIZE, Manifest
+from hearthfile.blobs.chunker import CHUNK_SIZE
 from hearthfile.blobs.store import BlobStore
 from tests.unit.test_chunker import payload
 from tests.unit.test_store import read_all
@@ -94,7 +94,7 @@ def test_verify_takes_back_files_the_index_lost_and_deletes_none(tmp_path: Path)
     with db:
         db.execute("DELETE FROM blob_chunks WHERE blob = ?", (forgotten,))
         db.execute("DELETE FROM blobs WHERE cid = ?", (forgotten,))
-        db.execute("DELETE FROM chunks")
+        db.execute("DELETE FROM have")
     db.close()
     files_before = sorted(p.name for p in (data_dir / "blobs").rglob("*") if p.is_file())
     store = BlobStore(data_dir)
@@ -154,17 +154,17 @@ def test_damaged_pages_after_a_crash_are_found_at_open(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_manifest_file_that_does_not_match_its_name_is_moved_aside(tmp_path: Path) -> None:
+def test_a_blob_file_that_does_not_match_its_name_is_moved_aside(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     held = filled(data_dir)
     lose_index(data_dir)
-    victim = next(iter(held))
+    victim = [cid for cid, data in held.items() if len(data) > 16 * 1024][0]
     hexpart = victim.split(":")[1]
-    path = data_dir / "blobs" / hexpart[:2] / (hexpart[2:] + ".manifest")
-    path.write_bytes(Manifest(0, CS, (), victim).encode())  # a valid manifest, wrong name
+    path = data_dir / "blobs" / hexpart[:2] / hexpart
+    path.write_bytes(payload(CS, 99))  # a blob's bytes, under another blob's name
     store = BlobStore(data_dir)
     assert not store.has_blob(victim)
-    assert list((data_dir / "blobs" / ".corrupt").iterdir())
+    assert list((data_dir / "corrupt").iterdir()) and not path.exists()
     assert len(store.list_cids()) == len(held) - 1
     store.close()
 

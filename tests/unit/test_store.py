@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -22,9 +23,10 @@ def read_all(store: BlobStore, cid: Cid, start: int = 0, end: int | None = None)
     return b"".join(bytes(v) for v in store.read_blob_stream(cid, start, end))
 
 
-def chunk_path(store: BlobStore, cid: Cid) -> Path:
+def blob_path(store: BlobStore, cid: Cid) -> Path:
+    """Where a complete blob's file is (DESIGN.md section 3)."""
     h = hex_of(cid)
-    return store.data_dir / "blobs" / h[:2] / h[2:]
+    return store.data_dir / "blobs" / h[:2] / h
 
 
 def test_store_write_then_read_returns_same_bytes(store: BlobStore) -> None:
@@ -49,7 +51,7 @@ def test_store_rejects_wrong_cid_on_write(store: BlobStore) -> None:
         store.write_blob(manifest, [chunks[0], chunks[0]])
     assert not store.has_blob(manifest.cid)
     assert store.total_bytes() == 0
-    assert not any((store.data_dir / "blobs" / hex_of(manifest.chunks[0])[:2]).glob("*"))
+    assert not [p for p in (store.data_dir / "blobs").rglob("*") if p.is_file()]
 
 
 @settings(
@@ -68,18 +70,33 @@ def test_add_read_roundtrip_any_size(store: BlobStore, size: int, seed: int) -> 
     assert read_all(store, manifest.cid, a, b) == data[a:b]
 
 
-def test_dedup_shares_chunks_and_gc_keeps_shared(store: BlobStore) -> None:
+def test_a_new_blob_takes_chunks_already_held_and_files_are_separate(store: BlobStore) -> None:
     common = payload(3 * CS, seed=1)
     one = store.add_bytes(common + payload(CS, seed=2))
-    two = store.add_bytes(common + payload(CS, seed=3))
-    assert one.chunks[:3] == two.chunks[:3]
-    assert store.total_bytes() < 2 * 4 * CS
+    two, chunks = chunk_blob(common + payload(CS, seed=3))
+    store.begin_blob(two)
+    assert store.missing_chunks(two.cid) == [3], "held chunks are copied, never fetched"
+    with store.batch() as batch:
+        batch.write_chunks(two, [(3, chunks[3])])
+    assert store.complete_blob(two.cid)
+    assert store.total_bytes() == 2 * 4 * CS
     store.remove(one.cid)
-    assert not store.has_blob(one.cid)
+    assert not store.has_blob(one.cid) and not blob_path(store, one.cid).exists()
     assert read_all(store, two.cid) == common + payload(CS, seed=3)
-    assert not store.has_chunk(one.chunks[3])
-    assert all(chunk_path(store, c).exists() for c in two.chunks)
-    assert not chunk_path(store, one.chunks[3]).exists()
+    assert not store.has_chunk(one.chunks[3]) and store.has_chunk(two.chunks[0])
+
+
+def test_a_complete_blob_is_one_file_of_exactly_its_bytes(store: BlobStore) -> None:
+    data = payload(3 * CS + 5, seed=8)
+    m = store.add_bytes(data)
+    path = blob_path(store, m.cid)
+    assert path.read_bytes() == data
+    assert cid_of(path.read_bytes()) == m.content
+    assert store.blob_path(m.cid) == str(path)
+    small = store.add_bytes(b"tiny")
+    assert store.blob_path(small.cid) is None and not blob_path(store, small.cid).exists()
+    assert read_all(store, small.cid) == b"tiny"
+    assert not list((store.data_dir / "partial").iterdir())
 
 
 def test_pinning_prevents_gc(tmp_path: Path, clock: FakeClock) -> None:
@@ -115,63 +132,56 @@ def test_gc_evicts_lru_unpinned(tmp_path: Path, clock: FakeClock) -> None:
     store.close()
 
 
-def test_corrupt_chunk_is_moved_aside_not_served(store: BlobStore) -> None:
+def test_corrupt_chunk_is_kept_aside_not_served_and_the_rest_kept(store: BlobStore) -> None:
     data = payload(3 * CS)
     m = store.add_bytes(data)
     other = store.add_bytes(payload(CS, 9))
-    path = chunk_path(store, m.chunks[1])
-    raw = bytearray(path.read_bytes())
-    raw[100] ^= 0x01
-    path.write_bytes(raw)
+    path = blob_path(store, m.cid)
+    with open(path, "r+b") as f:
+        f.seek(CS + 100)
+        f.write(bytes([data[CS + 100] ^ 1]))
     with pytest.raises(BlobError) as err:
         read_all(store, m.cid)
     assert err.value.code == "hash_mismatch"
-    assert not path.exists()
-    assert list((store.data_dir / "blobs" / ".corrupt").iterdir())
+    assert not path.exists(), "the blob is partial now"
+    assert list((store.data_dir / "corrupt").iterdir())
     assert not store.has_blob(m.cid)
     assert store.missing_chunks(m.cid) == [1]
     with pytest.raises(BlobError) as err:
         store.read_chunk(m.chunks[1])
     assert err.value.code == "not_found"
+    assert store.read_chunk(m.chunks[2]) == data[2 * CS :], "its good chunks are still served"
     assert read_all(store, other.cid) == payload(CS, 9)
-    store.write_blob(m, [data[i * CS : (i + 1) * CS] for i in range(3)])  # repair
-    assert store.has_blob(m.cid) and read_all(store, m.cid) == data
+    with store.batch() as batch:  # repaired by a fetch of the one chunk
+        batch.write_chunks(m, [(1, data[CS : 2 * CS])])
+    assert store.complete_blob(m.cid) and read_all(store, m.cid) == data
 
 
-def test_verify_reports_corruption_and_restores_manifests(store: BlobStore) -> None:
+def test_verify_names_the_blob_a_corrupt_file_affected(store: BlobStore) -> None:
     m = store.add_bytes(payload(2 * CS))
-    manifest_file = chunk_path(store, m.cid).with_name(hex_of(m.cid)[2:] + ".manifest")
-    manifest_file.write_bytes(b"junk")
-    assert store.verify().clean and store.verify().manifests_restored == 0
-    path = chunk_path(store, m.chunks[0])
-    path.write_bytes(b"x" * CS)
+    kept = store.add_bytes(payload(10, 3))
+    assert store.verify().clean
+    with open(blob_path(store, m.cid), "r+b") as f:
+        f.write(b"x" * 10)
     report = store.verify()
     assert not report.clean and len(report.corrupt) == 1
-    assert store.verify().clean, "the corrupt file was moved aside and dropped"
-
-
-def test_manifest_restored_from_index(store: BlobStore) -> None:
-    m = store.add_bytes(payload(CS + 1))
-    name = hex_of(m.cid)
-    mf = store.data_dir / "blobs" / name[:2] / (name[2:] + ".manifest")
-    mf.write_bytes(b"garbage")
-    assert store.read_manifest(m.cid).chunks == m.chunks
-    assert mf.read_bytes() == m.encode()
+    assert report.affected == [m.cid]
+    assert store.verify().clean, "the corrupt chunk was taken out of service"
+    assert store.missing_chunks(m.cid) == [0] and store.has_blob(kept.cid)
 
 
 def test_crash_leftovers_are_cleaned_on_open(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "d")
     kept = store.add_bytes(payload(CS, 1))
     batch = store.batch()
-    stray, chunks = chunk_blob(payload(2 * CS, 2))
-    batch.write_chunk(stray.chunks[0], chunks[0])
-    journal = next((tmp_path / "d" / "blobs" / ".tmp").glob("*.journal"))
-    assert chunk_path(store, stray.chunks[0]).exists()
+    stray = store.add_stream(io.BytesIO(payload(2 * CS, 2)), batch=batch)
+    journal = next((tmp_path / "d" / "tmp").glob("*.journal"))
+    assert blob_path(store, stray.cid).exists()
     store.close()  # the batch never commits: as if the process died here
     store = BlobStore(tmp_path / "d")
     assert not journal.exists()
-    assert not chunk_path(store, stray.chunks[0]).exists()
-    assert store.has_blob(kept.cid)
+    assert not blob_path(store, stray.cid).exists()
+    assert not store.has_blob(stray.cid) and store.has_blob(kept.cid)
     report = store.verify()
     assert report.clean and report.untracked_removed == 0
     store.close()
@@ -182,26 +192,17 @@ def test_partial_blob_resume(store: BlobStore) -> None:
     store.begin_blob(m)
     assert not store.has_blob(m.cid)
     assert store.missing_chunks(m.cid) == [0, 1, 2, 3]
-    store.write_chunk(m.chunks[2], chunks[2])
-    assert store.missing_chunks(m.cid) == [0, 1, 3]
-    assert not store.complete_blob(m.cid)
-    for i in (0, 1, 3):
-        store.write_chunk(m.chunks[i], chunks[i])
-    assert store.complete_blob(m.cid) and store.has_blob(m.cid)
-
-
-def test_a_group_of_chunks_writes_each_missing_one_once(store: BlobStore) -> None:
-    m, chunks = chunk_blob(payload(3 * CS, 6))
-    store.begin_blob(m)
-    store.write_chunk(m.chunks[0], chunks[0])
-    held = chunk_path(store, m.chunks[0]).stat().st_ino
-    group = [(m.chunks[i], chunks[i]) for i in (0, 1, 2, 1)]  # one held, one twice
+    assert (store.data_dir / "partial" / hex_of(m.cid)).stat().st_size == m.size
     with store.batch() as batch:
-        batch.write_verified_chunks(group)
-        assert batch.bytes_written == 2 * CS
-    assert chunk_path(store, m.chunks[0]).stat().st_ino == held  # not rewritten
-    assert store.present_chunks(m.chunks) == set(m.chunks)
-    assert store.complete_blob(m.cid) and read_all(store, m.cid) == b"".join(chunks)
+        batch.write_chunks(m, [(2, chunks[2])])
+    assert store.missing_chunks(m.cid) == [0, 1, 3]
+    assert store.read_chunk(m.chunks[2]) == chunks[2], "a partial blob serves what it holds"
+    assert not store.complete_blob(m.cid)
+    with store.batch() as batch:
+        batch.write_chunks(m, [(i, chunks[i]) for i in (3, 0, 1)])
+    assert store.complete_blob(m.cid) and store.has_blob(m.cid)
+    assert blob_path(store, m.cid).read_bytes() == b"".join(chunks)
+    assert not list((store.data_dir / "partial").iterdir())
 
 
 def test_one_writer_process(tmp_path: Path) -> None:
@@ -237,27 +238,24 @@ def test_unknown_cids_are_not_found(store: BlobStore) -> None:
         assert err.value.code == "not_found"
 
 
-def test_gc_group_frees_chunks_shared_only_among_victims(store: BlobStore) -> None:
+def test_gc_everything_frees_every_unpinned_blob(store: BlobStore) -> None:
     common = payload(2 * CS, 30)
     one = store.add_bytes(common + payload(CS, 31))
     two = store.add_bytes(common + payload(CS, 32))
+    small = store.add_bytes(payload(100, 34))
     kept = store.add_bytes(payload(CS, 33), pin=True)
     report = store.gc(everything=True)
-    assert set(report.blobs_removed) == {one.cid, two.cid}
-    assert store.total_bytes() == CS + len(kept.encode()), "shared chunks went with their users"
-    assert not any(store.has_chunk(c) for c in one.chunks + two.chunks)
+    assert set(report.blobs_removed) == {one.cid, two.cid, small.cid}
+    assert report.bytes_freed == 6 * CS + 100
+    assert store.total_bytes() == kept.size
+    assert not any(store.has_chunk(c) for c in one.chunks + two.chunks + small.chunks)
     assert store.verify().clean
 
 
-def test_a_chunk_removed_while_being_read_is_not_found_not_corrupt(
-    store: BlobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A removed chunk's file is reused for the next write, so a read that opened it
-    # just before can see other bytes; that must read as gone, not as corruption.
+def test_a_blob_removed_while_being_read_is_not_found_not_corrupt(store: BlobStore) -> None:
     manifest = store.add_bytes(payload(2 * CS, seed=4))
     store.remove(manifest.cid)
-    monkeypatch.setattr(store.backend, "load", lambda name, limit: memoryview(b"\0" * CS))
     with pytest.raises(BlobError) as caught:
         store.read_chunks(manifest, [0])
     assert caught.value.code == "not_found"
-    assert not list((store.data_dir / "blobs" / ".corrupt").iterdir())
+    assert not list((store.data_dir / "corrupt").iterdir())

@@ -1,30 +1,33 @@
 """The bytes of one download as they land in the store (blocking; worker threads).
 
-A download's manifest is known only at its end, so its bytes cannot go into a
-partial blob begun from a manifest. Instead every full 256 KiB chunk is hashed
-and written to the store as it arrives (``add``), through one open write batch,
-and each ``flush`` commits that batch together with a *prefix blob*: a pinned
-blob of the chunks so far (a valid manifest, since all its chunks are full). The
-record keeps the prefix blob's CID, so after ``kill -9`` the download resumes
-from the prefix's end, and the store's GC, which drops chunks no manifest
-names, never takes the chunks of a download under way. Each flush replaces the
-previous prefix blob (the chunks are shared, so none is written twice).
-
-``finish`` writes the whole file's manifest (pinned, named, proven: its
-``content`` is the BLAKE3 this object computed over every byte in order); the
-last prefix blob goes once the record says Completed; ``discard`` drops
-everything a failed download wrote. Memory stays at the chunks of one group.
+A download's manifest is known only at its end, so its bytes go into an
+*incoming* file of the store (``<data>/partial/incoming-<key>``), appended in
+order: every full 256 KiB chunk is hashed (its CID, the whole file's BLAKE3 and,
+when asked, SHA-256) and written as it arrives. ``flush`` makes what was written
+durable and returns a token naming the file and its durable length; the record
+keeps the token, so after ``kill -9`` the download resumes from that length
+(the file is cut back to it and its bytes hashed again: a hasher's state cannot
+be saved). ``finish`` adds the last piece, checks ``expect`` and makes the file
+the blob (renamed into place, pinned, named; no copy); ``discard`` drops it.
+Memory stays at the chunks of one group.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import secrets
 from collections.abc import Sequence
 
-from hearthfile.blobs.chunker import BlobError, Manifest, ManifestBuilder
-from hearthfile.blobs.store import BlobStore, PinnedError, WriteBatch
-from hearthfile.cids import Cid
+from hearthfile.blobs.chunker import CHUNK_SIZE, BlobError, Manifest, ManifestBuilder
+from hearthfile.blobs.files import Buffer, SequentialWriter
+from hearthfile.blobs.pack import INLINE_MAX
+from hearthfile.blobs.store import BlobStore, PinnedError
+from hearthfile.cids import Cid, is_cid
+
+#: Tokens name the incoming file and the bytes of it known durable.
+TOKEN_PREFIX = "incoming:"
 
 
 class ExpectMismatch(Exception):
@@ -36,87 +39,108 @@ class PartialDownload:
         self._store = store
         self._name = name
         self._expect = expect
-        self._batch: WriteBatch | None = None
-        self.prefix_cid: Cid | None = None
-        #: Prefix blobs this object made: a prefix that is byte for byte a blob the
-        #: user already held is that blob, and is never dropped with ours.
-        self._owned: set[Cid] = set()
+        self._key: str | None = None
+        self._fd: int | None = None
+        #: The token of the last flush (None before the first, and once finished).
+        self.prefix_cid: str | None = None
         self._reset_hashes()
 
     def _reset_hashes(self) -> None:
         self._builder = ManifestBuilder()
         self._sha256 = hashlib.sha256() if (self._expect or "").startswith("sha256:") else None
-        #: Bytes hashed and written (committed or in the open batch).
+        #: Bytes hashed and written.
         self.size = 0
+
+    def _path(self) -> str:
+        if self._key is None:
+            self._key = secrets.token_hex(8)
+        return self._store.layout.incoming(self._key)
 
     # -- resuming -----------------------------------------------------------------------
 
-    def reopen(self, prefix_cid: str | None) -> int:
-        """Take up the prefix blob a previous run left; returns the bytes it holds
-        (0 when there is none, or it is gone or damaged: then start over)."""
-        if prefix_cid is None:
+    def reopen(self, token: str | None) -> int:
+        """Take up the file a previous run left; returns the bytes it holds (0 when
+        there is none, or it is shorter than the token says: then start over)."""
+        parsed = parse_token(token)
+        if parsed is None:
+            if token is not None:
+                drop_partial(self._store, token)
             return 0
+        self._key, length = parsed
+        path = self._path()
         try:
-            manifest = self._store.read_manifest(Cid(prefix_cid))
-            for index in range(len(manifest.chunks)):
-                self._hash(self._store.read_chunk(manifest.chunks[index]))
-        except BlobError:
-            self._reset_hashes()
-            self._drop(Cid(prefix_cid))  # only ever a prefix blob of ours
+            with open(path, "rb", buffering=0) as f:
+                for _ in range(length // CHUNK_SIZE):
+                    chunk = f.read(CHUNK_SIZE)
+                    if len(chunk) != CHUNK_SIZE:
+                        raise EOFError
+                    self._hash(chunk)
+            os.truncate(path, length)
+        except (OSError, EOFError):
+            self.discard()
             return 0
-        self.prefix_cid = manifest.cid
-        self._owned.add(manifest.cid)
+        self.prefix_cid = token
         return self.size
 
-    def _hash(self, chunk: bytes | memoryview) -> Cid:
-        cid = self._builder.add(chunk)
+    def _hash(self, chunk: Buffer) -> None:
+        self._builder.add(chunk)
         if self._sha256 is not None:
             self._sha256.update(chunk)
         self.size += len(chunk)
-        return cid
 
     # -- writing ------------------------------------------------------------------------
 
-    def add(self, chunks: Sequence[bytes]) -> None:
-        """Hash and write full chunks, in order, into the open batch."""
-        if self._batch is None:
-            self._batch = self._store.batch()
-        self._batch.write_verified_chunks([(self._hash(c), c) for c in chunks])
+    def add(self, chunks: Sequence[Buffer]) -> None:
+        """Hash and append full chunks, in order."""
+        if self._fd is None:
+            self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.lseek(self._fd, self.size, os.SEEK_SET)
+        writer = SequentialWriter(self._fd, direct=self._store.direct_io)
+        for chunk in chunks:
+            self._hash(chunk)
+            writer.write(chunk)
 
-    def flush(self) -> Cid | None:
-        """Make what was added durable: commit it with a new prefix blob."""
-        if self._batch is None:
-            return self.prefix_cid
-        batch, self._batch = self._batch, None
-        if self.size == 0:
-            batch.abort()
-            return self.prefix_cid
-        prefix = self._builder.finish(f"{self._name}.part")
-        if prefix.cid != self.prefix_cid and not self._store.has_blob(prefix.cid):
-            self._owned.add(prefix.cid)
-        batch.write_manifest(prefix, pin=True, proven=True)
-        batch.commit()
-        self._replace_prefix(prefix.cid)
+    def flush(self) -> str | None:
+        """Make what was added durable; returns the token to keep in the record."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+        if self.size:
+            self.prefix_cid = f"{TOKEN_PREFIX}{self._key}:{self.size}"
         return self.prefix_cid
 
     def finish(self, tail: bytes, mime: str | None) -> Manifest:
         """Add the last (short or empty) piece, check ``expect``, store the whole blob."""
-        batch = self._batch if self._batch is not None else self._store.batch()
-        self._batch = None
-        try:
-            if tail:
-                batch.write_verified_chunks([(self._hash(tail), tail)])
-            manifest = self._builder.finish(self._name, mime)
-            self._check_expect(manifest)
-            batch.write_manifest(manifest, pin=True, proven=True)
-        except BaseException:
-            batch.abort()
-            raise
-        batch.commit()
-        # The last prefix blob stays until the record says Completed (the owner
-        # drops it then): a crash in between must not leave a record pointing
-        # at nothing, which would fetch the whole file again.
+        if tail:
+            self.add([tail]) if len(tail) == CHUNK_SIZE else self._add_tail(tail)
+        self._close()
+        manifest = self._builder.finish(self._name, mime)
+        self._check_expect(manifest)
+        path = self._path()
+        if not os.path.exists(path):
+            open(path, "wb").close()  # an empty download
+        with self._store.batch() as batch:
+            if manifest.size <= INLINE_MAX:
+                with open(path, "rb") as f:
+                    batch.add_small(manifest, f.read(), pin=True, origin="downloaded")
+                os.unlink(path)
+            else:
+                batch.place(path, manifest, pin=True, origin="downloaded")
+        self.prefix_cid = None
         return manifest
+
+    def _add_tail(self, tail: bytes) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.lseek(self._fd, self.size, os.SEEK_SET)
+        self._hash(tail)
+        view = memoryview(tail)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _check_expect(self, manifest: Manifest) -> None:
         if self._expect is None:
@@ -126,23 +150,37 @@ class PartialDownload:
         if self._sha256 is not None:
             got = self._sha256.hexdigest()
         if got != want:
+            self.discard()
             raise ExpectMismatch(f"expected {kind}:{want}, the file has {kind}:{got}")
-
-    def _replace_prefix(self, new: Cid) -> None:
-        old, self.prefix_cid = self.prefix_cid, new
-        if old is not None and old != new and old in self._owned:
-            self._drop(old)
 
     def discard(self) -> None:
         """Forget every byte of this download (a failure, a removal, a restart)."""
-        if self._batch is not None:
-            self._batch.abort()
-            self._batch = None
-        if self.prefix_cid is not None and self.prefix_cid in self._owned:
-            self._drop(self.prefix_cid)
-            self.prefix_cid = None
+        self._close()
+        if self._key is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._store.layout.incoming(self._key))
+        self._key = None
+        self.prefix_cid = None
         self._reset_hashes()
 
-    def _drop(self, cid: Cid) -> None:
-        with contextlib.suppress(BlobError, PinnedError):  # already gone
-            self._store.remove(cid, force=True)
+
+def parse_token(token: str | None) -> tuple[str, int] | None:
+    """(key, durable length) of a token ``flush`` made, else None."""
+    if token is None or not token.startswith(TOKEN_PREFIX):
+        return None
+    key, _, length = token[len(TOKEN_PREFIX) :].partition(":")
+    if not (key.isalnum() and length.isdigit()):
+        return None
+    return key, int(length)
+
+
+def drop_partial(store: BlobStore, token: str) -> None:
+    """Remove what a download left: its incoming file (or, from a store written
+    before incoming files, a prefix blob)."""
+    parsed = parse_token(token)
+    if parsed is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(store.layout.incoming(parsed[0]))
+    elif is_cid(token):
+        with contextlib.suppress(BlobError, PinnedError):
+            store.remove(Cid(token), force=True)

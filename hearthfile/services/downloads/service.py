@@ -34,7 +34,7 @@ from hearthfile.errors import ServiceError
 from hearthfile.services.control import control_descriptor
 from hearthfile.services.downloads import core
 from hearthfile.services.downloads.core import Record, Source, Status
-from hearthfile.services.downloads.partial import ExpectMismatch
+from hearthfile.services.downloads.partial import ExpectMismatch, drop_partial
 from hearthfile.services.downloads.peers import PeerCache
 from hearthfile.services.downloads.records import RecordBook
 from hearthfile.services.downloads.run import DownloadFailed, OriginRun, Progress
@@ -163,8 +163,7 @@ class Downloads:
         rec = self._records.get(id_)
         if rec is None or rec.status is not Status.COMPLETED or rec.partial_cid is None:
             return
-        with contextlib.suppress(ServiceError):  # already gone
-            await self._store.run(self._store.sync.remove, Cid(rec.partial_cid), force=True)
+        await self._store.run(drop_partial, self._store.sync, rec.partial_cid)
         self._records[id_] = replace(self._records[id_], partial_cid=None)
         await self._save(id_)
 
@@ -291,8 +290,7 @@ class Downloads:
         if rec.status is Status.COMPLETED:
             self._announce([], [core.url_key(rec.url)])
         if rec.partial_cid is not None and rec.partial_cid != rec.cid:
-            with contextlib.suppress(ServiceError):  # already gone
-                await self._store.run(self._store.sync.remove, Cid(rec.partial_cid), force=True)
+            await self._store.run(drop_partial, self._store.sync, rec.partial_cid)
         await self._save(id_)
 
     async def _set(self, rec: Record) -> None:
@@ -395,8 +393,7 @@ def _matches(store: BlobStore, manifest: Manifest, expect: str | None) -> bool:
 
 def _keep(store: BlobStore, manifest: Manifest, name: str) -> None:
     """Pin a blob fetched for a download and give it the download's name (blocking)."""
-    with store.batch() as batch:
-        batch.write_manifest(replace(manifest, name=name), pin=True)
+    store.keep(manifest.cid, name=name)
 
 
 def _message(exc: BaseException) -> str:

@@ -306,7 +306,7 @@ class FileService:
         """Record the manifest as a partial blob; refuse if the disk would run low."""
         store = self._store.sync
         if not store.has_blob(manifest.cid):
-            store.begin_blob(manifest)
+            store.begin_blob(manifest, origin="pushed")
         missing = store.missing_chunks(manifest.cid)
         incoming = sum(manifest.chunk_length(i) for i in missing)
         free = shutil.disk_usage(store.data_dir).free

@@ -296,7 +296,7 @@ class NodeGateway:
         """Record the manifest; the store makes the blob visible only once its
         ``content`` matched the whole bytes (DESIGN.md section 5), and keeps
         nothing of a false one."""
-        self._store.begin_blob(manifest)
+        self._store.begin_blob(manifest, origin="added")
         if not self._store.complete_blob(manifest.cid):
             self._store.discard_partial(manifest.cid)
             raise GatewayError(409, "chunks_missing", "a chunk went missing before the commit")
