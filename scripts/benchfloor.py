@@ -9,21 +9,23 @@ fetcher daemon move it, minus everything that is not moving bytes:
   the secure channel does (AES-256-GCM pieces of at most 65,535 bytes, each with its
   length) and sends it as one websocket message, server -> client;
 - the receiver decrypts, unpacks, and hands the chunks in groups of up to eight to a
-  thread that checks each against its CID and writes it with the store's backend
-  (``LocalBackend.add``: direct I/O, one file per chunk, reused inodes), then flushes
-  once (``syncfs``), as a commit does.
+  thread that checks each against its CID and writes it as the store's layout does:
+  ``v2`` (the store's own) at its offset in one file of the blob's size
+  (``BlobFile.write_at``: direct I/O for whole chunks), then one ``fsync``; ``v1``
+  (the layout before it) a file per chunk, then one ``sync``, as a commit did.
 
 Left out: the Noise handshake (one per connection), requests, credit, the fetch
 schedule, the index and its journal. What the floor takes is what any implementation
 of this design in Python pays on the machine; hearthfile's own fetch is measured
-against it in the same run. The receiver keeps its backend directory between rounds
-and removes the chunks after each round (untimed), so later rounds reuse inodes as a
+against it in the same run. The receiver removes what it wrote after each round
+(untimed), so later rounds reuse inodes as a
 fetcher that dropped the blob does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -33,7 +35,7 @@ import trio
 import trio_websocket
 from benchbase import connect_baseline, serve_baseline
 
-from hearthfile.blobs.backend import LocalBackend
+from hearthfile.blobs.files import BlobFile
 from hearthfile.blobs.store import BlobStore
 from hearthfile.bus import wsframe
 from hearthfile.bus.client import send_frame
@@ -82,13 +84,17 @@ async def run_floor_server(data_dir: str, cid: str) -> None:
     await serve_baseline(handle)
 
 
-async def run_floor_client(port: int, source_dir: str, cid: str, out_dir: str) -> None:
-    """Fetch the blob once into the backend at ``out_dir``; print JSON: seconds and CPU
-    from request to the flush, and peak RSS."""
+async def run_floor_client(
+    port: int, source_dir: str, cid: str, out_dir: str, layout: str = "v2"
+) -> None:
+    """Fetch the blob once into ``out_dir`` in the given layout; print JSON: seconds
+    and CPU from request to the flush, and peak RSS."""
     source = BlobStore(Path(source_dir), readonly=True)
     manifest = source.read_manifest(Cid(cid))
     source.close()
-    backend = LocalBackend(Path(out_dir))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blob = BlobFile(str(out / "blob"), write=True, direct=True, size=manifest.size)
     session = _session()
     send, receive = trio.open_memory_channel[tuple[int, bytes]](64)
 
@@ -97,7 +103,16 @@ async def run_floor_client(port: int, source_dir: str, cid: str, out_dir: str) -
             chunk = manifest.chunks[index]
             if cid_of(data) != chunk:
                 raise SystemExit(f"floor: chunk {index} does not match its CID")
-            backend.add(hex_of(chunk), data, "floor")
+            if layout == "v2":
+                blob.write_at(index * manifest.chunk_size, data)
+            else:
+                path = out / hex_of(chunk)
+                tmp = out / f"{hex_of(chunk)}.tmp"
+                tmp.write_bytes(data)
+                tmp.rename(path)
+
+    def flush() -> None:
+        blob.sync() if layout == "v2" else os.sync()
 
     async def writer() -> None:
         async for first in receive:
@@ -120,11 +135,12 @@ async def run_floor_client(port: int, source_dir: str, cid: str, out_dir: str) -
                     frame = msgpack.unpackb(session.decrypt_frame(await ws.get_message()))
                     item = frame["item"]
                     await send.send((item["i"], item["data"]))
-        await trio.to_thread.run_sync(backend.flush)
+        await trio.to_thread.run_sync(flush)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         await ws.send_message("done")
         await ws.aclose()
-    for chunk in set(manifest.chunks):
-        backend.remove(hex_of(chunk))
+    blob.close()
+    for leftover in out.iterdir():
+        leftover.unlink()
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": elapsed, "cpu": cpu, "rss_kib": rss_kib}), flush=True)

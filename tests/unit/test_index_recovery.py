@@ -158,7 +158,7 @@ def test_a_blob_file_that_does_not_match_its_name_is_moved_aside(tmp_path: Path)
     data_dir = tmp_path / "d"
     held = filled(data_dir)
     lose_index(data_dir)
-    victim = [cid for cid, data in held.items() if len(data) > 16 * 1024][0]
+    victim = next(cid for cid, data in held.items() if len(data) > 16 * 1024)
     hexpart = victim.split(":")[1]
     path = data_dir / "blobs" / hexpart[:2] / hexpart
     path.write_bytes(payload(CS, 99))  # a blob's bytes, under another blob's name

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from hearthfile.blobs.files import BlobFile, Buffer
 from hearthfile.blobs.chunker import (
     CHUNK_SIZE,
     BlobError,
@@ -16,6 +15,7 @@ from hearthfile.blobs.chunker import (
     chunk_blob,
     decode_manifest,
 )
+from hearthfile.blobs.files import BlobFile, Buffer
 from hearthfile.blobs.store import BlobStore
 from hearthfile.cids import canonical_encode, cid_of
 from tests.unit.test_chunker import payload
