@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +26,25 @@ def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):  # ty
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)  # polling a condition with a deadline
+
+
+def held_chunks(node: Daemon) -> int:
+    """Chunks the node's store holds, complete blobs and partial ones alike (read
+    from its index, as another reader would: WAL mode allows it while it runs)."""
+    index = node.home / "data" / "index.sqlite3"
+    if not index.exists():
+        return 0
+    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+    try:
+        have = db.execute("SELECT COUNT(*) FROM have").fetchone()[0]
+        whole = db.execute(
+            "SELECT COALESCE(SUM(chunk_count), 0) FROM blobs WHERE complete = 1"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        db.close()
+    return int(have) + int(whole)
 
 
 class Daemon:

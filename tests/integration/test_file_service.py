@@ -15,7 +15,7 @@ from hearthfile.bus.capability import Registry, TrustLevel
 from hearthfile.bus.client import open_secure_channel
 from hearthfile.bus.connection import Connection
 from hearthfile.bus.session import INITIAL_WINDOW
-from hearthfile.cids import canonical_encode, cid_of, hex_of
+from hearthfile.cids import Cid, canonical_encode, cid_of, hex_of
 from hearthfile.config import Address
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeKey
@@ -82,7 +82,8 @@ async def test_put_with_a_chunk_not_matching_is_refused(make_node, key) -> None:
                 )
     assert err.value.code == "bad_request"
     assert node.cli("stat", manifest.cid).returncode == 1
-    assert not list((node.home / "data" / "blobs").glob(f"{hex_of(cid_of(bytes(forged)))[:2]}/*"))
+    partial = node.home / "data" / "partial" / hex_of(manifest.cid)
+    assert not partial.exists() or partial.read_bytes()[CS : 2 * CS] != bytes(forged)
 
 
 async def test_put_that_lies_about_its_manifest_is_refused(make_node, key) -> None:  # type: ignore[no-untyped-def]
@@ -170,8 +171,10 @@ async def test_read_errors_and_corrupt_chunk_never_served(make_node, key, tmp_pa
     src.write_bytes(payload(3 * CS, 5))
     cid = node.ok("add", str(src)).split()[-1]
     manifest, chunks = chunk_blob(src.read_bytes())
-    h = hex_of(manifest.chunks[1])
-    (node.home / "data" / "blobs" / h[:2] / h[2:]).write_bytes(b"\0" * CS)
+    h = hex_of(Cid(cid))
+    with open(node.home / "data" / "blobs" / h[:2] / h, "r+b") as blob_file:
+        blob_file.seek(CS)
+        blob_file.write(b"\0" * CS)  # chunk 1 corrupt on disk
     with trio.fail_after(30):
         async with connect(node, key) as conn:
             for args, code in [

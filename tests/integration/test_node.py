@@ -145,11 +145,6 @@ def test_sigterm_stops_cleanly(make_node: Callable[[str], Daemon]) -> None:
     assert "Traceback" not in a.log()
 
 
-def _chunk_files(node: Daemon) -> int:
-    blobs = node.home / "data" / "blobs"
-    return sum(1 for p in blobs.glob("??/*") if not p.name.endswith(".manifest"))
-
-
 def _fetched_bytes(node: Daemon) -> int:
     """Bytes the running fetches of ``node`` have stored so far (0 when none runs)."""
     result = node.cli("--json", "transfers")

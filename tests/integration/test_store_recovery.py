@@ -79,10 +79,8 @@ def test_verify_names_the_blobs_a_corrupt_file_affected(
     other = tmp_path / "w.bin"
     other.write_bytes(payload(1000, 92))
     untouched = node.ok("add", str(other)).split()[-1]
-    chunks = [
-        p for p in (node.home / "data" / "blobs").glob("??/*") if not p.name.endswith(".manifest")
-    ]
-    victim = max(chunks, key=lambda p: p.stat().st_size)  # a full chunk of the first blob
+    hexpart = cid.removeprefix("blake3:")
+    victim = node.home / "data" / "blobs" / hexpart[:2] / hexpart  # the first blob's file
     raw = bytearray(victim.read_bytes())
     raw[7] ^= 0xFF
     victim.write_bytes(raw)

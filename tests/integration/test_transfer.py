@@ -17,7 +17,7 @@ from hearthfile.bus.capability import CallContext, Registry
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeKey
 from hearthfile.services.file.service import READ
-from tests.integration.nodes import Daemon, Proxy, wait_for
+from tests.integration.nodes import Daemon, Proxy, held_chunks, wait_for
 from tests.integration.test_file_service import connect
 from tests.unit.test_chunker import payload
 
@@ -59,10 +59,6 @@ def knows(node: Daemon, cid: str, holders: list[Daemon]) -> bool:
     return {h.node_id for h in holders} <= {r["node_id"] for r in rows}
 
 
-def chunk_files(node: Daemon) -> int:
-    return sum(1 for p in (node.home / "data" / "blobs").glob("??/*") if ".manifest" not in p.name)
-
-
 def test_three_source_parallel_fetch(make_node: Callable[[str], Daemon], tmp_path: Path) -> None:
     holders = [make_node(f"h{i}") for i in range(3)]
     fetcher = make_node("f")
@@ -94,7 +90,7 @@ def test_source_killed_mid_fetch(
     f.start(*(p.port for p in slow), config=config)
     wait_for(lambda: knows(f, cid, [a, b]), 60, "the fetcher to learn both holders")
     getter = f.background("get", cid, "-o", str(tmp_path / "out.bin"))
-    wait_for(lambda: chunk_files(f) >= 16, 60, "the fetch to get going")
+    wait_for(lambda: held_chunks(f) >= 16, 60, "the fetch to get going")
     a.stop(signal.SIGKILL)
     _, err = getter.communicate(timeout=120)
     assert getter.returncode == 0, err.decode()
@@ -136,12 +132,12 @@ def test_kill_9_fetcher_at_half_then_resume(
     f.start(path.port, config=config)
     wait_for(lambda: knows(f, cid, [a]), 60, "the fetcher to learn the holder")
     getter = f.background("get", cid, "-o", str(tmp_path / "out.bin"))
-    wait_for(lambda: chunk_files(f) >= 64, 120, "half the blob to arrive")
+    wait_for(lambda: held_chunks(f) >= 64, 120, "half the blob to arrive")
     f.stop(signal.SIGKILL)
     getter.communicate(timeout=30)
     verify = json.loads(f.ok("--json", "verify"))
     assert verify["clean"], verify
-    kept = chunk_files(f)
+    kept = held_chunks(f)
     assert 0 < kept < 128, f"the kill landed mid-fetch: {kept} of 128 chunks kept"
     f.start(path.port, config=config)
     wait_for(lambda: f.connected_to(a), 60, "the fetcher to reconnect")
