@@ -402,11 +402,11 @@ def bench_small(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
         f"(argv {arg_bytes / MIB:.2f} MiB, ARG_MAX {os.sysconf('SC_ARG_MAX') / MIB:.0f} MiB)"
     )
     row = Row(
-        f"add {args.files} x 4 KiB files", "files/s", "cp -r + sync", True, ">= 2,000 files/s"
+        f"add {args.files} x 4 KiB files", "files/s", "cp -r + sync", True, ">= 5,000/s, >= 1x"
     )
-    row.check = lambda r: r.median() >= 2000
+    row.check = lambda r: r.median() >= 5000 and r.ratio() >= 1
     row.note = calls
-    expected_write = args.files * 3 * SMALL_FILE_BYTES  # chunk + manifest + index, roughly
+    expected_write = args.files * 3 * SMALL_FILE_BYTES  # pack, index and WAL, roughly
     for rnd in range(args.rounds):
         log(f"[small] round {rnd + 1}/{args.rounds}")
         prefault(expected_write)
@@ -444,8 +444,9 @@ def add_random_blobs(store: BlobStore, count: int, start: int) -> list[Cid]:
 
 
 def blob_path(data: Path, cid: str) -> str:
+    """Where a file per blob would be (these blobs are small: the store packs them)."""
     hexpart = cid.removeprefix("blake3:")
-    return f"{data}/blobs/{hexpart[:2]}/{hexpart[2:]}.manifest"
+    return f"{data}/blobs/{hexpart[:2]}/{hexpart}"
 
 
 def per_call_us(fn: Callable[[T], object], items: Sequence[T]) -> float:
@@ -476,35 +477,35 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
     listing.unlink()
 
     startup = Row("CLI start (ls, empty store)", "s", "python -c pass", False)
-    ls = Row(f"ls, {args.blobs} blobs", "s", "find blobs/ (full scan)", False, "< 0.5 s")
+    ls = Row(f"ls, {args.blobs} blobs", "s", "ls, empty store", False, "< 0.5 s")
     ls.check = lambda r: r.median() < 0.5
     stat_cli = Row("stat CID (CLI)", "s", "python -c pass", False, "< 0.5 s")
     stat_cli.check = lambda r: r.median() < 0.5
-    has_yes = Row("has_blob, present", "us", "os.stat of its manifest", False, "< 1 s")
-    has_no = Row("has_blob, absent", "us", "os.stat, absent file", False, "< 1 s")
-    has_yes.check = has_no.check = lambda r: r.median() < 1e6
-    noop = Row("gc, nothing to evict", "s", "find blobs/ (full scan)", False, "< 1 s")
-    noop.check = lambda r: r.median() < 1
-    evict = Row("gc, evict ~10%", "s", "unlink as many files + sync", False, "< 1 s")
-    evict.check = lambda r: r.median() < 1
+    has_yes = Row("has_blob, present", "us", "os.stat of the index", False, "< 0.5 s")
+    has_no = Row("has_blob, absent", "us", "os.stat, absent file", False, "< 0.5 s")
+    has_yes.check = has_no.check = lambda r: r.median() < 0.5e6
+    noop = Row("gc, nothing to evict", "s", "find data/ (full scan)", False, "< 0.5 s")
+    noop.check = lambda r: r.median() < 0.5
+    evict = Row("gc, evict ~10%", "s", "unlink a file per blob + sync", False, "< 0.5 s")
+    evict.check = lambda r: r.median() < 0.5
     evicted_counts: list[int] = []
     evict_spent = 0.0
     lookups = min(args.lookups, len(cids))
 
     for rnd in range(args.rounds):
         log(f"[index] round {rnd + 1}/{args.rounds}")
-        ours = run([*cli, "ls"], env=cli_env(empty_home)).seconds
-        startup.add(ours, run([sys.executable, "-c", "pass"]).seconds)
+        empty = run([*cli, "ls"], env=cli_env(empty_home)).seconds
+        startup.add(empty, run([sys.executable, "-c", "pass"]).seconds)
         ours = run([*cli, "ls"], env=cli_env(home)).seconds
-        scan = run(["find", str(data / "blobs")]).seconds
-        ls.add(ours, scan)
+        scan = run(["find", str(data)]).seconds
+        ls.add(ours, empty)
         ours = run([*cli, "stat", random.choice(cids)], env=cli_env(home)).seconds
         stat_cli.add(ours, run([sys.executable, "-c", "pass"]).seconds)
 
         with BlobStore(data, max_store_bytes=1 << 60) as store:
             present = random.sample(cids, lookups)
             absent = [Cid("blake3:" + os.urandom(32).hex()) for _ in range(lookups)]
-            present_paths = [blob_path(data, c) for c in present]
+            present_paths = [str(data / "index.sqlite3")] * len(present)
             absent_paths = [blob_path(data, c) for c in absent]
             has_yes.add(per_call_us(store.has_blob, present), per_call_us(os.stat, present_paths))
             has_no.add(
@@ -534,13 +535,13 @@ def bench_index(args: argparse.Namespace, scratch: Path, prefault: Prefaulter) -
             gone = set(report.blobs_removed)
             cids = [c for c in cids if c not in gone]
             log(f"[index] evicted {removed} blobs in {seconds:.2f} s; baseline and refill")
-            evict.add(seconds, unlink_baseline(scratch / "unlink", 2 * removed))
+            evict.add(seconds, unlink_baseline(scratch / "unlink", removed))
             cids += add_random_blobs(store, removed, next_name)
             next_name += removed
         os.sync()
 
     per_pass = statistics.median(evicted_counts)
-    evict.note = f"{per_pass:.0f} blobs ({2 * per_pass:.0f} files) per pass, {len(evict.ours)} of "
+    evict.note = f"{per_pass:.0f} blobs per pass, {len(evict.ours)} of "
     evict.note += f"{args.rounds} rounds"
     if len(evict.ours) < args.rounds:
         evict.note += f" (stopped past --gc-budget {args.gc_budget:.0f} s)"

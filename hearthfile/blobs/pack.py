@@ -23,6 +23,10 @@ PACK_NAME: Final = "small.sqlite3"
 
 class Pack:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        if readonly:  # a reader beside the writer never creates the file
+            uri = f"file:{path}?mode=ro" if path.exists() else "file::memory:"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            return
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         if not readonly:
             self._db.execute("PRAGMA journal_mode=WAL")

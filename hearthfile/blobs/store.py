@@ -510,11 +510,16 @@ class BlobStore:
         return int(self._query("SELECT COUNT(*) FROM blobs WHERE complete = 1")[0][0])
 
     def total_bytes(self) -> int:
-        """Bytes the store holds: blobs at their full size (a partial file is made
-        at its blob's size), and chunks uploaded ahead of their manifest."""
-        blobs = self._query("SELECT COALESCE(SUM(size), 0) FROM blobs")[0][0]
-        loose = self._query("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM loose")[0][0]
-        return int(blobs) + int(loose)
+        """Bytes the store holds: complete blobs, the chunks partial blobs hold (a
+        partial file is sparse until written), and chunks uploaded ahead of their
+        manifest."""
+        [(whole, held, loose)] = self._query(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE complete = 1), "
+            "(SELECT COALESCE(SUM(MIN(b.chunk_size, b.size - h.idx * b.chunk_size)), 0) "
+            "FROM have h JOIN blobs b ON b.cid = h.blob), "
+            "(SELECT COALESCE(SUM(LENGTH(data)), 0) FROM loose)"
+        )
+        return int(whole) + int(held) + int(loose)
 
     def missing_chunks(self, cid: Cid) -> list[int]:
         """Indices of the blob's chunks not yet stored (its manifest must be known)."""

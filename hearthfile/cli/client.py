@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar
 import trio
 
 from hearthfile import home as node_home
-from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.files import Buffer
 from hearthfile.blobs.store import BlobStore
 from hearthfile.cids import Cid
@@ -421,13 +421,13 @@ class BusClient:
                 await self.fetch(cid, span)
                 _write_span(store, cid, span, write)
                 return
-            written = 0
+            write_ready = _ReadyWriter(store, cid, write)
             conn = await self.link.connection()
             async with conn.open_call("node.fetch", {"cid": cid, "stream": True}) as call:
                 async for _ in call:
-                    written = _write_ready(store, cid, write, written)
+                    write_ready()
                 await call.result()
-            _write_ready(store, cid, write, written)
+            write_ready()
         finally:
             store.close()
 
@@ -511,17 +511,30 @@ class BusClient:
             await call.result()
 
 
-def _write_ready(store: BlobStore, cid: Cid, write: Write, start: int) -> int:
-    """Write chunks ``start``, ``start + 1``, ... that are stored; return the next index."""
-    try:
-        manifest = store.read_manifest(cid)
-    except BlobError:
-        return start  # the manifest is not in yet
-    index = start
-    while index < len(manifest.chunks) and store.has_chunk(manifest.chunks[index]):
-        write(store.read_chunk(manifest.chunks[index]))
-        index += 1
-    return index
+class _ReadyWriter:
+    """Writes out, in order, the chunks of a blob being fetched as they are stored
+    (its manifest read once; each call writes the run now held)."""
+
+    def __init__(self, store: BlobStore, cid: Cid, write: Write) -> None:
+        self._store, self._cid, self._write = store, cid, write
+        self._manifest: Manifest | None = None
+        self._next = 0
+
+    def __call__(self) -> None:
+        store = self._store
+        if self._manifest is None:
+            try:
+                self._manifest = store.read_manifest(self._cid)
+            except BlobError:
+                return  # the manifest is not in yet
+        missing = set(store.missing_chunks(self._cid))
+        count = len(self._manifest.chunks)
+        while self._next < count and self._next not in missing:
+            run = range(self._next, min(self._next + 8, count))
+            run = range(run.start, next((i for i in run if i in missing), run.stop))
+            for data in store.read_chunks(self._manifest, list(run)):
+                self._write(data)
+            self._next = run.stop
 
 
 @contextlib.asynccontextmanager

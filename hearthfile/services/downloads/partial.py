@@ -20,6 +20,7 @@ import os
 import secrets
 from collections.abc import Sequence
 
+from hearthfile.blobs.batch import io_error
 from hearthfile.blobs.chunker import CHUNK_SIZE, BlobError, Manifest, ManifestBuilder
 from hearthfile.blobs.files import Buffer, SequentialWriter
 from hearthfile.blobs.pack import INLINE_MAX
@@ -98,12 +99,18 @@ class PartialDownload:
         writer = SequentialWriter(self._fd, direct=self._store.direct_io)
         for chunk in chunks:
             self._hash(chunk)
-            writer.write(chunk)
+            try:
+                writer.write(chunk)
+            except OSError as exc:
+                raise io_error(f"writing {self._name}", exc) from None
 
     def flush(self) -> str | None:
         """Make what was added durable; returns the token to keep in the record."""
         if self._fd is not None:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise io_error(f"writing {self._name}", exc) from None
         if self.size:
             self.prefix_cid = f"{TOKEN_PREFIX}{self._key}:{self.size}"
         return self.prefix_cid
@@ -111,7 +118,7 @@ class PartialDownload:
     def finish(self, tail: bytes, mime: str | None) -> Manifest:
         """Add the last (short or empty) piece, check ``expect``, store the whole blob."""
         if tail:
-            self.add([tail]) if len(tail) == CHUNK_SIZE else self._add_tail(tail)
+            self.add([tail])
         self._close()
         manifest = self._builder.finish(self._name, mime)
         self._check_expect(manifest)
@@ -127,15 +134,6 @@ class PartialDownload:
                 batch.place(path, manifest, pin=True, origin="downloaded")
         self.prefix_cid = None
         return manifest
-
-    def _add_tail(self, tail: bytes) -> None:
-        if self._fd is None:
-            self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
-            os.lseek(self._fd, self.size, os.SEEK_SET)
-        self._hash(tail)
-        view = memoryview(tail)
-        while view:
-            view = view[os.write(self._fd, view) :]
 
     def _close(self) -> None:
         if self._fd is not None:
