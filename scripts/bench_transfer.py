@@ -687,6 +687,8 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
     floor_dir = str(bench.root / "floor-store")
     floor_args = ("_floor-client", str(floor_port), source_data, s.cid, floor_dir)
     floor = baseline("floor", floor_server, *floor_args)
+    floor1_args = (*floor_args[:-1], str(bench.root / "floor-v1"), "v1")
+    floor1 = baseline("floor1", floor_server, *floor1_args)
 
     def lt(seeders: int) -> Callable[[], None]:
         def step() -> None:
@@ -711,7 +713,7 @@ def measure_phase1(bench: Bench, s: Setup, rounds: int, lt_mode: str | None) -> 
         bench.hf(s.f1, "unpin", s.cid)  # a received push is pinned
         bench.hf(s.f1, "rm", s.cid)
 
-    steps = [ws, floor, hf("hf1", s.f1, [s.s1]), hf("hf3", s.f3, s.holders), push]
+    steps = [ws, floor, floor1, hf("hf1", s.f1, [s.s1]), hf("hf3", s.f3, s.holders), push]
     if lt_mode is not None:
         steps += [lt(1), lt(3)]
     idle = {n.name: status_kib(n.pid, "VmRSS") for n in (s.f1, s.f3)}
@@ -962,6 +964,7 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
     for key, label in (
         ("ws", "bare trio-websocket S->C, plain"),
         ("floor", "floor: wire + store, no protocol"),
+        ("floor1", "floor, previous layout (file per chunk)"),
     ):
         runs = steps[key]
         row(
@@ -1033,7 +1036,8 @@ def report(args: argparse.Namespace, root: Path, res: dict[str, Any]) -> list[st
     ratio("hf fetch 3 src / 1 src", "hf3", "hf1", f">= {GOAL_3_VS_1}x", at_least(GOAL_3_VS_1))
     ratio("hf get 3 src / 1 src", "hf3_get", "hf1_get")
     ratio("hf fetch 1 src / bare websocket", "hf1", "ws", "~0.35-0.45x (notes)")
-    ratio("hf fetch 1 src / floor", "hf1", "floor")
+    ratio("hf fetch 1 src / floor", "hf1", "floor", f">= {GOAL_OF_FETCH}x", at_least(GOAL_OF_FETCH))
+    ratio("floor / previous layout's floor", "floor", "floor1")
     ratio("floor / bare websocket", "floor", "ws")
     cpu1 = med([f.cpu for f in steps["hf1"]]) / gb
     cpu3 = med([f.cpu for f in steps["hf3"]]) / gb
@@ -1207,8 +1211,8 @@ MODES: dict[str, Callable[..., None]] = {
     "_ws-server": lambda path: trio.run(run_file_server, path),
     "_ws-client": lambda port, way, path: trio.run(run_file_client, int(port), way, path),
     "_floor-server": lambda data_dir, cid: trio.run(run_floor_server, data_dir, cid),
-    "_floor-client": lambda port, source, cid, out: trio.run(
-        run_floor_client, int(port), source, cid, out
+    "_floor-client": lambda port, source, cid, out, layout="v2": trio.run(
+        run_floor_client, int(port), source, cid, out, layout
     ),
     "_lt-seed": lt_seed,
     "_lt-leech": lt_leech,
