@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from hearthfile.blobs.files import Buffer
 from hearthfile.cli.errors import OutputError
-from hearthfile.services.results import AddProgress, TransferState, unit_of
+from hearthfile.services.results import AddProgress, TransferState, field_units, unit_of
 
 #: Below this size a progress bar would only flicker.
 PROGRESS_MIN_BYTES: Final = 16 * 1024 * 1024
@@ -55,10 +55,9 @@ def as_json(value: object) -> object:
     if isinstance(value, list):
         return [as_json(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        kind = type(value)
         return {
-            f.name: _json_field(unit_of(kind, f.name), getattr(value, f.name))
-            for f in dataclasses.fields(value)
+            name: _json_field(unit, getattr(value, name))
+            for name, unit in field_units(type(value))
         }
     return value
 
@@ -118,8 +117,8 @@ class Output:
         """As ``rows``, written page by page as ``pages`` yields them (the same bytes)."""
         first = True
         for page in pages:
-            if self.json:
-                items = ", ".join(json.dumps(as_json(row), sort_keys=True) for row in page)
+            if self.json:  # the page as a JSON list, without its brackets
+                items = json.dumps(as_json(list(page)), sort_keys=True)[1:-1]
                 self.write_text(("[" if first else ", ") + items)
             else:
                 self.write_text("".join(text(row) + "\n" for row in page))
