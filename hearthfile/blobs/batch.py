@@ -117,7 +117,6 @@ class WriteBatch:
 
     def _write_at(self, cid: Cid, size: int, index: int, data: Buffer) -> None:
         if size <= INLINE_MAX:
-            self._journal.note_all([f"s:{hex_of(cid)}"])
             self._small[cid] = bytes(data)
         else:
             blob_file = self._files.get(cid)
@@ -149,7 +148,6 @@ class WriteBatch:
 
     def add_small(self, manifest: Manifest, data: bytes, *, pin: bool, origin: str) -> None:
         """A whole small blob (at most ``INLINE_MAX`` bytes), checked by the caller."""
-        self._journal.note_all([f"s:{hex_of(manifest.cid)}"])
         self._small[manifest.cid] = data
         self._new.append((manifest, pin, origin))
         self.bytes_written += len(data)
@@ -185,7 +183,8 @@ class WriteBatch:
                 fsync_path(path)
             for directory in self._dirs:
                 fsync_path(directory, directory=True)
-            if self._small:
+            if self._small:  # noted first, as every name a batch may leave
+                self._journal.note_all(f"s:{hex_of(cid)}" for cid in self._small)
                 store.pack.put_many(self._small.items())
             with store.tx() as db:
                 store.index_new(db, self._new)

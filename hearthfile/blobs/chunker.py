@@ -185,14 +185,16 @@ class ManifestBuilder:
         return Manifest(self._size, self.chunk_size, tuple(self._chunks), content, name, mime)
 
 
-def iter_chunks(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
-    """Yield successive chunks of ``stream`` from one reused buffer.
+def iter_chunks(
+    stream: BinaryIO, chunk_size: int = CHUNK_SIZE, buf: bytearray | None = None
+) -> Iterator[memoryview]:
+    """Yield successive chunks of ``stream`` from one reused buffer (``buf`` when
+    given: many small files then cost no fresh allocation each).
 
     Each memoryview is valid only until the next one is requested: callers hash
     and write it, then move on, so memory stays at one chunk whatever the size.
     """
-    buf = bytearray(chunk_size)
-    view = memoryview(buf)
+    view = memoryview(buf if buf is not None else bytearray(chunk_size))[:chunk_size]
     while True:
         filled = 0
         while filled < chunk_size:
