@@ -22,7 +22,7 @@ GC_THRESHOLD: Final = 0.8
 FREE_SLACK: Final = 0.1
 GC_TARGET: Final = 0.7
 #: Blobs evicted per index transaction.
-GC_GROUP: Final = 5000
+GC_GROUP: Final = 20000
 
 
 @dataclass(frozen=True, slots=True)

@@ -1018,8 +1018,11 @@ class BlobStore:
         journal.note_all(f"{'c' if done else 'p'}:{hex_of(cid)}" for cid, size, done in rows)
         journal.note_all(f"s:{hex_of(cid)}" for cid, size, _ in rows if size <= INLINE_MAX)
         with self.tx() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (cid TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM doomed")
+            db.executemany("INSERT OR IGNORE INTO doomed VALUES (?)", ((r[0],) for r in rows))
             for table, column in (("have", "blob"), ("blob_chunks", "blob"), ("blobs", "cid")):
-                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", ((r[0],) for r in rows))
+                db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT cid FROM doomed)")
         small = [cid for cid, size, _ in rows if size <= INLINE_MAX]
         if small:
             self.pack.delete_many(small)
