@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+import blake3
+
 Buffer = bytes | bytearray | memoryview
 
 #: Direct I/O needs offsets, lengths and memory aligned to the device's logical
@@ -47,16 +49,19 @@ class Layout:
     """Paths of one store's files (plain strings on hot paths: pathlib costs more
     than the write it names)."""
 
-    def __init__(self, data_dir: Path, *, direct_io: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, direct_io: bool = True, readonly: bool = False) -> None:
         self.data_dir = data_dir
         self.blobs = data_dir / "blobs"
         self.partials = data_dir / "partial"
         self.tmp = data_dir / "tmp"
         self.corrupt = data_dir / "corrupt"
-        for path in (self.blobs, self.partials, self.tmp, self.corrupt):
-            path.mkdir(parents=True, exist_ok=True)
         self._blobs_s, self._partials_s = str(self.blobs), str(self.partials)
         self._shards: set[str] = set()
+        if readonly:  # a reader beside the writer creates nothing (a file that refuses
+            self.direct_io = direct_io  # O_DIRECT is then read buffered: BlobFile)
+            return
+        for path in (self.blobs, self.partials, self.tmp, self.corrupt):
+            path.mkdir(parents=True, exist_ok=True)
         self.direct_io = direct_io and direct_io_works(str(self.tmp))
 
     def complete(self, hexpart: str) -> str:
@@ -183,8 +188,55 @@ class BlobFile:
                 break
         return buf[: min(got, want)]
 
+    def read_into(self, view: memoryview, offset: int) -> int:
+        """Fill ``view`` (page-aligned, a multiple of ``DIRECT_ALIGN``) from ``offset``;
+        returns the bytes read, short only at the end of the file."""
+        fd = self._direct_fd if self._direct_fd is not None else self._fd
+        got = 0
+        while got < view.nbytes:
+            more = os.preadv(fd, [view[got:]], offset + got)
+            if not more:
+                break
+            got += more
+        return got
+
     def sync(self) -> None:
         os.fsync(self._fd)
+
+
+#: Bytes read per step when hashing a whole file: large enough for BLAKE3's threads
+#: to share the work, small enough that the buffer costs nothing to keep.
+HASH_PIECE: Final = 4 * 1024 * 1024
+
+
+def hash_file(path: str, *, direct: bool) -> bytes:
+    """BLAKE3 of a file's bytes, read past the page cache when ``direct`` (a file
+    just written with direct I/O is not in it, and mapping it would count every
+    page in the process's resident memory)."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with BlobFile(path, write=False, direct=direct) as blob_file, Scratch(HASH_PIECE) as view:
+        offset = 0
+        while True:
+            got = blob_file.read_into(view, offset)
+            if not got:
+                return hasher.digest()
+            hasher.update(view[:got])
+            offset += got
+
+
+class Scratch:
+    """A page-aligned buffer for the length of a ``with`` block, given back once the
+    last view of it is gone (a caller may still hold a slice it was handed)."""
+
+    def __init__(self, size: int) -> None:
+        self._buf: mmap.mmap | None = mmap.mmap(-1, size)
+
+    def __enter__(self) -> memoryview:
+        assert self._buf is not None
+        return memoryview(self._buf)
+
+    def __exit__(self, *exc: object) -> None:
+        self._buf = None
 
 
 class SequentialWriter:

@@ -55,7 +55,16 @@ from hearthfile.blobs.chunker import (
     iter_chunks,
 )
 from hearthfile.blobs.convert import adopt_v1, convert_v1
-from hearthfile.blobs.files import BlobFile, Buffer, Layout, SequentialWriter, fsync_path
+from hearthfile.blobs.files import (
+    HASH_PIECE,
+    BlobFile,
+    Buffer,
+    Layout,
+    Scratch,
+    SequentialWriter,
+    fsync_path,
+    hash_file,
+)
 from hearthfile.blobs.gc import GC_TARGET, GC_THRESHOLD, GcReport, bytes_to_free, pick_victims
 from hearthfile.blobs.index import INDEX_NAME, fresh_index, open_index, quick_check
 from hearthfile.blobs.pack import INLINE_MAX, PACK_NAME, Pack
@@ -186,7 +195,7 @@ class BlobStore:
         #: Blobs a batch is placing and has not committed yet.
         self._writing: Counter[Cid] = Counter()
         self._clock = clock
-        self.layout = Layout(data_dir, direct_io=direct_io)
+        self.layout = Layout(data_dir, direct_io=direct_io, readonly=readonly)
         self._mutex = threading.RLock()
         #: Counts this process's committed index changes: a value read before a
         #: query still equal afterwards means the answer is still current.
@@ -592,15 +601,11 @@ class BlobStore:
             for index in indices:
                 yield self._checked(manifest, index, memoryview(data or b""), complete)
             return
-        hexpart = hex_of(cid)
-        path = self.layout.complete(hexpart) if complete else self.layout.partial(hexpart)
-        try:
-            blob_file = BlobFile(path, write=False, direct=self.direct_io)
-        except FileNotFoundError:
-            yield from self._reread(manifest, indices, complete)
-            return
-        except OSError as exc:
-            raise io_error(f"opening {path}", exc) from None
+        blob_file = self._open_either(cid, complete)
+        if blob_file is None:
+            if not self.readonly:
+                self._lost(manifest)
+            raise BlobError("not_found", f"{cid}: its file is missing")
         with blob_file:
             for index in indices:
                 try:
@@ -608,23 +613,25 @@ class BlobStore:
                         index * manifest.chunk_size, manifest.chunk_length(index)
                     )
                 except OSError as exc:
-                    raise io_error(f"reading {path}", exc) from None
+                    raise io_error(f"reading {blob_file.path}", exc) from None
                 yield self._checked(manifest, index, view, complete)
 
-    def _reread(
-        self, manifest: Manifest, indices: list[int], was_complete: bool
-    ) -> Iterator[memoryview]:
-        """The blob's file was not where its state said: it moved (completed, or
-        found corrupt) between the query and the open; once more, else it is gone."""
-        rows = self._query("SELECT complete FROM blobs WHERE cid = ?", (manifest.cid,))
-        if rows and (rows[0][0] == 1) != was_complete:
-            yield from self._read(manifest, indices)
-            return
-        if rows and not self.readonly:
-            self._lost(manifest, was_complete)
-        raise BlobError("not_found", f"{manifest.cid}: its file is missing")
+    def _open_either(self, cid: Cid, complete: bool) -> BlobFile | None:
+        """The blob's file where its state says, else where it is moving to (a
+        completion or a demotion can rename it between the query and the open; every
+        chunk read is checked, so either file serves). None when neither is there."""
+        hexpart = hex_of(cid)
+        paths = [self.layout.complete(hexpart), self.layout.partial(hexpart)]
+        for path in paths if complete else paths[::-1]:
+            try:
+                return BlobFile(path, write=False, direct=self.direct_io)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise io_error(f"opening {path}", exc) from None
+        return None
 
-    def _lost(self, manifest: Manifest, was_complete: bool) -> None:
+    def _lost(self, manifest: Manifest) -> None:
         """A blob's file vanished: it holds nothing now (a fetch brings it back)."""
         with self.tx() as db:
             db.execute("UPDATE blobs SET complete = 0 WHERE cid = ?", (manifest.cid,))
@@ -645,9 +652,9 @@ class BlobStore:
 
     def _found_corrupt(self, m: Manifest, index: int, data: Buffer, complete: bool) -> str:
         """Keep corrupt bytes aside; the blob becomes partial without that chunk."""
-        where = self.layout.keep_corrupt(f"{hex_of(m.cid)}.{index}", data)
         if self.readonly:
-            return where
+            return "(left in place: store opened read-only)"
+        where = self.layout.keep_corrupt(f"{hex_of(m.cid)}.{index}", data)
         with self._mutex:
             hexpart = hex_of(m.cid)
             still = self._query("SELECT complete FROM blobs WHERE cid = ?", (m.cid,))
@@ -688,6 +695,44 @@ class BlobStore:
         if not whole and set(manifest.chunk_range(start, end)) & set(self.missing_chunks(cid)):
             raise BlobError("not_found", f"{cid}: bytes {start}-{end} are not all here")
         return self._stream(manifest, start, end)
+
+    def export(self, cid: Cid) -> Iterator[memoryview]:
+        """Yield a complete blob's bytes in large pieces, checked against its
+        ``content`` as a whole (BLAKE3 over every byte, in threads) rather than chunk
+        by chunk: the cheapest read there is, for a caller that writes a file and
+        keeps it only once the iteration has ended without error (``get -o``). A
+        mismatch is ``hash_mismatch`` after the last piece; the chunks are then
+        checked one by one, so the corrupt ones are taken out of service."""
+        info = self.stat(cid)
+        if not info.complete:
+            raise BlobError("not_found", cid)
+        if info.size <= INLINE_MAX:
+            yield from self._stream(self.read_manifest(cid), 0, info.size)
+            return
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        path = self.layout.complete(hex_of(cid))
+        with self.using(cid):
+            try:
+                with (
+                    BlobFile(path, write=False, direct=self.direct_io) as blob,
+                    Scratch(HASH_PIECE) as view,
+                ):
+                    offset = 0
+                    while got := blob.read_into(view, offset):
+                        hasher.update(view[:got])
+                        yield view[:got]
+                        offset += got
+            except FileNotFoundError:
+                raise BlobError("not_found", f"{cid}: its file is missing") from None
+            except OSError as exc:
+                raise io_error(f"reading {path}", exc) from None
+            if offset == info.size and cid_from_digest(hasher.digest()) == info.content:
+                return
+            manifest = self.read_manifest(cid)
+            for index in range(len(manifest.chunks)):
+                with suppress(BlobError):
+                    self.read_chunks(manifest, [index])
+            raise BlobError("hash_mismatch", f"{cid}: its file does not hold its bytes")
 
     def _stream(self, m: Manifest, start: int, end: int) -> Iterator[memoryview]:
         indices = iter(m.chunk_range(start, end))
@@ -918,11 +963,10 @@ class BlobStore:
         try:
             if os.path.getsize(path) != manifest.size:
                 return False
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            hasher.update_mmap(path)
+            digest = hash_file(path, direct=self.direct_io)
         except OSError as exc:
             raise io_error(f"reading {path}", exc) from None
-        return cid_from_digest(hasher.digest()) == manifest.content
+        return cid_from_digest(digest) == manifest.content
 
     def discard_partial(self, cid: Cid) -> None:
         """Forget a blob that is not complete (a put whose manifest proved false)."""

@@ -98,6 +98,11 @@ class NodeClient(Protocol):
         """Write the blob's bytes (or the span) in order, fetching what is missing."""
         ...
 
+    async def export(self, cid: Cid, write: Write) -> None:
+        """Write a held blob whole, checked as a whole once written: for a file kept
+        only if this returns (``BlobStore.export``)."""
+        ...
+
     async def pin(self, cid: Cid) -> PinState: ...
     async def unpin(self, cid: Cid) -> PinState: ...
     async def rm(self, cid: Cid) -> Removed: ...
@@ -171,6 +176,10 @@ class LocalClient:
 
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
         _write_span(self.store, cid, span, write)
+
+    async def export(self, cid: Cid, write: Write) -> None:
+        for view in self.store.export(cid):
+            write(view)
 
     async def pin(self, cid: Cid) -> PinState:
         return ops.pin(self.store, cid)
@@ -408,6 +417,14 @@ class BusClient:
                 return None
             info = store.stat(cid)
             return Fetched(cid, info.size, info.name)
+        finally:
+            store.close()
+
+    async def export(self, cid: Cid, write: Write) -> None:
+        store = BlobStore(self.data_dir, readonly=True)
+        try:
+            for view in store.export(cid):
+                write(view)
         finally:
             store.close()
 

@@ -261,7 +261,10 @@ async def save(node: NodeClient, cid: Cid, dest: Path, span: Span, *, direct: bo
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             write: Write = SequentialWriter(fd, direct=direct).write
-            await node.read(cid, span, write)
+            if span is None:  # kept only once whole and checked: the cheapest read
+                await node.export(cid, write)
+            else:
+                await node.read(cid, span, write)
         finally:
             os.close(fd)
         os.replace(tmp, dest)

@@ -259,3 +259,22 @@ def test_a_blob_removed_while_being_read_is_not_found_not_corrupt(store: BlobSto
         store.read_chunks(manifest, [0])
     assert caught.value.code == "not_found"
     assert not list((store.data_dir / "corrupt").iterdir())
+
+
+def test_export_yields_the_whole_blob_and_fails_at_the_end_when_it_rotted(
+    store: BlobStore,
+) -> None:
+    data = payload(20 * CS + 3, seed=12)
+    m = store.add_bytes(data)
+    small = store.add_bytes(b"tiny")
+    assert b"".join(bytes(v) for v in store.export(m.cid)) == data
+    assert b"".join(bytes(v) for v in store.export(small.cid)) == b"tiny"
+    with open(blob_path(store, m.cid), "r+b") as f:
+        f.seek(17 * CS)
+        f.write(b"rot")
+    got = []
+    with pytest.raises(BlobError) as err:
+        for view in store.export(m.cid):
+            got.append(bytes(view))
+    assert err.value.code == "hash_mismatch" and b"".join(got) != data
+    assert store.missing_chunks(m.cid) == [17], "the rotten chunk is out of service"
