@@ -149,6 +149,25 @@ async def test_origin_drops_mid_body_and_the_rest_is_asked_for(
     assert origin.body_bytes("/d") == len(data)
 
 
+async def test_a_drop_mid_group_keeps_the_chunks_not_yet_written(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """With the default grouping (8 MiB per hop, no flush due), a break leaves whole
+    chunks received but not handed to the writer: they are kept, and the range asked
+    for starts after them."""
+    data = payload(12 * MiB, seed=5)
+    origin.files["/g"] = Served(data, drop_after=5 * MiB + 777, drops_left=1)
+    config = replace(CONFIG, flush_bytes=64 * MiB, flush_interval_s=60)
+    with trio.fail_after(60):
+        async with service(tmp_path / "data", config) as (d, store):
+            rec, _ = await d.add(origin.url("/g"))
+            done = await finished(d, rec["id"])
+            assert done["status"] == "Completed", done
+            assert blob_bytes(store, done["cid"]) == data
+    assert [h.range for h in origin.hits("/g")] == [None, f"bytes={5 * MiB + 777}-"]
+    assert origin.body_bytes("/g") == len(data)
+
+
 async def test_origin_that_ignores_ranges_restarts_cleanly(tmp_path: Path, origin: Origin) -> None:
     data = payload(3 * MiB, seed=5)
     origin.files["/i"] = Served(data, ignore_ranges=True, drop_after=2 * MiB, drops_left=1)

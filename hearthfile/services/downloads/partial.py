@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Sequence
 
 from hearthfile.blobs.batch import io_error
 from hearthfile.blobs.chunker import CHUNK_SIZE, BlobError, Manifest, ManifestBuilder
@@ -91,18 +90,19 @@ class PartialDownload:
 
     # -- writing ------------------------------------------------------------------------
 
-    def add(self, chunks: Sequence[Buffer]) -> None:
-        """Hash and append full chunks, in order."""
+    def add(self, data: Buffer) -> None:
+        """Hash whole chunks (the last piece alone may be short) and append them, in
+        order, with one write."""
+        view = memoryview(data).cast("B")
         if self._fd is None:
             self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
             os.lseek(self._fd, self.size, os.SEEK_SET)
-        writer = SequentialWriter(self._fd, direct=self._store.direct_io)
-        for chunk in chunks:
-            self._hash(chunk)
-            try:
-                writer.write(chunk)
-            except OSError as exc:
-                raise io_error(f"writing {self._name}", exc) from None
+        for start in range(0, view.nbytes, CHUNK_SIZE):
+            self._hash(view[start : start + CHUNK_SIZE])
+        try:
+            SequentialWriter(self._fd, direct=self._store.direct_io).write(view)
+        except OSError as exc:
+            raise io_error(f"writing {self._name}", exc) from None
 
     def flush(self) -> str | None:
         """Make what was added durable; returns the token to keep in the record."""
@@ -118,7 +118,7 @@ class PartialDownload:
     def finish(self, tail: bytes, mime: str | None) -> Manifest:
         """Add the last (short or empty) piece, check ``expect``, store the whole blob."""
         if tail:
-            self.add([tail])
+            self.add(tail)
         self._close()
         manifest = self._builder.finish(self._name, mime)
         self._check_expect(manifest)

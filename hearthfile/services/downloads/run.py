@@ -1,11 +1,12 @@
 """One download from its origin, over httpx (trio shell over ``core`` and ``partial``).
 
-The body is cut into 256 KiB chunks as it arrives; groups of chunks go to a
-writer task that hashes and writes them in a worker thread while the next
-group is received, and commits them with a prefix blob every ``flush_bytes``
-or ``flush_interval_s`` (so a kill loses at most that tail). A connection that
-breaks mid-body is asked again for the rest (Range + If-Range) up to
-``max_retries`` times; what the origin answers is judged by ``core.decide``.
+The body gathers in one buffer as it arrives; each group of whole 256 KiB
+chunks goes to a writer task that hashes them and writes the group with one
+call in a worker thread while the next group is received, and makes them
+durable every ``flush_bytes`` or ``flush_interval_s`` (so a kill loses at most
+that tail). A connection that breaks mid-body keeps what arrived and asks
+again for the rest (Range + If-Range) up to ``max_retries`` times; what the
+origin answers is judged by ``core.decide``.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class OriginRun:
         await self._progress.save(self.rec)
 
     async def _receive(self, response: httpx.Response) -> Manifest:
-        send, receive = trio.open_memory_channel[list[bytes]](1)
+        send, receive = trio.open_memory_channel[bytearray](1)
         broken: httpx.TransportError | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -178,37 +179,42 @@ class OriginRun:
         return manifest
 
     async def _read(
-        self, response: httpx.Response, send: trio.MemorySendChannel[list[bytes]]
+        self, response: httpx.Response, send: trio.MemorySendChannel[bytearray]
     ) -> None:
-        group: list[bytes] = []
-        tail = self._tail
         cfg = self._config
-        group_limit = max(1, min(GROUP_CHUNKS, cfg.flush_bytes // CHUNK_SIZE))
+        group_bytes = CHUNK_SIZE * max(1, min(GROUP_CHUNKS, cfg.flush_bytes // CHUNK_SIZE))
         sent_at = trio.current_time()
         async for piece in response.aiter_raw():
-            tail += piece
+            self._tail += piece
             self._progress.received(len(piece))
             if self.offset > cfg.max_bytes:
                 raise DownloadFailed(f"the body passed downloads.max_bytes ({cfg.max_bytes})")
-            while len(tail) >= CHUNK_SIZE:
-                group.append(bytes(tail[:CHUNK_SIZE]))
-                del tail[:CHUNK_SIZE]
-                self._queued += CHUNK_SIZE
-                now = trio.current_time()
-                if len(group) >= group_limit or now - sent_at >= cfg.flush_interval_s:
-                    await send.send(group)
-                    group, sent_at = [], now
-        if group:
-            await send.send(group)
+            if len(self._tail) < CHUNK_SIZE:
+                continue
+            now = trio.current_time()
+            if len(self._tail) >= group_bytes or now - sent_at >= cfg.flush_interval_s:
+                await send.send(self._cut())
+                sent_at = now
+        if len(self._tail) >= CHUNK_SIZE:
+            await send.send(self._cut())
 
-    async def _write(self, receive: trio.MemoryReceiveChannel[list[bytes]]) -> None:
+    def _cut(self) -> bytearray:
+        """Hand over the whole chunks received as one buffer; keep the short rest."""
+        group = self._tail
+        whole = len(group) - len(group) % CHUNK_SIZE
+        self._tail = group[whole:]
+        del group[whole:]
+        self._queued += whole
+        return group
+
+    async def _write(self, receive: trio.MemoryReceiveChannel[bytearray]) -> None:
         since_flush = 0
         last_flush = trio.current_time()
         async with receive:
             async for group in receive:
                 await self._store.run(self._partial.add, group)
-                self._queued -= CHUNK_SIZE * len(group)
-                since_flush += CHUNK_SIZE * len(group)
+                self._queued -= len(group)
+                since_flush += len(group)
                 due = trio.current_time() - last_flush >= self._config.flush_interval_s
                 if since_flush >= self._config.flush_bytes or due:
                     await self._flush()
