@@ -148,9 +148,10 @@ async def send_frame(ws: WebSocketConnection, frame: memoryview) -> None:
     ``ws.send_message`` would: under its stream lock, so it never interleaves with a
     ping, pong or close trio-websocket sends, and only while the websocket is open.
     A broken stream aborts the websocket and raises ``ConnectionClosed``, as there."""
-    if ws._wsproto.state is not ConnectionState.OPEN:
-        raise ConnectionClosed(ws.closed or CloseReason(CLOSE_ABNORMAL, None))
     async with ws._stream_lock:
+        # Checked under the lock: a close frame may have gone out while we waited.
+        if ws._wsproto.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(ws.closed or CloseReason(CLOSE_ABNORMAL, None))
         try:
             await ws._stream.send_all(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
