@@ -126,6 +126,7 @@ class WriteBatch:
                 blob_file.write_at(index * CHUNK_SIZE, data)
             except OSError as exc:
                 raise io_error(f"writing chunk {index} of {cid}", exc) from None
+            self._store.mirrored(cid, index, data)
         self._have.append((cid, index))
         self.bytes_written += len(data)
 

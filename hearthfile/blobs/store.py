@@ -194,6 +194,8 @@ class BlobStore:
         self._in_use: Counter[Cid] = Counter()
         #: Blobs a batch is placing and has not committed yet.
         self._writing: Counter[Cid] = Counter()
+        #: Files being written as copies of blobs being fetched (``mirror``).
+        self._mirrors: dict[Cid, list[Mirror]] = {}
         self._clock = clock
         self.layout = Layout(data_dir, direct_io=direct_io, readonly=readonly)
         self._mutex = threading.RLock()
@@ -297,6 +299,18 @@ class BlobStore:
             return BlobFile(path, write=True, direct=self.direct_io, size=size)
         except OSError as exc:
             raise io_error(f"opening {path}", exc) from None
+
+    def mirror(self, cid: Cid, path: str) -> Mirror:
+        """Write a copy of ``cid`` to ``path`` as its chunks are stored (each one
+        verified by whoever stores it), so a caller that wants the blob in a file
+        of its own pays no second read; ``Mirror.finish`` adds what was held before.
+        Use as a context manager."""
+        return Mirror(self, cid, path)
+
+    def mirrored(self, cid: Cid, index: int, data: Buffer) -> None:
+        """A chunk of ``cid`` was just written: copy it to the blob's mirrors."""
+        for mirror in self._mirrors.get(cid, ()):
+            mirror.write(index, data)
 
     def wanting(self, chunk: Cid) -> list[tuple[Cid, int, int]]:
         """(blob, size, index) of every partial blob lacking ``chunk``."""
@@ -1138,6 +1152,63 @@ class BlobStore:
             self._notice(notice)
             self.generation += 1
         self._check_index(wal_lost=False)
+
+
+class Mirror:
+    """``BlobStore.mirror``: a file kept equal to a blob as it is stored."""
+
+    def __init__(self, store: BlobStore, cid: Cid, path: str) -> None:
+        self._store, self._cid, self.path = store, cid, path
+        self._written: set[int] = set()
+        self._failed: OSError | None = None
+        try:
+            self._file = BlobFile(path, write=True, direct=store.direct_io)
+        except OSError as exc:
+            raise io_error(f"opening {path}", exc) from None
+
+    def __enter__(self) -> Mirror:
+        with self._store._mutex:
+            self._store._mirrors.setdefault(self._cid, []).append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._store._mutex:
+            mirrors = self._store._mirrors[self._cid]
+            mirrors.remove(self)
+            if not mirrors:
+                del self._store._mirrors[self._cid]
+        self._file.close()
+
+    def write(self, index: int, data: Buffer) -> None:
+        if self._failed is not None:
+            return
+        try:
+            self._file.write_at(index * CHUNK_SIZE, data)
+        except OSError as exc:  # the copy fails, not the store's write
+            self._failed = exc
+            return
+        self._written.add(index)
+
+    def finish(self, manifest: Manifest) -> None:
+        """Add the chunks stored before the mirror began (read and verified), and
+        end the file at the blob's size."""
+        if self._failed is not None:
+            raise io_error(f"writing {self.path}", self._failed)
+        store = self._store
+        todo = [i for i in range(len(manifest.chunks)) if i not in self._written]
+        try:
+            if len(todo) == len(manifest.chunks):  # all of it: the cheapest whole read
+                offset = 0
+                for view in store.export(manifest.cid):
+                    self._file.write_at(offset, view)
+                    offset += len(view)
+            for start in range(0, len(todo) if self._written else 0, 8):
+                group = todo[start : start + 8]
+                for index, data in zip(group, store.read_chunks(manifest, group), strict=True):
+                    self._file.write_at(index * CHUNK_SIZE, data)
+            os.truncate(self.path, manifest.size)
+        except OSError as exc:
+            raise io_error(f"writing {self.path}", exc) from None
 
 
 class _InUse:

@@ -93,7 +93,14 @@ class NodeClient(Protocol):
         """Add what the CLI reads from ``stream`` (stdin, a pipe, a device) as one blob."""
         ...
 
-    async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched: ...
+    async def fetch(
+        self, cid: Cid, span: Span, progress: OnProgress = _ignore, output: str | None = None
+    ) -> Fetched:
+        """Make the blob (or span) complete here; with ``output`` (an absolute path
+        to an existing file) the node may also write the whole blob there as it
+        lands: ``Fetched.written`` says whether it did."""
+        ...
+
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
         """Write the blob's bytes (or the span) in order, fetching what is missing."""
         ...
@@ -166,7 +173,9 @@ class LocalClient:
     async def add_stream(self, stream: BinaryIO, name: str | None, *, pin: bool) -> Added:
         return Added([ops.add_stream(self.store, stream, name=name, pin=pin)])
 
-    async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
+    async def fetch(
+        self, cid: Cid, span: Span, progress: OnProgress = _ignore, output: str | None = None
+    ) -> Fetched:
         try:  # all of it (or of the span) must be here: there is no daemon to fetch it
             next(iter(self.store.read_blob_stream(cid, *(span or (0, None)))), None)
         except BlobError:
@@ -403,11 +412,15 @@ class BusClient:
         answer = await self._answer("add_stream", {"name": name, "pin": pin}, feed=feed)
         return from_wire(Added, answer)
 
-    async def fetch(self, cid: Cid, span: Span, progress: OnProgress = _ignore) -> Fetched:
+    async def fetch(
+        self, cid: Cid, span: Span, progress: OnProgress = _ignore, output: str | None = None
+    ) -> Fetched:
         held = self._held(cid)
         if held is not None:  # complete here already: the node has nothing to do
             return held
         args: dict[str, Any] = {"cid": cid} if span is None else {"cid": cid, "range": list(span)}
+        if output is not None:
+            args["output"] = output
         return await self._one(Fetched, "fetch", args, progress)
 
     def _held(self, cid: Cid) -> Fetched | None:

@@ -205,8 +205,37 @@ class _Getter:
         early = self.destination(cid, None, many)
         if early is not None:
             self.refuse_overwrite(early)
+        tmp = self.node_writes(early, many)
+        try:
+            await self._one(node, cid, many, early, tmp)
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+    def node_writes(self, early: Path | None, many: bool) -> Path | None:
+        """The temporary file the node may write the blob to as it fetches it (for
+        ``-o FILE`` of a whole blob: no second pass over the bytes), else None."""
+        if many or self.span is not None or early is None or self.output in (None, "-"):
+            return None
+        if early.exists() and not early.is_file():
+            return None  # a device or a FIFO is written in place, by ``save``
+        tmp = early.with_name(f".{early.name}.hearthfile-tmp").absolute()
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+        except OSError as exc:
+            raise CliError(f"cannot write {early}: {exc.strerror}") from None
+        return tmp
+
+    async def _one(
+        self, node: NodeClient, cid: Cid, many: bool, early: Path | None, tmp: Path | None
+    ) -> None:
         with ProgressBar(f"get {cid[7:19]}", enabled=not many) as bar:
-            got = await node.fetch(cid, self.span, bar.transfer)
+            try:
+                got = await node.fetch(cid, self.span, bar.transfer, str(tmp) if tmp else None)
+            except ServiceError as exc:
+                if tmp is None or not exc.detail.startswith("cannot write"):
+                    raise
+                got = await node.fetch(cid, self.span, bar.transfer)  # it writes, not the node
         check_span(self.span, got)
         if self.pin and self.span is None:
             await node.pin(cid)
@@ -216,7 +245,13 @@ class _Getter:
             self.out.flush()
             return
         self.refuse_overwrite(dest)
-        await save(node, cid, dest, self.span, direct=self.direct)
+        if got.written and tmp is not None and dest == early:
+            try:
+                os.replace(tmp, dest)
+            except OSError as exc:
+                raise CliError(f"cannot write {dest}: {exc.strerror}") from None
+        else:
+            await save(node, cid, dest, self.span, direct=self.direct)
         if self.out.json:
             self.out.data({"cid": cid, "size": got.size, "name": got.name, "path": str(dest)})
         else:

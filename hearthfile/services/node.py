@@ -12,6 +12,7 @@ encodes them once, at the seam.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -55,6 +56,8 @@ from hearthfile.services.threads import Stop, run_stoppable
 from hearthfile.transfer.fileproto import bad, want_cid, want_int, want_map
 from hearthfile.transfer.peer import Progress, ProgressFn
 from hearthfile.transfer.push import PushResult
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -256,10 +259,25 @@ class NodeService:
                 raise bad("range is [start, end)")
             span = (want_int(span[0], "range start"), want_int(span[1], "range end", span[0]))
         sequential = args.get("stream") is True
-        manifest: Manifest = await _with_progress(
-            ctx, lambda report: self._fetch(cid, span, sequential, _transfer_progress(report))
-        )
-        return Fetched(cid, manifest.size, manifest.name)
+        output = args.get("output")
+        if output is not None and (span is not None or not _absolute_path(output)):
+            raise bad("output is an absolute path, for a whole blob")
+        with contextlib.ExitStack() as stack:
+            mirror = None
+            if output is not None:  # chunks go to the caller's file as they are stored
+                try:
+                    opened = await self._run(self._store.mirror, cid, output)
+                except ServiceError:
+                    raise bad(f"cannot write {output}") from None
+                mirror = stack.enter_context(opened)
+            manifest: Manifest = await _with_progress(
+                ctx, lambda report: self._fetch(cid, span, sequential, _transfer_progress(report))
+            )
+            if mirror is not None:
+                with self._store.using(cid):
+                    await self._run(mirror.finish, manifest)
+                log.info("fetch wrote cid=%s to %s", cid, output)
+        return Fetched(cid, manifest.size, manifest.name, written=output is not None)
 
     async def pin(self, ctx: CallContext) -> PinState:
         return await self._run(ops.pin, self._store, _cid_arg(ctx))
@@ -351,6 +369,10 @@ def _transfer_progress(report: Report) -> ProgressFn:
         report(TransferState(**asdict(p)), p.chunks_done >= p.chunks_total)
 
     return progress
+
+
+def _absolute_path(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and 0 < len(value) <= 4096
 
 
 async def _with_progress(ctx: CallContext, job: Callable[[Report], Awaitable[T]]) -> T:

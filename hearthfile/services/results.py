@@ -103,6 +103,8 @@ class Fetched:
     cid: Cid
     size: int = field(metadata=BYTES)
     name: str | None
+    #: The node wrote the blob to the ``output`` file the caller named.
+    written: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,8 @@ def test_three_source_parallel_fetch(make_node: Callable[[str], Daemon], tmp_pat
     wait_for(lambda: knows(fetcher, cid, holders), 60, "the fetcher to learn all three holders")
     fetcher.ok("get", cid, "-o", str(tmp_path / "out.bin"))
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    assert f"fetch wrote cid={cid}" in fetcher.log(), "the node wrote the file as it fetched"
+    assert not list(tmp_path.glob(".*hearthfile-tmp"))
     got = shares(fetcher, cid)
     assert set(got) == {h.node_id for h in holders}, f"chunks came from all three: {got}"
     assert sum(got.values()) == 96

@@ -278,3 +278,27 @@ def test_export_yields_the_whole_blob_and_fails_at_the_end_when_it_rotted(
             got.append(bytes(view))
     assert err.value.code == "hash_mismatch" and b"".join(got) != data
     assert store.missing_chunks(m.cid) == [17], "the rotten chunk is out of service"
+
+
+def test_a_mirror_gets_each_chunk_as_it_is_stored_and_the_rest_at_the_end(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    data = payload(6 * CS + 11, seed=13)
+    m, chunks = chunk_blob(data)
+    store.begin_blob(m)
+    with store.batch() as batch:  # held before the mirror began
+        batch.write_chunks(m, [(1, chunks[1]), (4, chunks[4])])
+    out = tmp_path / "out"
+    out.touch()
+    with store.mirror(m.cid, str(out)) as mirror:
+        with store.batch() as batch:
+            batch.write_chunks(m, [(i, chunks[i]) for i in (0, 2, 3, 5, 6)])
+        assert out.read_bytes()[:CS] == chunks[0], "written as it was stored"
+        assert store.complete_blob(m.cid)
+        mirror.finish(m)
+    assert out.read_bytes() == data
+    held = tmp_path / "held"
+    held.touch()
+    with store.mirror(m.cid, str(held)) as mirror:  # nothing stored meanwhile: all copied
+        mirror.finish(m)
+    assert held.read_bytes() == data
