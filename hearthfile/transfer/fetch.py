@@ -255,14 +255,18 @@ class _ScheduledFetch:
                 else:
                     nursery.start_soon(self._request_run, node, sorted(indices), scope)
             deadline = sched.next_deadline(now)
+            done = self.state.chunks_done
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 self._record(await self.results.receive())
             self._record_ready()
+            if self.progress is not None and self.state.chunks_done != done:
+                self.progress(self.state)
             sched.tick(trio.current_time())
 
     def _record_ready(self) -> None:
         """Record every outcome already waiting, so a writer's group of chunks costs
-        one turn of the loop (one wait, one cancel scope, one round of requests)."""
+        one turn of the loop (one wait, one cancel scope, one round of requests, one
+        progress report)."""
         while True:
             try:
                 result = self.results.receive_nowait()
@@ -322,8 +326,6 @@ class _ScheduledFetch:
             self.fetched_bytes += result.nbytes
             self.state.chunks_done += 1
             self.state.done_bytes += result.nbytes
-            if self.progress is not None:
-                self.progress(self.state)
         elif isinstance(result, SourceGone):
             self.sched.remove_source(node, now)
         else:
