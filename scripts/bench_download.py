@@ -12,22 +12,28 @@ a member). In each round, in an order that flips every round:
 
 1. curl: ``curl -o FILE`` from the origin, into the scratch disk (removed after).
 2. aria2c: ``aria2c -x4 -s4`` from the origin, into the scratch disk (removed after).
-3. origin: ``hearthfile --home A download URL`` (A's record and blob removed before).
+3. origin: ``hearthfile --home A download --refresh URL`` (A's record and blob removed
+   before; ``--refresh`` because from round 2 on B holds the URL too).
 Then 4. peers: ``hearthfile --home B download URL`` once B has learned from gossip that
 A cached the URL: B fetches the blob from A, not from the origin (B's record and blob
 removed before; the script checks nginx served nothing meanwhile).
 
-Every tool is a separate process timed from spawn to exit; hearthfile's download is
+Every tool is a separate process timed from spawn to exit, with the CPU it took: the
+tool's own process, and for hearthfile also the daemons' (the CLI, the downloading
+daemon, and for step 4 the serving one; read from /proc before and after). hearthfile's
+download is
 chunked, hashed (BLAKE3 per chunk and over the whole file) and stored with periodic
-flushes, curl and aria2c only write the page cache. The table shows medians and the
-ratio against curl in the same run; MB/s = 10^6 B/s. Compare ratios, not absolute
-numbers: the machine is shared (PERF-NOTES.md).
+flushes, curl and aria2c only write the page cache. The table shows medians (time, CPU
+seconds per GB) and the ratio against curl in the same run; MB/s = 10^6 B/s. Compare
+ratios, not absolute numbers: the machine is shared (PERF-NOTES.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import sys
@@ -77,6 +83,27 @@ def run(root: Path, args: argparse.Namespace) -> None:
     report(results, size, args)
 
 
+Sample = tuple[float, float]  # (seconds, CPU seconds)
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds a running process has used (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_cpu(argv: list[str], *daemons: Node) -> Sample:
+    """``argv``'s time from spawn to exit, and the CPU it and ``daemons`` used meanwhile."""
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime + sum(cpu_of(d.proc.pid) for d in daemons if d.proc)
+
+    before = cpu()
+    elapsed = timed(argv)
+    return elapsed, cpu() - before
+
+
 def forget(node: Node, url: str) -> None:
     """Remove the node's download of ``url`` and its blob, so the next one starts cold."""
     for rec in json.loads(hf(node.home, "--json", "downloads")):
@@ -89,21 +116,25 @@ def forget(node: Node, url: str) -> None:
 
 def measure(
     root: Path, args: argparse.Namespace, a: Node, b: Node, url: str
-) -> dict[str, list[float]]:
+) -> dict[str, list[Sample]]:
     out = root / "out.bin"
+    hearthfile = [sys.executable, "-m", "hearthfile", "--home"]
 
-    def with_file(argv: list[str]) -> float:
+    def with_file(argv: list[str]) -> Sample:
         try:
-            return timed(argv)
+            return timed_cpu(argv)
         finally:
             for path in root.glob("out.bin*"):
                 path.unlink()
 
-    def origin_step() -> float:
+    def origin_step() -> Sample:
         forget(a, url)
-        return timed([sys.executable, "-m", "hearthfile", "--home", str(a.home), "download", url])
+        # --refresh: from round 2 on, B holds the URL too, and A would fetch it from B.
+        sample = timed_cpu([*hearthfile, str(a.home), "download", "--refresh", url], a)
+        check_source(a, "origin")
+        return sample
 
-    def peers_step() -> float:
+    def peers_step() -> Sample:
         forget(b, url)
         key = url_key(url)
         deadline = time.monotonic() + 120
@@ -111,15 +142,16 @@ def measure(
             if time.monotonic() > deadline:
                 raise SystemExit("node B never learned that A cached the URL")
             time.sleep(0.2)
-        elapsed = timed(
-            [sys.executable, "-m", "hearthfile", "--home", str(b.home), "download", url]
-        )
-        rec = json.loads(hf(b.home, "--json", "downloads"))[0]
-        if rec["source"] != "peers":
-            raise SystemExit(f"B downloaded from {rec['source']}, not from A")
-        return elapsed
+        sample = timed_cpu([*hearthfile, str(b.home), "download", url], b, a)
+        check_source(b, "peers")
+        return sample
 
-    steps: dict[str, Callable[[], float]] = {
+    def check_source(node: Node, source: str) -> None:
+        rec = json.loads(hf(node.home, "--json", "downloads"))[0]
+        if rec["source"] != source:
+            raise SystemExit(f"{node.home.name} downloaded from {rec['source']}, not {source}")
+
+    steps: dict[str, Callable[[], Sample]] = {
         "curl": lambda: with_file(["curl", "-sS", "-o", str(out), url]),
         "aria2c -x4": lambda: with_file(
             [
@@ -137,7 +169,8 @@ def measure(
         ),
         "hearthfile download (origin)": origin_step,
     }
-    results: dict[str, list[float]] = {name: [] for name in [*steps, "hearthfile download (peers)"]}
+    names = [*steps, "hearthfile download (peers)"]
+    results: dict[str, list[Sample]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         names = list(steps) if round_ % 2 == 0 else list(reversed(steps))
         for name in names:
@@ -147,17 +180,24 @@ def measure(
     return results
 
 
-def report(results: dict[str, list[float]], size: int, args: argparse.Namespace) -> None:
-    medians = {name: statistics.median(times) for name, times in results.items()}
+def report(results: dict[str, list[Sample]], size: int, args: argparse.Namespace) -> None:
+    medians = {name: statistics.median(s for s, _ in samples) for name, samples in results.items()}
+    cpu = {name: statistics.median(c for _, c in samples) for name, samples in results.items()}
     if args.json:
-        print(json.dumps({"size": size, "seconds": results, "median_s": medians}, indent=2))
+        runs = {name: [s for s, _ in samples] for name, samples in results.items()}
+        cpu_s = {name: [c for _, c in samples] for name, samples in results.items()}
+        out = {"size": size, "seconds": runs, "cpu_s": cpu_s, "median_s": medians}
+        print(json.dumps(out, indent=2))
         return
     curl = medians["curl"]
     origin = medians["hearthfile download (origin)"]
     print(f"{size / 2**20:.0f} MiB, {args.rounds} rounds, medians")
-    print(f"{'step':32} {'s':>7} {'MB/s':>8} {'vs curl':>8}")
+    print(f"{'step':32} {'s':>7} {'MB/s':>8} {'vs curl':>8} {'CPU-s/GB':>9}")
     for name, seconds in medians.items():
-        print(f"{name:32} {seconds:7.2f} {size / seconds / 1e6:8.0f} {curl / seconds:7.2f}x")
+        print(
+            f"{name:32} {seconds:7.2f} {size / seconds / 1e6:8.0f} {curl / seconds:7.2f}x"
+            f" {cpu[name] / (size / 1e9):9.2f}"
+        )
     peers = medians["hearthfile download (peers)"]
     print(f"second node from the first vs first node from the origin: {origin / peers:.2f}x")
 
