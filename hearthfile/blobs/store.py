@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -324,10 +324,7 @@ class BlobStore:
 
     def index_new(self, db: sqlite3.Connection, new: Iterable[tuple[Manifest, bool, str]]) -> None:
         """Record complete blobs (inside a batch's transaction)."""
-        now = self._clock()
-        for manifest, pin, origin in new:
-            _index_blob(db, manifest, pin=pin, origin=origin, now=now, complete=True)
-            db.execute("DELETE FROM have WHERE blob = ?", (manifest.cid,))
+        _index_blobs(db, list(new), now=self._clock(), complete=True)
 
     def drop_replaced_partials(self, cids: Iterable[Cid]) -> None:
         """Partial files of blobs that a whole copy just completed."""
@@ -1232,33 +1229,38 @@ class _InUse:
 def _index_blob(
     db: sqlite3.Connection, m: Manifest, *, pin: bool, origin: str, now: float, complete: bool
 ) -> None:
-    """A blob's row and chunk list; an existing row keeps its state unless this
-    one is complete, takes a name and mime it lacked, and keeps any pin."""
-    db.execute(
+    """A blob's row and chunk list (``_index_blobs`` of one)."""
+    _index_blobs(db, [(m, pin, origin)], now=now, complete=complete)
+
+
+def _index_blobs(
+    db: sqlite3.Connection,
+    blobs: Sequence[tuple[Manifest, bool, str]],
+    *,
+    now: float,
+    complete: bool,
+) -> None:
+    """Blobs' rows and chunk lists, three statements for them all; an existing row
+    keeps its state unless this one is complete, takes a name and mime it lacked,
+    and keeps any pin."""
+    db.executemany(
         "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, name, mime, pinned, "
         "origin, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
         "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
         "complete = MAX(complete, excluded.complete), last_access = excluded.last_access",
-        (
-            m.cid,
-            m.size,
-            m.chunk_size,
-            len(m.chunks),
-            m.content,
-            m.name,
-            m.mime,
-            int(pin),
-            origin,
-            int(complete),
-            now,
-            now,
-        ),
-    )
+        [
+            (m.cid, m.size, m.chunk_size, len(m.chunks), m.content, m.name, m.mime, int(pin),
+             origin, int(complete), now, now)
+            for m, pin, origin in blobs
+        ],
+    )  # fmt: skip
     db.executemany(
         "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
-        ((m.cid, i, c) for i, c in enumerate(m.chunks)),
+        ((m.cid, i, c) for m, _, _ in blobs for i, c in enumerate(m.chunks)),
     )
+    if complete:
+        db.executemany("DELETE FROM have WHERE blob = ?", ((m.cid,) for m, _, _ in blobs))
 
 
 _local = threading.local()
