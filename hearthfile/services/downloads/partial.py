@@ -48,8 +48,8 @@ class PartialDownload:
     def _reset_hashes(self) -> None:
         self._builder = ManifestBuilder()
         self._sha256 = hashlib.sha256() if (self._expect or "").startswith("sha256:") else None
-        #: Bytes hashed and written.
-        self.size = 0
+        #: Bytes hashed, and bytes written.
+        self.size = self._written = 0
 
     def _path(self) -> str:
         if self._key is None:
@@ -76,6 +76,7 @@ class PartialDownload:
                         raise EOFError
                     self._hash(chunk)
             os.truncate(path, length)
+            self._written = length
         except (OSError, EOFError):
             self.discard()
             return 0
@@ -91,18 +92,27 @@ class PartialDownload:
     # -- writing ------------------------------------------------------------------------
 
     def add(self, data: Buffer) -> None:
-        """Hash whole chunks (the last piece alone may be short) and append them, in
-        order, with one write."""
+        """Hash and append whole chunks (the last piece alone may be short), in order."""
+        self.hash(data)
+        self.write(data)
+
+    def hash(self, data: Buffer) -> None:
+        """Hash whole chunks (the last piece alone may be short), in order."""
         view = memoryview(data).cast("B")
-        if self._fd is None:
-            self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
-            os.lseek(self._fd, self.size, os.SEEK_SET)
         for start in range(0, view.nbytes, CHUNK_SIZE):
             self._hash(view[start : start + CHUNK_SIZE])
+
+    def write(self, data: Buffer) -> None:
+        """Append ``data`` with one write; may run in a thread beside ``hash`` of the
+        same bytes (both let go of the GIL), but not beside another ``write``."""
+        if self._fd is None:
+            self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.lseek(self._fd, self._written, os.SEEK_SET)
         try:
-            SequentialWriter(self._fd, direct=self._store.direct_io).write(view)
+            SequentialWriter(self._fd, direct=self._store.direct_io).write(data)
         except OSError as exc:
             raise io_error(f"writing {self._name}", exc) from None
+        self._written += len(memoryview(data).cast("B"))
 
     def flush(self) -> str | None:
         """Make what was added durable; returns the token to keep in the record."""

@@ -1,10 +1,10 @@
 """One download from its origin, over httpx (trio shell over ``core`` and ``partial``).
 
 The body gathers in one buffer as it arrives; each group of whole 256 KiB
-chunks goes to a writer task that hashes them and writes the group with one
-call in a worker thread while the next group is received, and makes them
-durable every ``flush_bytes`` or ``flush_interval_s`` (so a kill loses at most
-that tail). A connection that breaks mid-body keeps what arrived and asks
+chunks goes to a writer task, which writes the group with one call in a worker
+thread while another thread hashes its chunks and the next group is received,
+and makes them durable every ``flush_bytes`` or ``flush_interval_s`` (so a kill
+loses at most that tail). A connection that breaks mid-body keeps what arrived and asks
 again for the rest (Range + If-Range) up to ``max_retries`` times; what the
 origin answers is judged by ``core.decide``.
 """
@@ -212,7 +212,10 @@ class OriginRun:
         last_flush = trio.current_time()
         async with receive:
             async for group in receive:
-                await self._store.run(self._partial.add, group)
+                async with trio.open_nursery() as nursery:
+                    # The disk takes the group while its chunks are hashed.
+                    nursery.start_soon(self._store.run, self._partial.write, group)
+                    await self._store.run(self._partial.hash, group)
                 self._queued -= len(group)
                 since_flush += len(group)
                 due = trio.current_time() - last_flush >= self._config.flush_interval_s
