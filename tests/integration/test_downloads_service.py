@@ -168,6 +168,20 @@ async def test_a_drop_mid_group_keeps_the_chunks_not_yet_written(
     assert origin.body_bytes("/g") == len(data)
 
 
+async def test_a_file_of_exactly_max_bytes_completes(tmp_path: Path, origin: Origin) -> None:
+    """The limit counts each byte once, also while a group is being hashed and written
+    (with 8 MiB groups the bytes in the writer's hands were counted twice)."""
+    data = payload(24 * MiB, seed=6)
+    origin.files["/m"] = Served(data)
+    config = replace(CONFIG, flush_bytes=64 * MiB, flush_interval_s=60, max_bytes=len(data))
+    with trio.fail_after(60):
+        async with service(tmp_path / "data", config) as (d, store):
+            rec, _ = await d.add(origin.url("/m"))
+            done = await finished(d, rec["id"])
+            assert done["status"] == "Completed", done
+            assert blob_bytes(store, done["cid"]) == data
+
+
 async def test_origin_that_ignores_ranges_restarts_cleanly(tmp_path: Path, origin: Origin) -> None:
     data = payload(3 * MiB, seed=5)
     origin.files["/i"] = Served(data, ignore_ranges=True, drop_after=2 * MiB, drops_left=1)

@@ -65,8 +65,8 @@ class OriginRun:
         self._progress = progress
         self._partial = PartialDownload(store.sync, rec.name, rec.expect)
         self._tail = bytearray()
-        #: Full chunks cut from the body and not yet handed to the store.
-        self._queued = 0
+        #: Bytes in the store or handed to the writer: the file's bytes before the tail.
+        self._handed = 0
         self._finished = False
 
     @property
@@ -77,7 +77,7 @@ class OriginRun:
     @property
     def offset(self) -> int:
         """Bytes of the file we hold (in the store or in hand)."""
-        return self._partial.size + len(self._tail) + self._queued
+        return self._handed + len(self._tail)
 
     async def run(self) -> Manifest:
         try:
@@ -94,7 +94,7 @@ class OriginRun:
                     await self._flush()
 
     async def _run(self) -> Manifest:
-        await self._store.run(self._partial.reopen, self.rec.partial_cid)
+        self._handed = await self._store.run(self._partial.reopen, self.rec.partial_cid)
         retries = 0
         while True:
             try:
@@ -150,6 +150,7 @@ class OriginRun:
 
     async def _restart(self) -> None:
         self._tail.clear()
+        self._handed = 0
         await self._store.run(self._partial.discard)
         self.rec = replace(
             self.rec, partial_cid=None, downloaded_bytes=0, validator=Validator(), size=None
@@ -204,7 +205,7 @@ class OriginRun:
         whole = len(group) - len(group) % CHUNK_SIZE
         self._tail = group[whole:]
         del group[whole:]
-        self._queued += whole
+        self._handed += whole
         return group
 
     async def _write(self, receive: trio.MemoryReceiveChannel[bytearray]) -> None:
@@ -216,7 +217,6 @@ class OriginRun:
                     # The disk takes the group while its chunks are hashed.
                     nursery.start_soon(self._store.run, self._partial.write, group)
                     await self._store.run(self._partial.hash, group)
-                self._queued -= len(group)
                 since_flush += len(group)
                 due = trio.current_time() - last_flush >= self._config.flush_interval_s
                 if since_flush >= self._config.flush_bytes or due:
