@@ -919,6 +919,10 @@ class BlobStore:
                     group.append((index, self.read_chunk(manifest.chunks[index])))
             with self.batch() as batch:
                 batch.write_chunks(manifest, group)
+        taken = [manifest.chunks[i] for i in held if not places[manifest.chunks[i]][0]]
+        if taken:  # loose chunks a blob now holds: kept once, in the blob
+            with self.tx() as db:
+                db.executemany("DELETE FROM loose WHERE cid = ?", ((c,) for c in set(taken)))
 
     def _write_sidecar(self, manifest: Manifest) -> None:
         path = self.layout.partial(hex_of(manifest.cid)) + ".manifest"

@@ -302,3 +302,16 @@ def test_a_mirror_gets_each_chunk_as_it_is_stored_and_the_rest_at_the_end(
     with store.mirror(m.cid, str(held)) as mirror:  # nothing stored meanwhile: all copied
         mirror.finish(m)
     assert held.read_bytes() == data
+
+
+def test_chunks_uploaded_ahead_are_taken_by_their_blob_and_kept_once(store: BlobStore) -> None:
+    data = payload(2 * CS + 7, seed=14)
+    m, chunks = chunk_blob(data)
+    for cid, chunk in zip(m.chunks, chunks, strict=True):
+        store.write_chunk(cid, chunk)  # a two-phase upload: chunks before the manifest
+    assert store.present_chunks(m.chunks) == set(m.chunks)
+    assert store.total_bytes() == len(data)
+    store.begin_blob(m, origin="added")
+    assert store.missing_chunks(m.cid) == [] and store.complete_blob(m.cid)
+    assert store.total_bytes() == len(data), "the loose copies went once the blob held them"
+    assert read_all(store, m.cid) == data

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+from collections.abc import Iterable
 
 from hearthfile.blobs.batch import io_error
 from hearthfile.blobs.chunker import CHUNK_SIZE, BlobError, Manifest, ManifestBuilder
@@ -192,3 +193,16 @@ def drop_partial(store: BlobStore, token: str) -> None:
     elif is_cid(token):
         with contextlib.suppress(BlobError, PinnedError):
             store.remove(Cid(token), force=True)
+
+
+def drop_strays(store: BlobStore, tokens: Iterable[str | None]) -> int:
+    """Remove the incoming files no download's record names (a record removed, or a
+    download that never flushed, before a crash); returns how many. For a node
+    starting, before any download runs."""
+    kept = {parsed[0] for token in tokens if (parsed := parse_token(token)) is not None}
+    removed = 0
+    for path in store.layout.partials.glob("incoming-*"):
+        if path.name.removeprefix("incoming-") not in kept:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -35,7 +35,7 @@ from hearthfile.errors import ServiceError
 from hearthfile.services.control import control_descriptor
 from hearthfile.services.downloads import core
 from hearthfile.services.downloads.core import Record, Source, Status
-from hearthfile.services.downloads.partial import ExpectMismatch, drop_partial
+from hearthfile.services.downloads.partial import ExpectMismatch, drop_partial, drop_strays
 from hearthfile.services.downloads.peers import PeerCache
 from hearthfile.services.downloads.records import RecordBook
 from hearthfile.services.downloads.run import DownloadFailed, OriginRun, Progress
@@ -94,6 +94,8 @@ class Downloads:
         now = self._clock()
         for rec in await trio.to_thread.run_sync(self._book.all):
             self._records[rec.id] = core.interrupted(rec, now)
+        tokens = [r.partial_cid for r in self._records.values()]
+        await self._store.run(drop_strays, self._store.sync, tokens)
         cfg = self._config
         timeout = httpx.Timeout(cfg.idle_timeout_s, connect=cfg.connect_timeout_s)
         httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_BYTES
