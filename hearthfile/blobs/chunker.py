@@ -175,13 +175,16 @@ class ManifestBuilder:
             raise ValueError("only the last chunk may be shorter than chunk_size, none empty")
         self._short_seen = len(chunk) < self.chunk_size
         cid = cid_of(chunk)
-        self._content.update(chunk)
+        if self._chunks or not self._short_seen:
+            self._content.update(chunk)
+        # else: a short first chunk is the whole blob, its CID the content (finish)
         self._chunks.append(cid)
         self._size += len(chunk)
         return cid
 
     def finish(self, name: str | None = None, mime: str | None = None) -> Manifest:
-        content = cid_from_digest(self._content.digest())
+        whole = len(self._chunks) == 1 and self._short_seen  # hashed once, as its chunk
+        content = self._chunks[0] if whole else cid_from_digest(self._content.digest())
         return Manifest(self._size, self.chunk_size, tuple(self._chunks), content, name, mime)
 
 

@@ -33,11 +33,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -145,6 +145,9 @@ def _lock_file(path: Path) -> tuple[int, bool]:
 
 #: Threads reading ahead for ``read_blob_stream``, each with up to two chunks queued.
 READ_AHEAD: Final = 4
+#: Manifests kept in memory for the store's own reads (a 1 TiB blob's is 73 MiB at
+#: most; the usual few MiB).
+MANIFESTS_KEPT: Final = 8
 _INFO_COLUMNS: Final = (
     "cid, size, chunk_count, content, name, mime, pinned, complete, added_at, last_access, origin"
 )
@@ -196,6 +199,8 @@ class BlobStore:
         self._writing: Counter[Cid] = Counter()
         #: Files being written as copies of blobs being fetched (``mirror``).
         self._mirrors: dict[Cid, list[Mirror]] = {}
+        #: Recently used manifests (``_manifest``).
+        self._manifests: OrderedDict[Cid, Manifest] = OrderedDict()
         self._clock = clock
         self.layout = Layout(data_dir, direct_io=direct_io, readonly=readonly)
         self._mutex = threading.RLock()
@@ -563,18 +568,37 @@ class BlobStore:
 
     def read_manifest(self, cid: Cid) -> Manifest:
         """The blob's manifest, rebuilt from the index and checked against its CID
-        (complete or partial blob)."""
-        rows = self._query(
-            "SELECT size, chunk_size, content, name, mime FROM blobs WHERE cid = ?", (cid,)
-        )
+        (complete or partial blob), with its name and mime; a read: it counts as
+        the blob's last access."""
+        rows = self._query("SELECT name, mime FROM blobs WHERE cid = ?", (cid,))
         if not rows:
             raise BlobError("not_found", cid)
-        size, chunk_size, content, name, mime = rows[0]
+        manifest = self._manifest(cid)
+        self._touch(cid)
+        return replace(manifest, name=rows[0][0], mime=rows[0][1])
+
+    def _manifest(self, cid: Cid) -> Manifest:
+        """The blob's manifest without name or mime, from a few kept in memory (a
+        CID names one manifest forever); the store's own reads use it, so serving
+        one chunk of a large blob costs no pass over its chunk list, nor an
+        access-time write."""
+        with self._mutex:
+            manifest = self._manifests.get(cid)
+            if manifest is not None:
+                self._manifests.move_to_end(cid)
+                return manifest
+        rows = self._query("SELECT size, chunk_size, content FROM blobs WHERE cid = ?", (cid,))
+        if not rows:
+            raise BlobError("not_found", cid)
+        size, chunk_size, content = rows[0]
         chunks = self._query("SELECT chunk FROM blob_chunks WHERE blob = ? ORDER BY idx", (cid,))
-        manifest = Manifest(size, chunk_size, tuple(r[0] for r in chunks), content, name, mime)
+        manifest = Manifest(size, chunk_size, tuple(r[0] for r in chunks), content)
         if manifest.cid != cid:
             raise BlobError("io_error", f"{cid}: the index entry does not match its CID")
-        self._touch(cid)
+        with self._mutex:
+            self._manifests[cid] = manifest
+            while len(self._manifests) > MANIFESTS_KEPT:
+                self._manifests.popitem(last=False)
         return manifest
 
     def read_chunk(self, cid: Cid) -> bytes:
@@ -588,7 +612,7 @@ class BlobStore:
             if not rows or cid_of(rows[0][0]) != cid:
                 raise BlobError("not_found", cid)
             return bytes(rows[0][0])
-        return self.read_chunks(self.read_manifest(Cid(blob)), [index])[0]
+        return self.read_chunks(self._manifest(Cid(blob)), [index])[0]
 
     def read_chunks(self, manifest: Manifest, indices: list[int]) -> list[bytes]:
         """Chunks of a blob by index, each re-hashed. A chunk not held is
@@ -739,7 +763,7 @@ class BlobStore:
                 raise io_error(f"reading {path}", exc) from None
             if offset == info.size and cid_from_digest(hasher.digest()) == info.content:
                 return
-            manifest = self.read_manifest(cid)
+            manifest = self._manifest(cid)
             for index in range(len(manifest.chunks)):
                 with suppress(BlobError):
                     self.read_chunks(manifest, [index])
@@ -1111,17 +1135,14 @@ class BlobStore:
         report.adopted = self._adopt()
         for (cid,) in self._query("SELECT cid FROM blobs"):
             report.manifests_checked += 1
-            try:
-                manifest = self.read_manifest(Cid(cid))
+            try:  # not read_manifest: a verify is no access, and must not reorder GC
+                manifest = self._manifest(Cid(cid))
+                missing = set(self.missing_chunks(Cid(cid)))
             except BlobError as exc:
                 report.corrupt.append(f"blob {cid}: {exc.detail}")
                 report.affected.append(Cid(cid))
                 continue
-            held = [
-                i
-                for i in range(len(manifest.chunks))
-                if i not in set(self.missing_chunks(Cid(cid)))
-            ]
+            held = [i for i in range(len(manifest.chunks)) if i not in missing]
             self._verify_chunks(manifest, held, report)
             if progress is not None:
                 progress(sum(manifest.chunk_length(i) for i in held))
@@ -1129,17 +1150,24 @@ class BlobStore:
         return report
 
     def _verify_chunks(self, manifest: Manifest, held: list[int], report: VerifyReport) -> None:
-        for index in held:
-            report.chunks_checked += 1
+        """Read every held chunk in one pass over the file; after a bad one (taken
+        out of service by the read), go on with the rest."""
+        while held:
+            read = 0
             try:
-                for _ in self._read(manifest, [index]):
-                    pass
+                for _ in self._read(manifest, held):
+                    read += 1
             except BlobError as exc:
+                report.chunks_checked += read + 1
                 bucket = report.missing if exc.code == "not_found" else report.corrupt
-                bucket.append(f"chunk {index} of {manifest.cid}: {exc.detail}")
+                bucket.append(f"chunk {held[read]} of {manifest.cid}: {exc.detail}")
                 report.affected.append(manifest.cid)
                 if exc.code == "not_found":
                     return  # the whole file is gone: one line for it
+                held = held[read + 1 :]
+                continue
+            report.chunks_checked += read
+            return
 
     def _check_pages(self) -> None:
         """``verify``'s check of the index itself: a damaged one is replaced and

@@ -73,6 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", metavar="HOST:PORT|off", help="HTTP gateway (default 127.0.0.1:7780)")
     p.add_argument("--peer", action="append", metavar="HOST:PORT", help="bootstrap peer (repeat)")
     p.add_argument("--config", metavar="FILE", help="config file (default <home>/config.yaml)")
+    _blob_commands(command, with_cid)
+    p = with_cid("push", "cmd_push", "send a blob to a peer that trusts this node")
+    p.add_argument("--to", required=True, metavar="NODEID")
+    command("transfers", "cmd_transfers", "fetches under way")
+    with_cid("whohas", "cmd_whohas", "known sources of a blob, with age")
+    p = command("events", "cmd_events", "the node's event stream (adverts, peers, transfers)")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+    with_cid("cancel", "cmd_cancel", "stop a fetch under way")
+    _trust_commands(command)
+    _download_commands(command)
+    return parser
+
+
+def _blob_commands(
+    command: Callable[[str, str, str], argparse.ArgumentParser],
+    with_cid: Callable[[str, str, str], argparse.ArgumentParser],
+) -> None:
+    """The commands on blobs held here: add, cat, get, ls, stat, pin, unpin, rm, gc, verify."""
     p = command("add", "cmd_add", "add files (a directory: every file under it); prints each CID")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--no-pin", action="store_true", help="let GC evict what is added")
@@ -96,16 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--repair", action="store_true", help="then fetch the damaged blobs again from peers"
     )
-    p = with_cid("push", "cmd_push", "send a blob to a peer that trusts this node")
-    p.add_argument("--to", required=True, metavar="NODEID")
-    command("transfers", "cmd_transfers", "fetches under way")
-    with_cid("whohas", "cmd_whohas", "known sources of a blob, with age")
-    p = command("events", "cmd_events", "the node's event stream (adverts, peers, transfers)")
-    p.add_argument("--follow", action="store_true", help="keep printing new events")
-    with_cid("cancel", "cmd_cancel", "stop a fetch under way")
-    _trust_commands(command)
-    _download_commands(command)
-    return parser
 
 
 def _trust_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:

@@ -315,3 +315,30 @@ def test_chunks_uploaded_ahead_are_taken_by_their_blob_and_kept_once(store: Blob
     assert store.missing_chunks(m.cid) == [] and store.complete_blob(m.cid)
     assert store.total_bytes() == len(data), "the loose copies went once the blob held them"
     assert read_all(store, m.cid) == data
+
+
+def test_verify_reads_every_chunk_once_and_leaves_the_gc_order_alone(
+    store: BlobStore, clock: FakeClock
+) -> None:
+    old = store.add_bytes(payload(5 * CS, seed=15))
+    clock.advance()
+    new = store.add_bytes(payload(3 * CS, seed=16))
+    clock.advance()
+    report = store.verify()
+    assert report.clean and report.chunks_checked == 8
+    assert store.stat(old.cid).last_access < store.stat(new.cid).last_access
+    with open(blob_path(store, old.cid), "r+b") as f:  # two chunks rot
+        for index in (1, 3):
+            f.seek(index * CS)
+            f.write(b"rot")
+    report = store.verify()
+    assert len(report.corrupt) == 2 and report.chunks_checked == 8
+    assert store.missing_chunks(old.cid) == [1, 3], "the chunks after a bad one are checked too"
+    assert store.read_chunk(old.chunks[4]) == payload(5 * CS, seed=15)[4 * CS :]
+
+
+def test_a_single_short_chunk_is_hashed_once_and_its_cid_is_the_content() -> None:
+    for size in (1, 4096, CS - 1):
+        data = payload(size, seed=size)
+        manifest, _ = chunk_blob(data)
+        assert manifest.content == cid_of(data) == manifest.chunks[0]
