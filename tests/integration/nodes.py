@@ -28,6 +28,24 @@ def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):  # ty
         time.sleep(0.02)  # polling a condition with a deadline
 
 
+def bytes_in(directory: Path, *, skip_suffix: str = "") -> int:
+    """Bytes of the files in ``directory`` (none when it is absent), as another process
+    writes, renames and removes them meanwhile."""
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if skip_suffix and entry.name.endswith(skip_suffix):
+            continue
+        try:
+            total += entry.stat().st_size
+        except FileNotFoundError:  # gone since the listing
+            continue
+    return total
+
+
 def held_chunks(node: Daemon) -> int:
     """Chunks the node's store holds, complete blobs and partial ones alike (read
     from its index, as another reader would: WAL mode allows it while it runs)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from tests.integration.nodes import bytes_in
 from tests.unit.test_chunker import payload
 
 MISSING = "blake3:" + "0" * 64
@@ -119,9 +120,7 @@ def test_corrupt_chunk_detected_by_cat_and_verify(home: Path, tmp_path: Path) ->
 
 def _bytes_in_progress(home: Path) -> int:
     """Bytes an add has written to its temporary file so far."""
-    tmp = home / "data" / "tmp"
-    files = [p for p in tmp.iterdir() if not p.name.endswith(".journal")] if tmp.exists() else []
-    return sum(p.stat().st_size for p in files if p.exists())
+    return bytes_in(home / "data" / "tmp", skip_suffix=".journal")
 
 
 @pytest.mark.parametrize("kill_after_chunks", [1, 40, 120])

@@ -17,7 +17,7 @@ from hearthfile.blobs.chunker import CHUNK_SIZE, chunk_blob
 from hearthfile.errors import PeerUnavailable, ServiceError
 from hearthfile.identity import NodeKey
 from hearthfile.transfer.fileproto import manifest_items
-from tests.integration.nodes import Daemon, wait_for
+from tests.integration.nodes import Daemon, bytes_in, wait_for
 from tests.integration.test_file_service import connect
 from tests.unit.test_chunker import payload
 
@@ -39,10 +39,7 @@ def add_files(
 
 def writing(node: Daemon) -> int:
     """Bytes the node's adds have written to temporary files, and journals noted."""
-    tmp = node.home / "data" / "tmp"
-    if not tmp.exists():
-        return 0
-    return sum(p.stat().st_size for p in tmp.iterdir() if p.exists())
+    return bytes_in(node.home / "data" / "tmp")
 
 
 def leftovers(node: Daemon) -> list[str]:
