@@ -17,27 +17,16 @@ import json
 import os
 import sys
 
-from hearthfile.blobs.chunker import BlobError
-from hearthfile.blobs.store import PinnedError, StoreLocked
-from hearthfile.cids import CidError
 from hearthfile.cli.errors import (
-    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
-    CliError,
     OutputError,
-    describe,
-    describe_os_error,
     error_code,
     first_failure,
+    report,
 )
 from hearthfile.cli.output import Output, silence_stdout
 from hearthfile.cli.parser import build_parser
-from hearthfile.config import ConfigError
-from hearthfile.errors import PeerUnavailable, RemoteProtocolError, ServiceError
-from hearthfile.identity import IdentityError
-from hearthfile.services import ops
 
 __all__ = ["build_parser", "main"]
 
@@ -56,26 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         silence_stdout()
         return EXIT_OK
-    except CliError as exc:
-        if isinstance(exc, OutputError):
-            silence_stdout()  # what stayed buffered must not fail again at exit
+    except OutputError as exc:
+        silence_stdout()  # what stayed buffered must not fail again at exit
         return _fail(out, exc, str(exc), exc.code)
-    except (ConfigError, CidError) as exc:
-        return _fail(out, exc, str(exc), EXIT_USAGE)
-    except ops.PathError as exc:
-        return _fail(out, exc, str(exc), EXIT_USAGE if exc.usage else EXIT_FAILED)
-    except (BlobError, ServiceError, PinnedError, StoreLocked, IdentityError) as exc:
-        return _fail(out, exc, describe(exc), EXIT_FAILED)
-    except (PeerUnavailable, RemoteProtocolError) as exc:
-        return _fail(out, exc, f"connection to the daemon failed: {exc}", EXIT_FAILED)
     except KeyboardInterrupt as exc:
         # End here: a Ctrl-C trio still holds back would otherwise surface again while
         # the interpreter exits, and kill it by the signal after the message.
         _fail(out, exc, "interrupted", EXIT_INTERRUPTED)
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
-    except OSError as exc:  # the home or the store cannot be used
-        return _fail(out, exc, describe_os_error(exc), EXIT_FAILED)
+    except Exception as exc:
+        reported = report(exc)
+        if reported is None:
+            raise
+        return _fail(out, exc, *reported)
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:

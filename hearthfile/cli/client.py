@@ -23,7 +23,6 @@ import trio
 from hearthfile import home as node_home
 from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.files import Buffer
-from hearthfile.blobs.store import BlobStore
 from hearthfile.cids import Cid
 from hearthfile.cli.errors import CliError
 from hearthfile.cli.local import load_key, no_node, open_store
@@ -54,7 +53,8 @@ from hearthfile.services.results import (
 )
 from hearthfile.trust.book import TrustError
 
-if TYPE_CHECKING:  # the bus loads only when a daemon runs
+if TYPE_CHECKING:  # the bus loads only when a daemon runs, the store when read
+    from hearthfile.blobs.store import BlobStore
     from hearthfile.bus.capability import TrustLevel
     from hearthfile.bus.connection import Connection, OutgoingCall
     from hearthfile.trust.book import TrustBook
@@ -423,8 +423,15 @@ class BusClient:
             args["output"] = output
         return await self._one(Fetched, "fetch", args, progress)
 
+    def _store(self) -> BlobStore:
+        """The daemon's store, read-only (its module loaded here: most commands
+        never read a blob)."""
+        from hearthfile.blobs.store import BlobStore
+
+        return BlobStore(self.data_dir, readonly=True)
+
     def _held(self, cid: Cid) -> Fetched | None:
-        store = BlobStore(self.data_dir, readonly=True)
+        store = self._store()
         try:
             if not store.has_blob(cid):
                 return None
@@ -434,7 +441,7 @@ class BusClient:
             store.close()
 
     async def export(self, cid: Cid, write: Write) -> None:
-        store = BlobStore(self.data_dir, readonly=True)
+        store = self._store()
         try:
             for view in store.export(cid):
                 write(view)
@@ -442,7 +449,7 @@ class BusClient:
             store.close()
 
     async def read(self, cid: Cid, span: Span, write: Write) -> None:
-        store = BlobStore(self.data_dir, readonly=True)
+        store = self._store()
         try:
             if store.has_blob(cid):  # held here: straight from the store, no fetch call
                 _write_span(store, cid, span, write)

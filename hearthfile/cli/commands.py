@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -32,11 +32,13 @@ from hearthfile.cli.errors import (
 )
 from hearthfile.cli.local import cid_arg, home_dir, load_key
 from hearthfile.cli.output import Output, ProgressBar, event_json, human_bytes, iso_time
-from hearthfile.config import Config, load_config, with_overrides
 from hearthfile.errors import ServiceError
 from hearthfile.identity import NodeId
 from hearthfile.services import ops
 from hearthfile.services.results import Added, Fetched, VerifyResult
+
+if TYPE_CHECKING:  # loaded by the commands that read the config (run, get)
+    from hearthfile.config import Config
 
 #: CIDs fetched at once by one ``get`` of many CIDs.
 GET_CONCURRENCY: Final = 8
@@ -464,6 +466,8 @@ async def cmd_stop(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    from hearthfile.config import with_overrides
+
     home = home_dir(args)
     config = with_overrides(
         _config(args, home), listen=args.listen, peers=args.peer or None, http=args.http
@@ -500,5 +504,7 @@ def _run_failure(exc: BaseException, config: Config) -> BaseException:
 
 
 def _config(args: argparse.Namespace, home: Path) -> Config:
+    from hearthfile.config import load_config
+
     path = getattr(args, "config", None)
     return load_config(home, Path(path) if path else None)

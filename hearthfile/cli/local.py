@@ -14,16 +14,18 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hearthfile import home as node_home
-from hearthfile.blobs.store import BlobInfo, BlobStore, StoreLocked
 from hearthfile.cids import Cid, CidError, parse_cid
 from hearthfile.cli.errors import EXIT_OK, EXIT_USAGE, CliError
 from hearthfile.cli.output import Output, human_bytes
 from hearthfile.identity import IdentityError, NodeKey
 from hearthfile.services import ops
-from hearthfile.services.results import BlobEntry
+
+if TYPE_CHECKING:  # the store loads only in the commands that open it
+    from hearthfile.blobs.store import BlobInfo, BlobStore
+    from hearthfile.services.results import BlobEntry
 
 #: Blobs ``ls`` reads from the index and prints at a time.
 LS_PAGE: Final = 5000
@@ -66,6 +68,8 @@ def cmd_stat(args: argparse.Namespace, out: Output) -> int:
 @contextlib.contextmanager
 def reading(home: Path) -> Iterator[BlobStore]:
     """The home's store to read: the running daemon's, read-only, else the store itself."""
+    from hearthfile.blobs.store import BlobStore
+
     info = node_home.daemon_info(home)
     store = BlobStore(info.data_dir, readonly=True) if info else open_store(home)
     try:
@@ -76,6 +80,8 @@ def reading(home: Path) -> Iterator[BlobStore]:
 
 def open_store(home: Path) -> BlobStore:
     """The home's store, for a command that runs without a daemon."""
+    from hearthfile.blobs.store import BlobStore, StoreLocked
+
     if not home.is_dir():
         raise no_node(home)
     try:

@@ -14,10 +14,9 @@ import stat as stat_module
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Final, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Final, TypeVar
 
 from hearthfile.blobs.chunker import BlobError, Manifest
-from hearthfile.blobs.store import BlobInfo, BlobStore, WriteBatch
 from hearthfile.cids import Cid
 from hearthfile.errors import HearthError
 from hearthfile.services.results import (
@@ -28,6 +27,9 @@ from hearthfile.services.results import (
     Removed,
     VerifyResult,
 )
+
+if TYPE_CHECKING:  # the caller opened the store: a command that uses none skips its import
+    from hearthfile.blobs.store import BlobInfo, BlobStore, WriteBatch
 
 #: Files added in one call share a flush; this bounds what a crash can lose.
 ADD_BATCH_BYTES: Final = 256 * 1024 * 1024

@@ -241,20 +241,3 @@ def from_wire(kind: type[R], value: object) -> R:
         raise RemoteProtocolError(f"{kind.__name__}: missing {', '.join(missing)}")
     return kind(**{f.name: value[f.name] for f in fields})
 
-
-def unit_of(kind: type[object], name: str) -> str | None:
-    """``"time"``, ``"bytes"`` or None for field ``name`` of result type ``kind``."""
-    return dict(field_units(kind)).get(name)
-
-
-def field_units(kind: type[object]) -> tuple[tuple[str, str | None], ...]:
-    """Each field of result type ``kind`` with its unit, in order (looked up once a
-    type: ``ls --json`` of 100,000 blobs asked ``dataclasses.fields`` a million times)."""
-    units = _FIELD_UNITS.get(kind)
-    if units is None:
-        fields = dataclasses.fields(kind)  # type: ignore[arg-type]
-        units = _FIELD_UNITS[kind] = tuple((f.name, f.metadata.get("unit")) for f in fields)
-    return units
-
-
-_FIELD_UNITS: dict[type[object], tuple[tuple[str, str | None], ...]] = {}
