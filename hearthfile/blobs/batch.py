@@ -1,8 +1,8 @@
 """Writes to the store in batches, and the journal that makes them crash-safe.
 
 Ring: blobs (layer 1, blocking). Owns ``WriteBatch`` and the batch journal
-(``tmp/<batch>.journal``); ``store.py`` makes batches and undoes what a
-crashed one left (``BlobStore._recover``).
+(``tmp/<batch>.journal``); ``store.py`` makes batches, and ``recovery.py``
+undoes what a crashed one left when the store opens.
 
 A batch writes bytes first and makes them visible last. Chunks of a partial
 blob go to their offsets in its file; a blob added whole goes to a temporary

@@ -1,7 +1,8 @@
 """The store's SQLite index: schema, versions and migrations, opening.
 
 Ring: blobs (layer 1, blocking). Owns the index file (``index.sqlite3``, WAL)
-and its schema; ``store.py`` owns the connection once open and the lock around it.
+and its schema, and writes blobs' rows (``index_blobs``, for the store and for
+recovery); ``store.py`` owns the connection once open and the lock around it.
 
 The index answers has/list/stat/GC without touching the disk. It holds each
 blob's manifest fields, name, mime, pin, how it came and last access
@@ -21,12 +22,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Final
 
-from hearthfile.blobs.chunker import BlobError
+from hearthfile.blobs.chunker import BlobError, Manifest
 
 INDEX_NAME: Final = "index.sqlite3"
 SCHEMA_VERSION: Final = 2
@@ -194,3 +195,40 @@ def fresh_index(path: Path, problem: str) -> tuple[sqlite3.Connection, str]:
     _begin(db)
     migrate(db)
     return db, f"the index was damaged ({problem}); moved it to {aside.name}"
+
+
+def index_blob(
+    db: sqlite3.Connection, m: Manifest, *, pin: bool, origin: str, now: float, complete: bool
+) -> None:
+    """A blob's row and chunk list (``index_blobs`` of one)."""
+    index_blobs(db, [(m, pin, origin)], now=now, complete=complete)
+
+
+def index_blobs(
+    db: sqlite3.Connection,
+    blobs: Sequence[tuple[Manifest, bool, str]],
+    *,
+    now: float,
+    complete: bool,
+) -> None:
+    """Blobs' rows and chunk lists, three statements for them all; an existing row
+    keeps its state unless this one is complete, takes a name and mime it lacked,
+    and keeps any pin."""
+    db.executemany(
+        "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, name, mime, pinned, "
+        "origin, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
+        "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
+        "complete = MAX(complete, excluded.complete), last_access = excluded.last_access",
+        [
+            (m.cid, m.size, m.chunk_size, len(m.chunks), m.content, m.name, m.mime, int(pin),
+             origin, int(complete), now, now)
+            for m, pin, origin in blobs
+        ],
+    )  # fmt: skip
+    db.executemany(
+        "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
+        ((m.cid, i, c) for m, _, _ in blobs for i, c in enumerate(m.chunks)),
+    )
+    if complete:
+        db.executemany("DELETE FROM have WHERE blob = ?", ((m.cid,) for m, _, _ in blobs))

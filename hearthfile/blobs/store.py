@@ -1,11 +1,12 @@
 """BlobStore: one file per blob, indexed in SQLite (store layout version 2).
 
-Ring: blobs (layer 1, blocking). Owns the writer lock, the public API callers
-use (has/read/write/pin/remove/gc/verify) and recovery at open. Its parts:
-``files.py`` (where bytes live, direct I/O), ``index.py`` (the SQLite schema,
-versions and migrations), ``pack.py`` (small blobs), ``batch.py``
-(``WriteBatch`` and its journal), ``gc.py`` (eviction planning), ``convert.py``
-(a version 1 store becomes version 2).
+Ring: blobs (layer 1, blocking). Owns the writer lock and the public API callers
+use (has/read/write/pin/remove/gc/verify). Its parts: ``files.py`` (where bytes
+live, direct I/O), ``index.py`` (the SQLite schema, versions and migrations),
+``pack.py`` (small blobs), ``batch.py`` (``WriteBatch`` and its journal),
+``recovery.py`` (what opening puts right: crashed batches, interrupted
+completions, a lost index), ``gc.py`` (eviction planning), ``convert.py`` (a
+version 1 store becomes version 2).
 
 A complete blob is one file holding exactly its bytes (or, up to
 ``INLINE_MAX``, a row of the pack). A blob being fetched is a partial file of
@@ -34,7 +35,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -51,10 +52,8 @@ from hearthfile.blobs.chunker import (
     ManifestBuilder,
     check_chunk,
     check_manifest,
-    decode_manifest,
     iter_chunks,
 )
-from hearthfile.blobs.convert import adopt_v1, convert_v1
 from hearthfile.blobs.files import (
     HASH_PIECE,
     BlobFile,
@@ -66,8 +65,16 @@ from hearthfile.blobs.files import (
     hash_file,
 )
 from hearthfile.blobs.gc import GC_TARGET, GC_THRESHOLD, GcReport, bytes_to_free, pick_victims
-from hearthfile.blobs.index import INDEX_NAME, fresh_index, open_index, quick_check
+from hearthfile.blobs.index import (
+    INDEX_NAME,
+    fresh_index,
+    index_blob,
+    index_blobs,
+    open_index,
+    quick_check,
+)
 from hearthfile.blobs.pack import INLINE_MAX, PACK_NAME, Pack
+from hearthfile.blobs.recovery import adopt, check_index, recover
 from hearthfile.cids import Cid, cid_from_digest, cid_of, hex_of
 from hearthfile.errors import HearthError
 
@@ -214,9 +221,7 @@ class BlobStore:
         self.pack = Pack(data_dir / PACK_NAME, readonly=readonly)
         if readonly:
             return
-        self._recover()
-        self._check_index(wal_lost)
-        convert_v1(self)
+        recover(self, wal_lost)
 
     @property
     def direct_io(self) -> bool:
@@ -224,7 +229,7 @@ class BlobStore:
 
     def _open_index(self, path: Path, *, deep: bool) -> sqlite3.Connection:
         """Connect to the index (``index.open_index``); a damaged one is moved aside
-        and a new one begun (``_check_index`` then rebuilds it from the files on disk)."""
+        and a new one begun (``recovery.check_index`` then rebuilds it from the files on disk)."""
         opened = open_index(
             path,
             readonly=self.readonly,
@@ -329,7 +334,7 @@ class BlobStore:
 
     def index_new(self, db: sqlite3.Connection, new: Iterable[tuple[Manifest, bool, str]]) -> None:
         """Record complete blobs (inside a batch's transaction)."""
-        _index_blobs(db, list(new), now=self._clock(), complete=True)
+        index_blobs(db, list(new), now=self._clock(), complete=True)
 
     def drop_replaced_partials(self, cids: Iterable[Cid]) -> None:
         """Partial files of blobs that a whole copy just completed."""
@@ -338,134 +343,6 @@ class BlobStore:
             for path in (self.layout.partial(hexpart), self.layout.partial(hexpart) + ".manifest"):
                 with suppress(FileNotFoundError):
                     os.unlink(path)
-
-    # -- recovery --------------------------------------------------------------
-
-    def _recover(self) -> None:
-        """Undo what crashed batches left (their journals), clear temporary files,
-        and finish or roll back completions a crash interrupted."""
-        for journal in sorted(self.layout.tmp.glob("*.journal")):
-            for entry in journal.read_text(errors="replace").split():
-                self._undo(entry)
-        for leftover in self.layout.tmp.iterdir():
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-        rows = self._query("SELECT cid FROM blobs WHERE complete = 0 AND size > ?", (INLINE_MAX,))
-        for (cid,) in rows:
-            if not os.path.exists(self.layout.partial(hex_of(cid))):
-                self._partial_file_gone(Cid(cid))
-
-    def _undo(self, entry: str) -> None:
-        kind, _, hexpart = entry.partition(":")
-        cid = Cid("blake3:" + hexpart)
-        if kind == "c" and not self.has_blob(cid):
-            with suppress(FileNotFoundError):
-                os.unlink(self.layout.complete(hexpart))
-        elif kind == "s" and not self._query("SELECT 1 FROM blobs WHERE cid = ?", (cid,)):
-            self.pack.delete_many([cid])
-
-    def _partial_file_gone(self, cid: Cid) -> None:
-        """A partial blob without its file: a crash between the rename that completes
-        it and the index saying so (then its complete file is there: check it and
-        finish), or a file lost (then nothing of it is held)."""
-        if os.path.exists(self.layout.complete(hex_of(cid))):
-            manifest = self.read_manifest(cid)
-            if self._content_matches(manifest, self.layout.complete(hex_of(cid))):
-                with self.tx() as db:
-                    db.execute("UPDATE blobs SET complete = 1 WHERE cid = ?", (cid,))
-                    db.execute("DELETE FROM have WHERE blob = ?", (cid,))
-                return
-        with self.tx() as db:
-            db.execute("DELETE FROM have WHERE blob = ?", (cid,))
-
-    def _check_index(self, wal_lost: bool) -> None:
-        """Rebuild what the index lost from the files on disk, which describe
-        themselves (a blob file hashes to its manifest and so to its name): an
-        index deleted, emptied, damaged, or missing the commits of a WAL lost in
-        a crash. Nothing on disk is deleted because the index does not know it."""
-        empty = not self._query("SELECT 1 FROM blobs LIMIT 1")
-        if not (empty or wal_lost):
-            return
-        adopted = self._adopt()
-        if adopted:
-            why = (
-                "knew no blobs"
-                if empty
-                else "may have lost its last commits (no WAL after a crash)"
-            )
-            self._notice(
-                f"the index {why}: rebuilt it from disk ({adopted} blobs taken back; they are "
-                "pinned, as the index no longer says which were)"
-            )
-
-    def _adopt(self) -> int:
-        """Index the blobs on disk the index does not know: complete files and pack
-        rows whose bytes hash to the name they are kept under (pinned: whether the
-        user pinned them is lost), and partial files with their manifest (what
-        they hold is checked chunk by chunk). A file whose bytes do not match its
-        name is moved to ``corrupt/``. Returns how many blobs were taken back."""
-        known = {r[0] for r in self._query("SELECT cid FROM blobs")}
-        adopted = 0
-        for hexpart in self.layout.complete_names():
-            cid = Cid("blake3:" + hexpart)
-            if cid not in known and not self.writers(cid):
-                adopted += self._adopt_file(cid, self.layout.complete(hexpart))
-        for name in self.pack.cids():
-            if name not in known:
-                adopted += self._adopt_small(Cid(name))
-        for hexpart in self.layout.partial_names():
-            if "blake3:" + hexpart not in known:
-                adopted += self._adopt_partial(hexpart)
-        return adopted + adopt_v1(self, known)
-
-    def _adopt_file(self, cid: Cid, path: str) -> int:
-        try:
-            with open(path, "rb", buffering=0) as stream:
-                manifest = _manifest_of(stream)
-        except OSError:
-            return 0
-        if manifest.cid != cid:
-            with suppress(OSError):
-                os.replace(path, f"{self.layout.corrupt}/{hex_of(cid)}.mismatch")
-            return 0
-        with self.tx() as db:
-            _index_blob(db, manifest, pin=True, origin="added", now=self._clock(), complete=True)
-        return 1
-
-    def _adopt_small(self, cid: Cid) -> int:
-        data = self.pack.get(cid)
-        if data is None:
-            return 0
-        manifest = _manifest_of_bytes(data)
-        if manifest.cid != cid:
-            self.pack.delete_many([cid])  # kept under a name its bytes do not have
-            self.layout.keep_corrupt(f"{hex_of(cid)}.small", data)
-            return 0
-        with self.tx() as db:
-            _index_blob(db, manifest, pin=True, origin="added", now=self._clock(), complete=True)
-        return 1
-
-    def _adopt_partial(self, hexpart: str) -> int:
-        cid = Cid("blake3:" + hexpart)
-        try:
-            with open(self.layout.partial(hexpart) + ".manifest", "rb") as stream:
-                manifest = decode_manifest(stream.read(), cid)
-        except (OSError, BlobError):
-            return 0
-        with self.tx() as db:
-            _index_blob(
-                db, manifest, pin=False, origin="fetched", now=self._clock(), complete=False
-            )
-        held = []
-        with suppress(OSError), self.open_partial(manifest.cid, manifest.size) as blob_file:
-            for index, chunk in enumerate(manifest.chunks):
-                view = blob_file.read_at(index * manifest.chunk_size, manifest.chunk_length(index))
-                length = manifest.chunk_length(index)
-                if len(view) >= length and cid_of(view[:length]) == chunk:
-                    held.append((cid, index))
-        with self.tx() as db:
-            db.executemany("INSERT OR IGNORE INTO have (blob, idx) VALUES (?, ?)", held)
-        return 1
 
     # -- queries ---------------------------------------------------------------
 
@@ -935,7 +812,7 @@ class BlobStore:
             self._write_sidecar(manifest)
             self.open_partial(manifest.cid, manifest.size).close()
         with self.tx() as db:
-            _index_blob(db, manifest, pin=False, origin=origin, now=self._clock(), complete=False)
+            index_blob(db, manifest, pin=False, origin=origin, now=self._clock(), complete=False)
         for start in range(0, len(held), 16):  # copied locally, a group at a time
             group = []
             for index in held[start : start + 16]:
@@ -1132,7 +1009,7 @@ class BlobStore:
         (never delete them)."""
         report = VerifyReport()
         self._check_pages()
-        report.adopted = self._adopt()
+        report.adopted = adopt(self)
         for (cid,) in self._query("SELECT cid FROM blobs"):
             report.manifests_checked += 1
             try:  # not read_manifest: a verify is no access, and must not reorder GC
@@ -1180,7 +1057,7 @@ class BlobStore:
             self._db, notice = fresh_index(self.data_dir / INDEX_NAME, problem)
             self._notice(notice)
             self.generation += 1
-        self._check_index(wal_lost=False)
+        check_index(self, wal_lost=False)
 
 
 class Mirror:
@@ -1258,43 +1135,6 @@ class _InUse:
                 del in_use[self._cid]
 
 
-def _index_blob(
-    db: sqlite3.Connection, m: Manifest, *, pin: bool, origin: str, now: float, complete: bool
-) -> None:
-    """A blob's row and chunk list (``_index_blobs`` of one)."""
-    _index_blobs(db, [(m, pin, origin)], now=now, complete=complete)
-
-
-def _index_blobs(
-    db: sqlite3.Connection,
-    blobs: Sequence[tuple[Manifest, bool, str]],
-    *,
-    now: float,
-    complete: bool,
-) -> None:
-    """Blobs' rows and chunk lists, three statements for them all; an existing row
-    keeps its state unless this one is complete, takes a name and mime it lacked,
-    and keeps any pin."""
-    db.executemany(
-        "INSERT INTO blobs (cid, size, chunk_size, chunk_count, content, name, mime, pinned, "
-        "origin, complete, added_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT(cid) DO UPDATE SET name = COALESCE(excluded.name, name), "
-        "mime = COALESCE(excluded.mime, mime), pinned = MAX(pinned, excluded.pinned), "
-        "complete = MAX(complete, excluded.complete), last_access = excluded.last_access",
-        [
-            (m.cid, m.size, m.chunk_size, len(m.chunks), m.content, m.name, m.mime, int(pin),
-             origin, int(complete), now, now)
-            for m, pin, origin in blobs
-        ],
-    )  # fmt: skip
-    db.executemany(
-        "INSERT OR IGNORE INTO blob_chunks (blob, idx, chunk) VALUES (?, ?, ?)",
-        ((m.cid, i, c) for m, _, _ in blobs for i, c in enumerate(m.chunks)),
-    )
-    if complete:
-        db.executemany("DELETE FROM have WHERE blob = ?", ((m.cid,) for m, _, _ in blobs))
-
-
 _local = threading.local()
 
 
@@ -1305,19 +1145,6 @@ def _read_buffer() -> bytearray:
     if buf is None:
         buf = _local.buf = bytearray(CHUNK_SIZE)
     return buf
-
-
-def _manifest_of(stream: BinaryIO) -> Manifest:
-    builder = ManifestBuilder()
-    for view in iter_chunks(stream):
-        builder.add(view)
-    return builder.finish()
-
-
-def _manifest_of_bytes(data: bytes) -> Manifest:
-    import io
-
-    return _manifest_of(io.BytesIO(data))
 
 
 def _blob_info(row: tuple[Any, ...]) -> BlobInfo:
