@@ -25,6 +25,7 @@ short last chunk goes through the page cache. A filesystem that refuses
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -253,7 +254,7 @@ class SequentialWriter:
         view = memoryview(data).cast("B")
         if self._direct and view.nbytes % DIRECT_ALIGN:
             self._direct = _set_direct(self._fd, False)
-        if self._direct:
+        if self._direct and not is_aligned(view):
             view = aligned_copy(view)
         try:
             while view:
@@ -276,6 +277,14 @@ def thread_buffer(size: int) -> memoryview:
     if buf is None or len(buf) < size:
         buf = _local.buf = mmap.mmap(-1, -(-size // DIRECT_ALIGN) * DIRECT_ALIGN)
     return memoryview(buf)
+
+
+def is_aligned(view: memoryview) -> bool:
+    """Whether direct I/O can take ``view``'s memory as it is (a page-aligned buffer
+    the caller filled, such as an ``mmap``), with no copy."""
+    if view.readonly or not view.nbytes:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % DIRECT_ALIGN == 0
 
 
 def aligned_copy(view: memoryview) -> memoryview:

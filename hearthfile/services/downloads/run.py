@@ -1,17 +1,20 @@
 """One download from its origin, over httpx (trio shell over ``core`` and ``partial``).
 
-The body gathers in one buffer as it arrives; each group of whole 256 KiB
-chunks goes to a writer task, which writes the group with one call in a worker
-thread while another thread hashes its chunks and the next group is received,
-and makes them durable every ``flush_bytes`` or ``flush_interval_s`` (so a kill
-loses at most that tail). A connection that breaks mid-body keeps what arrived and asks
-again for the rest (Range + If-Range) up to ``max_retries`` times; what the
-origin answers is judged by ``core.decide``.
+The body is copied once, as it arrives, into a page-aligned buffer of a small
+pool (``Groups``); each group of whole 256 KiB chunks goes to a writer task,
+which writes the buffer with one direct write in a worker thread (no aligned
+copy: the buffer already is) while another thread hashes its chunks and the next
+group is received, and makes them durable every ``flush_bytes`` or
+``flush_interval_s`` (so a kill loses at most that tail). A connection that
+breaks mid-body keeps what arrived and asks again for the rest (Range +
+If-Range) up to ``max_retries`` times; what the origin answers is judged by
+``core.decide``.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Chunks handed to the writer at once: one thread hop per 8 MiB, not per chunk.
 GROUP_CHUNKS = 32
+#: Buffers a download fills in turn: one being filled, one queued, one being written.
+GROUP_BUFFERS = 3
 
 
 class DownloadFailed(Exception):
@@ -64,7 +69,8 @@ class OriginRun:
         self._config = config
         self._progress = progress
         self._partial = PartialDownload(store.sync, rec.name, rec.expect)
-        self._tail = bytearray()
+        group_chunks = max(1, min(GROUP_CHUNKS, config.flush_bytes // CHUNK_SIZE))
+        self._groups = Groups(CHUNK_SIZE * group_chunks, GROUP_BUFFERS)
         #: Bytes in the store or handed to the writer: the file's bytes before the tail.
         self._handed = 0
         self._finished = False
@@ -77,7 +83,7 @@ class OriginRun:
     @property
     def offset(self) -> int:
         """Bytes of the file we hold (in the store or in hand)."""
-        return self._handed + len(self._tail)
+        return self._handed + self._groups.filled
 
     async def run(self) -> Manifest:
         try:
@@ -149,7 +155,7 @@ class OriginRun:
         await self._progress.save(self.rec)
 
     async def _restart(self) -> None:
-        self._tail.clear()
+        self._groups.filled = 0
         self._handed = 0
         await self._store.run(self._partial.discard)
         self.rec = replace(
@@ -158,7 +164,7 @@ class OriginRun:
         await self._progress.save(self.rec)
 
     async def _receive(self, response: httpx.Response) -> Manifest:
-        send, receive = trio.open_memory_channel[bytearray](1)
+        send, receive = trio.open_memory_channel[Group](1)
         broken: httpx.TransportError | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -175,49 +181,51 @@ class OriginRun:
         size = self.offset
         if self.rec.size is not None and size != self.rec.size:
             raise _Retry(f"the origin sent {size} of {self.rec.size} bytes")
-        manifest = await self._store.run(self._partial.finish, bytes(self._tail), self.rec.mime)
-        self._tail.clear()
+        tail = bytes(self._groups.current[: self._groups.filled])
+        manifest = await self._store.run(self._partial.finish, tail, self.rec.mime)
+        self._groups.filled = 0
         return manifest
 
-    async def _read(
-        self, response: httpx.Response, send: trio.MemorySendChannel[bytearray]
-    ) -> None:
-        cfg = self._config
-        group_bytes = CHUNK_SIZE * max(1, min(GROUP_CHUNKS, cfg.flush_bytes // CHUNK_SIZE))
+    async def _read(self, response: httpx.Response, send: trio.MemorySendChannel[Group]) -> None:
+        cfg, groups = self._config, self._groups
         sent_at = trio.current_time()
         async for piece in response.aiter_raw():
-            self._tail += piece
             self._progress.received(len(piece))
-            if self.offset > cfg.max_bytes:
+            if self.offset + len(piece) > cfg.max_bytes:
                 raise DownloadFailed(f"the body passed downloads.max_bytes ({cfg.max_bytes})")
-            if len(self._tail) < CHUNK_SIZE:
-                continue
-            now = trio.current_time()
-            if len(self._tail) >= group_bytes or now - sent_at >= cfg.flush_interval_s:
-                await send.send(self._cut())
-                sent_at = now
-        if len(self._tail) >= CHUNK_SIZE:
-            await send.send(self._cut())
+            view = memoryview(piece)
+            while view:
+                view = groups.fill(view)
+                if groups.full:
+                    await send.send(await self._cut())
+                    sent_at = trio.current_time()
+            due = trio.current_time() - sent_at >= cfg.flush_interval_s
+            if due and groups.filled >= CHUNK_SIZE:
+                await send.send(await self._cut())
+                sent_at = trio.current_time()
+        if groups.filled >= CHUNK_SIZE:
+            await send.send(await self._cut())
 
-    def _cut(self) -> bytearray:
-        """Hand over the whole chunks received as one buffer; keep the short rest."""
-        group = self._tail
-        whole = len(group) - len(group) % CHUNK_SIZE
-        self._tail = group[whole:]
-        del group[whole:]
-        self._handed += whole
+    async def _cut(self) -> Group:
+        """Hand over the whole chunks received; their short rest starts the next buffer."""
+        group = await self._groups.cut()
+        self._handed += group.view.nbytes
         return group
 
-    async def _write(self, receive: trio.MemoryReceiveChannel[bytearray]) -> None:
+    async def _write(self, receive: trio.MemoryReceiveChannel[Group]) -> None:
         since_flush = 0
         last_flush = trio.current_time()
         async with receive:
             async for group in receive:
-                async with trio.open_nursery() as nursery:
-                    # The disk takes the group while its chunks are hashed.
-                    nursery.start_soon(self._store.run, self._partial.write, group)
-                    await self._store.run(self._partial.hash, group)
-                since_flush += len(group)
+                size = group.view.nbytes
+                try:
+                    async with trio.open_nursery() as nursery:
+                        # The disk takes the group while its chunks are hashed.
+                        nursery.start_soon(self._store.run, self._partial.write, group.view)
+                        await self._store.run(self._partial.hash, group.view)
+                finally:
+                    self._groups.give_back(group)
+                since_flush += size
                 due = trio.current_time() - last_flush >= self._config.flush_interval_s
                 if since_flush >= self._config.flush_bytes or due:
                     await self._flush()
@@ -227,6 +235,58 @@ class OriginRun:
         prefix = await self._store.run(self._partial.flush)
         self.rec = replace(self.rec, partial_cid=prefix, downloaded_bytes=self._partial.size)
         await self._progress.save(self.rec)
+
+
+@dataclass(slots=True)
+class Group:
+    """Whole chunks of the body, in order, in one of the pool's buffers."""
+
+    buffer: mmap.mmap
+    view: memoryview
+
+
+class Groups:
+    """The body's bytes not yet handed to the writer, in page-aligned buffers reused in
+    turn: one copy per byte from the socket's pieces, none for direct I/O, and no fresh
+    pages per group (a fresh page costs more than the copy into it on some VMs)."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self._size = size
+        self._free_send, self._free = trio.open_memory_channel[mmap.mmap](count)
+        for _ in range(count - 1):
+            self._free_send.send_nowait(mmap.mmap(-1, size))
+        self._buffer = mmap.mmap(-1, size)
+        self.current = memoryview(self._buffer)
+        #: Bytes of the body in ``current``.
+        self.filled = 0
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self._size
+
+    def fill(self, view: memoryview) -> memoryview:
+        """Copy what fits of ``view`` into the current buffer; returns the rest."""
+        take = min(view.nbytes, self._size - self.filled)
+        self.current[self.filled : self.filled + take] = view[:take]
+        self.filled += take
+        return view[take:]
+
+    async def cut(self) -> Group:
+        """The whole chunks filled, as a group; a free buffer (waiting for the writer
+        to give one back) takes the short rest and becomes the current one."""
+        whole = self.filled - self.filled % CHUNK_SIZE
+        group = Group(self._buffer, self.current[:whole])
+        self._buffer = await self._free.receive()
+        rest = self.filled - whole
+        self.current = memoryview(self._buffer)
+        self.current[:rest] = group.buffer[whole : self.filled]
+        self.filled = rest
+        return group
+
+    def give_back(self, group: Group) -> None:
+        """The writer is done with ``group``: its buffer can be filled again."""
+        group.view.release()
+        self._free_send.send_nowait(group.buffer)
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
