@@ -119,7 +119,6 @@ _NODE_ID_RE: Final = re.compile(r"hf[a-z2-7]{52}")
 _NODE_ID_EXPECTED: Final = "a node id ('hf' followed by 52 characters a-z, 2-7)"
 
 
-
 # --- how a setting is read ---------------------------------------------------------
 
 #: Reads one YAML value of a section's key; raises ``ConfigError`` naming both.

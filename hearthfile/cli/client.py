@@ -132,6 +132,10 @@ class NodeClient(Protocol):
         """``show``, ``pause`` or ``resume`` one download."""
         ...
 
+    async def download_wait(self, id_: str, timeout_s: float) -> DownloadRecord:
+        """The record once the download ends, or as it stands after ``timeout_s``."""
+        ...
+
     async def download_remove(self, id_: str) -> DownloadRemoved: ...
     async def transfers(self) -> list[TransferState]: ...
     async def cancel(self, cid: Cid) -> Cancelled: ...
@@ -271,6 +275,9 @@ class LocalClient:
         raise self._needs_daemon()
 
     async def download_op(self, action: str, id_: str) -> DownloadRecord:
+        raise self._needs_daemon()
+
+    async def download_wait(self, id_: str, timeout_s: float) -> DownloadRecord:
         raise self._needs_daemon()
 
     async def download_remove(self, id_: str) -> DownloadRemoved:
@@ -525,6 +532,10 @@ class BusClient:
 
     async def download_op(self, action: str, id_: str) -> DownloadRecord:
         return await self._one(DownloadRecord, f"download.{action}", {"id": id_})
+
+    async def download_wait(self, id_: str, timeout_s: float) -> DownloadRecord:
+        args = {"id": id_, "timeout_s": timeout_s}
+        return await self._one(DownloadRecord, "download.wait", args)
 
     async def download_remove(self, id_: str) -> DownloadRemoved:
         return await self._one(DownloadRemoved, "download.remove", {"id": id_})

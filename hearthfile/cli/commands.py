@@ -157,9 +157,7 @@ def parse_span(text: str | None) -> Span:
 
 def check_span(span: Span, got: Fetched) -> None:
     if span is not None and span[1] > got.size:
-        raise CliError(
-            f"range {span[0]}-{span[1] - 1} is outside {got.cid} ({got.size} bytes)"
-        )
+        raise CliError(f"range {span[0]}-{span[1] - 1} is outside {got.cid} ({got.size} bytes)")
 
 
 async def cmd_get(args: argparse.Namespace, out: Output) -> int:
@@ -390,8 +388,9 @@ async def cmd_push(args: argparse.Namespace, out: Output) -> int:
             result = await node.push(cid, target, bar.transfer)
     out.show(
         result,
-        lambda r: f"pushed {cid} to {target}: {r.sent} chunks sent, "
-        f"{r.skipped} skipped (already there)",
+        lambda r: (
+            f"pushed {cid} to {target}: {r.sent} chunks sent, {r.skipped} skipped (already there)"
+        ),
     )
     return EXIT_OK
 
@@ -423,9 +422,7 @@ async def cmd_whohas(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.data(rows)
         return EXIT_OK
-    out.lines(
-        [f"{r.node_id}  {r.age_s:.0f}s{'' if r.online else '  offline'}" for r in rows]
-    )
+    out.lines([f"{r.node_id}  {r.age_s:.0f}s{'' if r.online else '  offline'}" for r in rows])
     return EXIT_OK
 
 

@@ -1,16 +1,15 @@
 """The download commands: download, downloads (DESIGN.md sections 8 and 12).
 
 They need the daemon (it does the fetching and keeps the records). ``download``
-follows its download to the end with a progress bar, polling the record;
-``--detach`` leaves it running.
+follows its download to the end with a progress bar: the daemon answers its
+``wait`` calls as the download ends (or with the progress so far, every
+``PROGRESS_INTERVAL_S``); ``--detach`` leaves it running.
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Final
-
-import trio
 
 from hearthfile.cli.client import NodeClient, open_client
 from hearthfile.cli.errors import EXIT_OK, EXIT_USAGE, CliError
@@ -19,8 +18,8 @@ from hearthfile.cli.output import Output, ProgressBar
 from hearthfile.services.downloads import core
 from hearthfile.services.results import DownloadRecord
 
-#: How often ``download`` asks for its record while it follows one.
-POLL_INTERVAL_S: Final = 0.25
+#: How often the progress bar of ``download`` moves while it follows one.
+PROGRESS_INTERVAL_S: Final = 0.25
 
 
 async def cmd_download(args: argparse.Namespace, out: Output) -> int:
@@ -40,13 +39,12 @@ async def cmd_download(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _follow(node: NodeClient, rec: DownloadRecord) -> DownloadRecord:
-    """Poll the record until it ends; a failed or paused download is exit 1."""
+    """Follow the record until it ends; a failed or paused download is exit 1."""
     with ProgressBar(f"download {rec.name[:24]}") as bar:
         while rec.status in ("Pending", "InProgress"):
             if rec.size:
                 bar.update(rec.downloaded_bytes, rec.size)
-            await trio.sleep(POLL_INTERVAL_S)  # polling the daemon's record, not a wait
-            rec = await node.download_op("show", rec.id)
+            rec = await node.download_wait(rec.id, PROGRESS_INTERVAL_S)
     if rec.status == "Failed":
         raise CliError(f"download {rec.id} failed: {rec.error}")
     if rec.status == "Paused":
@@ -81,4 +79,3 @@ def _line(r: DownloadRecord) -> str:
     size = "?" if r.size is None else str(r.size)
     tail = r.cid or r.error or r.url
     return f"{r.id}  {r.status:10}  {r.progress:6.2f}%  {size:>12}  {r.name}  {tail}"
-

@@ -57,8 +57,7 @@ def as_json(value: object) -> object:
         return [as_json(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            name: _json_field(unit, getattr(value, name))
-            for name, unit in field_units(type(value))
+            name: _json_field(unit, getattr(value, name)) for name, unit in field_units(type(value))
         }
     return value
 

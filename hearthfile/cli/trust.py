@@ -74,4 +74,3 @@ async def cmd_join(args: argparse.Namespace, out: Output) -> int:
         joined = await node.join(args.token.strip())
     out.show(joined, lambda j: j.inviter)
     return EXIT_OK
-

@@ -273,4 +273,3 @@ def _node_arg(value: object) -> NodeId:
         return NodeId.parse(value)
     except ValueError as exc:
         raise bad(str(exc)) from None
-

@@ -349,9 +349,7 @@ class _ScheduledFetch:
                 log.warning(
                     "source_quarantined peer=%s chunk=%d", event.source.short(), event.index
                 )
-                self.publish(
-                    events.SourceQuarantined(event.source, self.manifest.cid, event.index)
-                )
+                self.publish(events.SourceQuarantined(event.source, self.manifest.cid, event.index))
             elif isinstance(event, SourceStalled):
                 log.info("source_stalled peer=%s", event.source.short())
 
@@ -471,5 +469,3 @@ class _ScheduledFetch:
 
 _Arrival = tuple[NodeId, int, bytes]
 MoreSources = Callable[[], Awaitable[Sequence[Peer]]]
-
-

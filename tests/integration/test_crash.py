@@ -136,9 +136,7 @@ def test_kill_9_during_gc_keeps_every_pinned_blob(
     before = blob_files()
     collector = node.background("gc", stdout=subprocess.PIPE)
     wait_for(
-        lambda: (
-            blob_files() < before or collector.poll() is not None
-        ),
+        lambda: blob_files() < before or collector.poll() is not None,
         60,
         "GC to start evicting",
     )

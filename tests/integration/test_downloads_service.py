@@ -23,8 +23,9 @@ import trio
 from hearthfile.blobs.facade import AsyncStore
 from hearthfile.blobs.store import BlobStore
 from hearthfile.config import DownloadsConfig
+from hearthfile.errors import ServiceError
 from hearthfile.services.downloads.records import RecordBook
-from hearthfile.services.downloads.service import Downloads
+from hearthfile.services.downloads.service import MAX_WAIT_S, Downloads
 from tests.integration import test_crash
 from tests.origin import Origin, Served
 from tests.unit.test_chunker import payload
@@ -98,6 +99,50 @@ async def test_download_completes_verified_pinned_and_named(tmp_path: Path, orig
             # Only the finished blob is left: the prefix blobs of the flushes are gone.
             assert [i.cid for i in store.list_cids()] == [done["cid"]]
     assert [h.range for h in origin.hits("/a/report.pdf")] == [None]
+
+
+async def test_wait_answers_when_the_download_ends_not_when_its_time_is_up(
+    tmp_path: Path, origin: Origin
+) -> None:
+    data = payload(3 * MiB, seed=12)
+    served = origin.files["/w"] = Served(data, hold_after=MiB)
+    with trio.fail_after(60):
+        async with service(tmp_path / "data") as (d, store):
+            rec, _ = await d.add(origin.url("/w"))
+            await until(lambda: d.record(rec["id"]).downloaded_bytes >= MiB)
+            held = await d.wait(rec["id"], 0.05)  # the body is held: the time runs out
+            assert held["status"] == "InProgress"
+            served.release.set()
+            # Well before the wait's 30 s run out, the end of the download answers it.
+            with trio.fail_after(MAX_WAIT_S - 10):
+                done = await d.wait(rec["id"], MAX_WAIT_S)
+            assert done["status"] == "Completed"
+            assert done["cid"] is not None and blob_bytes(store, done["cid"]) == data
+            # The record as answered is the one written: a restart would find it so.
+            assert d.record(rec["id"]).status.value == "Completed"
+
+
+async def test_a_removed_download_ends_its_waits(tmp_path: Path, origin: Origin) -> None:
+    served = origin.files["/r"] = Served(payload(2 * MiB, seed=13), hold_after=MiB)
+    with trio.fail_after(60):
+        async with service(tmp_path / "data") as (d, _):
+            rec, _ = await d.add(origin.url("/r"))
+            outcome: list[str] = []
+
+            async def waiter() -> None:
+                try:
+                    await d.wait(rec["id"], MAX_WAIT_S)
+                except ServiceError as exc:
+                    outcome.append(exc.code)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await until(lambda: d.record(rec["id"]).downloaded_bytes >= MiB)
+                with trio.fail_after(MAX_WAIT_S - 10):
+                    await d.remove(rec["id"])
+                    await until(lambda: outcome)
+            served.release.set()
+            assert outcome == ["not_found"]
 
 
 async def test_same_url_twice_is_one_download(tmp_path: Path, origin: Origin) -> None:

@@ -46,7 +46,9 @@ def test_the_capability_table_matches_bus_describe(tmp_path: Path) -> None:
     for name, (trust, concurrent, timeout, idempotent) in rows.items():
         d = by_name[name]
         assert (d["trust_required"], d["max_concurrent"], d["timeout_seconds"]) == (
-            trust, int(concurrent), float(timeout)
+            trust,
+            int(concurrent),
+            float(timeout),
         ), name
         assert d["idempotent"] == (idempotent == "yes"), name
     stable = {d["name"] for d in own if d["stability"] == "stable" and "node." not in d["name"]}

@@ -118,9 +118,7 @@ def test_the_domain_tag_separates_the_kinds() -> None:
                                   n.signature)  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "record", [advert(), node()], ids=["advert", "node"]
-)
+@pytest.mark.parametrize("record", [advert(), node()], ids=["advert", "node"])
 def test_every_flipped_bit_is_rejected(record: Record) -> None:
     data = wire(record)
     for i in range(len(data) * 8):
@@ -180,17 +178,34 @@ DIGEST = bytes(32)
 @pytest.mark.parametrize(
     "value",
     [
-        None, 5, "x", [], {}, ["hearthfile/other/1"], [ADVERT_TAG, *GOOD_ADVERT[1:-1]],
-        [*GOOD_ADVERT, b""], [NODE_TAG, *GOOD_NODE[1:-1]], ["x", *GOOD_ADVERT[1:]],
-        _mutate(GOOD_ADVERT, 1, bytes(31)), _mutate(GOOD_ADVERT, 1, "key"),
-        _mutate(GOOD_ADVERT, 2, True), _mutate(GOOD_ADVERT, 2, -1), _mutate(GOOD_ADVERT, 2, 2**63),
-        _mutate(GOOD_ADVERT, 2, 1.5), _mutate(GOOD_ADVERT, 3, None),
-        _mutate(GOOD_ADVERT, 5, "10.0.0.1:7700"), _mutate(GOOD_ADVERT, 5, [b"10.0.0.1:7700"]),
-        _mutate(GOOD_ADVERT, 6, [DIGEST, DIGEST]), _mutate(GOOD_ADVERT, 6, [b"\x01" * 32, DIGEST]),
-        _mutate(GOOD_ADVERT, 6, [bytes(33)]), _mutate(GOOD_ADVERT, 6, ["blake3:" + "0" * 64]),
+        None,
+        5,
+        "x",
+        [],
+        {},
+        ["hearthfile/other/1"],
+        [ADVERT_TAG, *GOOD_ADVERT[1:-1]],
+        [*GOOD_ADVERT, b""],
+        [NODE_TAG, *GOOD_NODE[1:-1]],
+        ["x", *GOOD_ADVERT[1:]],
+        _mutate(GOOD_ADVERT, 1, bytes(31)),
+        _mutate(GOOD_ADVERT, 1, "key"),
+        _mutate(GOOD_ADVERT, 2, True),
+        _mutate(GOOD_ADVERT, 2, -1),
+        _mutate(GOOD_ADVERT, 2, 2**63),
+        _mutate(GOOD_ADVERT, 2, 1.5),
+        _mutate(GOOD_ADVERT, 3, None),
+        _mutate(GOOD_ADVERT, 5, "10.0.0.1:7700"),
+        _mutate(GOOD_ADVERT, 5, [b"10.0.0.1:7700"]),
+        _mutate(GOOD_ADVERT, 6, [DIGEST, DIGEST]),
+        _mutate(GOOD_ADVERT, 6, [b"\x01" * 32, DIGEST]),
+        _mutate(GOOD_ADVERT, 6, [bytes(33)]),
+        _mutate(GOOD_ADVERT, 6, ["blake3:" + "0" * 64]),
         _mutate(GOOD_ADVERT, 6, [bytes([i]) * 32 for i in range(1, 200)] * 42),
-        _mutate(GOOD_ADVERT, 7, GOOD_ADVERT[6]), _mutate(GOOD_ADVERT, 8, 1),
-        _mutate(GOOD_ADVERT, 9, bytes(63)), _mutate(GOOD_NODE, 5, GOOD_NODE[2] + 1),
+        _mutate(GOOD_ADVERT, 7, GOOD_ADVERT[6]),
+        _mutate(GOOD_ADVERT, 8, 1),
+        _mutate(GOOD_ADVERT, 9, bytes(63)),
+        _mutate(GOOD_NODE, 5, GOOD_NODE[2] + 1),
         _mutate(GOOD_NODE, 4, ["x" * 300 + ":1"]),
     ],
 )
@@ -257,12 +272,19 @@ def test_digest_size_is_exact_for_many_entries() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        None, [], {"t": "nope"}, {"t": "digest"}, {"t": "digest", "e": [[DIGEST, 1]]},
+        None,
+        [],
+        {"t": "nope"},
+        {"t": "digest"},
+        {"t": "digest", "e": [[DIGEST, 1]]},
         {"t": "digest", "e": [[DIGEST, 1, 2], [DIGEST, 3, 4]]},
-        {"t": "digest", "e": [[bytes(31), 1, 2]]}, {"t": "digest", "e": [[DIGEST, True, 2]]},
-        {"t": "digest", "e": [[DIGEST, -1, 2]]}, {"t": "digest", "e": [DIGEST]},
+        {"t": "digest", "e": [[bytes(31), 1, 2]]},
+        {"t": "digest", "e": [[DIGEST, True, 2]]},
+        {"t": "digest", "e": [[DIGEST, -1, 2]]},
+        {"t": "digest", "e": [DIGEST]},
         {"t": "digest", "e": [[DIGEST, 1, 2]] * (messages.MAX_DIGEST_ENTRIES + 1)},
-        {"t": "records"}, {"t": "records", "r": [GOOD_ADVERT[:-1]]},
+        {"t": "records"},
+        {"t": "records", "r": [GOOD_ADVERT[:-1]]},
         {"t": "records", "r": [GOOD_NODE] * (messages.MAX_MESSAGE_RECORDS + 1)},
         {"t": "records", "r": [], "w": "x"},
     ],

@@ -213,7 +213,10 @@ async def test_a_new_connection_to_a_dropped_source_rejoins_the_fetch(tmp_path: 
     try:
         with trio.fail_after(30):
             got = await fetch_blob(
-                store, manifest.cid, [dropped, silent], more_sources=more_sources  # type: ignore[list-item]
+                store,
+                manifest.cid,
+                [dropped, silent],
+                more_sources=more_sources,  # type: ignore[list-item]
             )
         assert got.cid == manifest.cid and offered >= 1
         assert b"".join(bytes(v) for v in store.read_blob_stream(manifest.cid)) == b"".join(chunks)

@@ -26,9 +26,7 @@ def test_the_manifest_size_in_the_example_is_what_a_300000_byte_blob_encodes_to(
     size = len(manifest.encode())
     text = example()
     assert f'"manifest":<bin {size}>,"manifest_size":{size}' in text
-    assert [len(c) for c in chunks] == [
-        int(n) for n in re.findall(r'"data":<bin (\d+)>', text)
-    ]
+    assert [len(c) for c in chunks] == [int(n) for n in re.findall(r'"data":<bin (\d+)>', text)]
     # Any content of that length gives the same size: CIDs have one length.
     other, _ = chunk_blob(b"\xff" * 300_000, name="a.bin")
     assert len(other.encode()) == size

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Announce = Callable[[list[Cid], list[Cid]], None]
 
+#: The longest ``node.download.wait`` holds a call before it answers anyway.
+MAX_WAIT_S: Final = 30.0
+
 #: Bytes httpcore asks the socket for per read (its own default: 64 KiB). A body read
 #: 1 MiB at a time passes through trio's socket, h11 and httpx 16 times less often:
 #: a 1 GiB download cost the daemon 1.1 CPU-s instead of 1.75. httpx has no setting
@@ -84,6 +87,8 @@ class Downloads:
         self._records: dict[str, Record] = {}
         self._active: dict[str, _Active] = {}
         self._save_lock = trio.Lock()
+        #: Set (and replaced) each time a record's change is written.
+        self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -235,6 +240,8 @@ class Downloads:
                 # A full disk must not stop the node: the record lives on in memory
                 # and the next change of it is written again.
                 log.error("download_record_not_saved id=%s error=%s", id_, exc)
+            self._changed.set()
+            self._changed = trio.Event()
 
     # -- what callers ask ----------------------------------------------------------------
 
@@ -276,6 +283,14 @@ class Downloads:
 
     def record(self, id_: str) -> Record:
         return self._get(id_)
+
+    async def wait(self, id_: str, timeout_s: float) -> dict[str, Any]:
+        """The record once it is neither Pending nor InProgress (as written), or as it
+        stands after ``timeout_s``; ``not_found`` once it is removed."""
+        with trio.move_on_after(timeout_s):
+            while self._get(id_).status in (Status.PENDING, Status.IN_PROGRESS):
+                await self._changed.wait()
+        return self.show(id_)
 
     async def pause(self, id_: str) -> dict[str, Any]:
         await self._set(core.pause(self._get(id_), self._clock()))
@@ -329,6 +344,7 @@ class Downloads:
             ("node.download", self._cap_add),
             ("node.downloads", self._cap_list),
             ("node.download.show", self._cap_show),
+            ("node.download.wait", self._cap_wait),
             ("node.download.pause", self._cap_pause),
             ("node.download.resume", self._cap_resume),
             ("node.download.remove", self._cap_remove),
@@ -373,6 +389,12 @@ class Downloads:
 
     async def _cap_show(self, ctx: CallContext) -> dict[str, Any]:
         return self.show(_id(ctx))
+
+    async def _cap_wait(self, ctx: CallContext) -> dict[str, Any]:
+        timeout = _args(ctx).get("timeout_s", 1.0)
+        if not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_WAIT_S:
+            raise ServiceError("bad_request", f"timeout_s must be 0 to {MAX_WAIT_S:g} seconds")
+        return await self.wait(_id(ctx), float(timeout))
 
     async def _cap_pause(self, ctx: CallContext) -> dict[str, Any]:
         with _bad_request():
