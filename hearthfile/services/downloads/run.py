@@ -155,7 +155,7 @@ class OriginRun:
         await self._progress.save(self.rec)
 
     async def _restart(self) -> None:
-        self._groups.filled = 0
+        self._groups.clear()
         self._handed = 0
         await self._store.run(self._partial.discard)
         self.rec = replace(
@@ -183,7 +183,7 @@ class OriginRun:
             raise _Retry(f"the origin sent {size} of {self.rec.size} bytes")
         tail = bytes(self._groups.current[: self._groups.filled])
         manifest = await self._store.run(self._partial.finish, tail, self.rec.mime)
-        self._groups.filled = 0
+        self._groups.clear()
         return manifest
 
     async def _read(self, response: httpx.Response, send: trio.MemorySendChannel[Group]) -> None:
@@ -282,6 +282,10 @@ class Groups:
         self.current[:rest] = group.buffer[whole : self.filled]
         self.filled = rest
         return group
+
+    def clear(self) -> None:
+        """Forget the bytes not yet cut (the download starts again from zero)."""
+        self.filled = 0
 
     def give_back(self, group: Group) -> None:
         """The writer is done with ``group``: its buffer can be filled again."""
