@@ -49,8 +49,8 @@ class PartialDownload:
     def _reset_hashes(self) -> None:
         self._builder = ManifestBuilder()
         self._sha256 = hashlib.sha256() if (self._expect or "").startswith("sha256:") else None
-        #: Bytes hashed, and bytes written.
-        self.size = self._written = 0
+        #: Bytes hashed, bytes written, and bytes written before the last sync.
+        self.size = self._written = self.durable = 0
 
     def _path(self) -> str:
         if self._key is None:
@@ -77,7 +77,7 @@ class PartialDownload:
                         raise EOFError
                     self._hash(chunk)
             os.truncate(path, length)
-            self._written = length
+            self._written = self.durable = length
         except (OSError, EOFError):
             self.discard()
             return 0
@@ -104,8 +104,9 @@ class PartialDownload:
             self._hash(view[start : start + CHUNK_SIZE])
 
     def write(self, data: Buffer) -> None:
-        """Append ``data`` with one write; may run in a thread beside ``hash`` of the
-        same bytes (both let go of the GIL), but not beside another ``write``."""
+        """Append ``data`` with one write; may run in a thread beside ``hash`` (of the
+        same bytes or others: both let go of the GIL), but not beside another
+        ``write`` or ``flush``."""
         if self._fd is None:
             self._fd = os.open(self._path(), os.O_WRONLY | os.O_CREAT, 0o644)
             os.lseek(self._fd, self._written, os.SEEK_SET)
@@ -116,14 +117,18 @@ class PartialDownload:
         self._written += len(memoryview(data).cast("B"))
 
     def flush(self) -> str | None:
-        """Make what was added durable; returns the token to keep in the record."""
+        """Make what was written durable; returns the token to keep in the record. It
+        names the bytes written, whatever is being hashed meanwhile: a resume
+        hashes them again from the file."""
+        written = self._written
         if self._fd is not None:
             try:
                 os.fsync(self._fd)
             except OSError as exc:
                 raise io_error(f"writing {self._name}", exc) from None
-        if self.size:
-            self.prefix_cid = f"{TOKEN_PREFIX}{self._key}:{self.size}"
+        if written:
+            self.durable = written
+            self.prefix_cid = f"{TOKEN_PREFIX}{self._key}:{written}"
         return self.prefix_cid
 
     def finish(self, tail: bytes, mime: str | None) -> Manifest:

@@ -1,10 +1,12 @@
 """One download from its origin, over httpx (trio shell over ``core`` and ``partial``).
 
 The body is copied once, as it arrives, into a page-aligned buffer of a small
-pool (``Groups``); each group of whole 256 KiB chunks goes to a writer task,
-which writes the buffer with one direct write in a worker thread (no aligned
-copy: the buffer already is) while another thread hashes its chunks and the next
-group is received, and makes them durable every ``flush_bytes`` or
+pool (``Groups``); each group of whole 256 KiB chunks goes both to a writer
+task, which writes the buffer with one direct write in a worker thread (no
+aligned copy: the buffer already is), and to a hasher task, which hashes its
+chunks in another. Neither waits for the other (the disk and the hashes each
+go at their own pace, a few groups apart), and the next group is received
+meanwhile. The writer makes what it wrote durable every ``flush_bytes`` or
 ``flush_interval_s`` (so a kill loses at most that tail). A connection that
 breaks mid-body keeps what arrived and asks again for the rest (Range +
 If-Range) up to ``max_retries`` times; what the origin answers is judged by
@@ -32,8 +34,12 @@ log = logging.getLogger(__name__)
 
 #: Chunks handed to the writer at once: one thread hop per 8 MiB, not per chunk.
 GROUP_CHUNKS = 32
-#: Buffers a download fills in turn: one being filled, one queued, one being written.
-GROUP_BUFFERS = 3
+#: Buffers a download fills in turn: one being filled, the others queued for (or
+#: with) the writer and the hasher, which may be a group or two apart.
+GROUP_BUFFERS = 4
+
+
+Queue = trio.MemorySendChannel["Group"]
 
 
 class DownloadFailed(Exception):
@@ -164,14 +170,16 @@ class OriginRun:
         await self._progress.save(self.rec)
 
     async def _receive(self, response: httpx.Response) -> Manifest:
-        send, receive = trio.open_memory_channel[Group](1)
+        to_disk, disk_queue = trio.open_memory_channel[Group](1)
+        to_hash, hash_queue = trio.open_memory_channel[Group](1)
         broken: httpx.TransportError | None = None
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, receive)
-                async with send:
+                nursery.start_soon(self._write, disk_queue)
+                nursery.start_soon(self._hash, hash_queue)
+                async with to_disk, to_hash:
                     try:
-                        await self._read(response, send)
+                        await self._read(response, (to_disk, to_hash))
                     except httpx.TransportError as exc:
                         broken = exc  # the writer stores what came before the break
         except BaseExceptionGroup as group:
@@ -186,7 +194,7 @@ class OriginRun:
         self._groups.clear()
         return manifest
 
-    async def _read(self, response: httpx.Response, send: trio.MemorySendChannel[Group]) -> None:
+    async def _read(self, response: httpx.Response, queues: tuple[Queue, Queue]) -> None:
         cfg, groups = self._config, self._groups
         sent_at = trio.current_time()
         async for piece in response.aiter_raw():
@@ -197,14 +205,18 @@ class OriginRun:
             while view:
                 view = groups.fill(view)
                 if groups.full:
-                    await send.send(await self._cut())
+                    await self._hand(await self._cut(), queues)
                     sent_at = trio.current_time()
             due = trio.current_time() - sent_at >= cfg.flush_interval_s
             if due and groups.filled >= CHUNK_SIZE:
-                await send.send(await self._cut())
+                await self._hand(await self._cut(), queues)
                 sent_at = trio.current_time()
         if groups.filled >= CHUNK_SIZE:
-            await send.send(await self._cut())
+            await self._hand(await self._cut(), queues)
+
+    async def _hand(self, group: Group, queues: tuple[Queue, Queue]) -> None:
+        for queue in queues:
+            await queue.send(group)
 
     async def _cut(self) -> Group:
         """Hand over the whole chunks received; their short rest starts the next buffer."""
@@ -219,10 +231,7 @@ class OriginRun:
             async for group in receive:
                 size = group.view.nbytes
                 try:
-                    async with trio.open_nursery() as nursery:
-                        # The disk takes the group while its chunks are hashed.
-                        nursery.start_soon(self._store.run, self._partial.write, group.view)
-                        await self._store.run(self._partial.hash, group.view)
+                    await self._store.run(self._partial.write, group.view)
                 finally:
                     self._groups.give_back(group)
                 since_flush += size
@@ -231,9 +240,17 @@ class OriginRun:
                     await self._flush()
                     since_flush, last_flush = 0, trio.current_time()
 
+    async def _hash(self, receive: trio.MemoryReceiveChannel[Group]) -> None:
+        async with receive:
+            async for group in receive:
+                try:
+                    await self._store.run(self._partial.hash, group.view)
+                finally:
+                    self._groups.give_back(group)
+
     async def _flush(self) -> None:
         prefix = await self._store.run(self._partial.flush)
-        self.rec = replace(self.rec, partial_cid=prefix, downloaded_bytes=self._partial.size)
+        self.rec = replace(self.rec, partial_cid=prefix, downloaded_bytes=self._partial.durable)
         await self._progress.save(self.rec)
 
 
@@ -243,6 +260,8 @@ class Group:
 
     buffer: mmap.mmap
     view: memoryview
+    #: The tasks (writer, hasher) not yet done with it.
+    users: int = 2
 
 
 class Groups:
@@ -288,9 +307,11 @@ class Groups:
         self.filled = 0
 
     def give_back(self, group: Group) -> None:
-        """The writer is done with ``group``: its buffer can be filled again."""
-        group.view.release()
-        self._free_send.send_nowait(group.buffer)
+        """A task is done with ``group``: once both are, its buffer can be filled again."""
+        group.users -= 1
+        if not group.users:
+            group.view.release()
+            self._free_send.send_nowait(group.buffer)
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
