@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -130,11 +131,17 @@ async def _add_stream(node: NodeClient, text: str, pin: bool) -> Added:
     if text == "-":
         return await node.add_stream(sys.stdin.buffer, None, pin=pin)
     try:
-        stream = open(text, "rb")  # noqa: SIM115 - closed below
+        # A FIFO's open waits for its writer: in a thread, so that Ctrl-C always ends
+        # the wait (a signal trio takes while the main thread sits in open() would not).
+        stream = await trio.to_thread.run_sync(_open_stream, text, abandon_on_cancel=True)
     except OSError as exc:
         raise ops.PathError(f"cannot read {text}: {exc.strerror}") from None
     with stream:
         return await node.add_stream(stream, Path(text).name, pin=pin)
+
+
+def _open_stream(path: str) -> io.BufferedReader:
+    return open(path, "rb")
 
 
 async def cmd_cat(args: argparse.Namespace, out: Output) -> int:
