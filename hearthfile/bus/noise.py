@@ -132,11 +132,9 @@ class CipherState:
         """Ciphertext and tag; with no key yet, the plaintext itself (spec behaviour)."""
         if self._aead is None:
             return bytes(plaintext)
-        if self.nonce >= _NONCE_LIMIT:
-            raise LocalProtocolError("Noise nonce exhausted; the connection must be re-established")
-        ciphertext = self._aead.encrypt(_NONCE.pack(self.nonce), plaintext, ad)
-        self.nonce += 1
-        return ciphertext
+        ciphertext = bytearray(memoryview(plaintext).nbytes + TAGLEN)
+        self.encrypt_into(ad, plaintext, memoryview(ciphertext))
+        return bytes(ciphertext)
 
     def encrypt_into(self, ad: bytes, plaintext: Buffer, out: memoryview) -> None:
         """``encrypt_with_ad`` writing ciphertext and tag into ``out`` (exactly
@@ -151,7 +149,8 @@ class CipherState:
     def decrypt_into(self, ad: bytes, ciphertext: Buffer, out: memoryview) -> None:
         """``decrypt_with_ad`` writing the plaintext into ``out`` (exactly
         ``len(ciphertext) - TAGLEN`` bytes); RemoteProtocolError if it does not
-        authenticate under this nonce."""
+        authenticate under this nonce (the bytes are not what the peer's cipher
+        produced for it)."""
         if self._aead is None:
             raise LocalProtocolError("decrypt_into needs a key")
         if self.nonce >= _NONCE_LIMIT:
@@ -169,20 +168,12 @@ class CipherState:
         """Plaintext, or RemoteProtocolError if it does not authenticate under this nonce."""
         if self._aead is None:
             return bytes(ciphertext)
-        if self.nonce >= _NONCE_LIMIT:
-            raise RemoteProtocolError("peer exhausted the Noise nonce space")
-        if len(ciphertext) < TAGLEN:
+        size = memoryview(ciphertext).nbytes
+        if size < TAGLEN:
             raise RemoteProtocolError("Noise ciphertext shorter than its tag")
-        try:
-            plaintext = self._aead.decrypt(_NONCE.pack(self.nonce), ciphertext, ad)
-        except InvalidTag as exc:
-            # The bytes are not what the peer's cipher produced for this nonce.
-            raise RemoteProtocolError(
-                f"Noise message {self.nonce} failed authentication (tampered, replayed or out"
-                " of order)"
-            ) from exc
-        self.nonce += 1
-        return plaintext
+        plaintext = bytearray(size - TAGLEN)
+        self.decrypt_into(ad, ciphertext, memoryview(plaintext))
+        return bytes(plaintext)
 
     def rekey(self) -> None:
         """Section 4.2 REKEY: the first 32 bytes of ENCRYPT(k, maxnonce, "", zeros)."""
