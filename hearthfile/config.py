@@ -1,8 +1,8 @@
 """YAML configuration -> frozen dataclasses, with validation (pure + file I/O).
 
 This is the bottom layer: it imports nothing from the rest of hearthfile but the
-error root and the shared bounds (limits.py), and it is the only module that
-imports ``yaml``. Everything above it receives typed, already-validated values,
+error root, the shared bounds (limits.py) and addresses (address.py), and it is the
+only module that imports ``yaml``. Everything above it receives typed, already-validated values,
 each component only its own sub-config (``FileConfig``, ``LimitsConfig``, ``GossipConfig``...).
 
 Where the settings come from, later wins:
@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
+from hearthfile.address import Address, parse_address
 from hearthfile.errors import HearthError
 from hearthfile.limits import (
     MAX_DIGEST_ENTRIES,
@@ -81,31 +82,12 @@ class ConfigError(HearthError):
     """A configuration value is missing, unknown or malformed."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_address(text: str) -> Address:
-    """Parse ``host:port`` (``[v6]:port`` for IPv6). Raises ValueError with the reason."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected host:port, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number 0-65535 in {text!r}")
-    return Address(host, int(port_text))
-
-
 CONFIG_FILENAME: Final = "config.yaml"
 TRUST_FILENAME: Final = "trust.yaml"
 DEFAULT_PORT: Final = 7700
 DEFAULT_HTTP_PORT: Final = 7780
+DEFAULT_LISTEN: Final = Address("127.0.0.1", DEFAULT_PORT)
+DEFAULT_HTTP_LISTEN: Final = Address("127.0.0.1", DEFAULT_HTTP_PORT)
 
 #: Levels an operator can write down (hearthfile/trust/levels.py owns the order):
 #: ``self`` is implied by the node's own key, ``stranger`` is the absence of an entry.
@@ -216,7 +198,7 @@ class NodeConfig:
 
     #: Loopback by default: a fresh node is reachable by nobody until the
     #: operator chooses an interface.
-    listen: Address = Address("127.0.0.1", DEFAULT_PORT)
+    listen: Address = DEFAULT_LISTEN
     #: None only on a ``NodeConfig()`` built by hand; ``load_config`` always
     #: sets it (default ``<home>/data``).
     data_dir: Path | None = None
@@ -227,7 +209,7 @@ class HttpConfig:
     """``http:`` the gateway (DESIGN.md section 10)."""
 
     #: None: ``off``. Loopback by default, like the node's own port.
-    listen: Address | None = Address("127.0.0.1", DEFAULT_HTTP_PORT)
+    listen: Address | None = DEFAULT_HTTP_LISTEN
     #: False while ``listen`` is the default: then a port already taken (several
     #: nodes on one machine) means no gateway, not an error.
     explicit: bool = False

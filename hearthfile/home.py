@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from hearthfile.config import Address
+from hearthfile.address import Address
 from hearthfile.errors import HearthError
 from hearthfile.identity import NodeId, NodeKey
 

@@ -48,6 +48,7 @@ import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 from wsproto.connection import ConnectionState
 
+from hearthfile.address import Address
 from hearthfile.bus import wsframe
 from hearthfile.bus.channel import ChannelLimits
 from hearthfile.bus.handshake import (
@@ -56,7 +57,6 @@ from hearthfile.bus.handshake import (
     SecureSession,
     encrypted_frame_bytes,
 )
-from hearthfile.config import Address
 from hearthfile.errors import HearthError, PeerUnavailable, RemoteProtocolError
 from hearthfile.identity import NodeId, NodeKey
 

@@ -14,6 +14,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "hearthfile"
 PURE = [
+    "address.py",
     "cids.py",
     "identity.py",
     "errors.py",
@@ -54,6 +55,7 @@ LAYER = {
     "config": 0,
     "errors": 0,
     "limits": 0,
+    "address": 0,
     "home": 1,
     "events": 1,
     "blobs": 1,
