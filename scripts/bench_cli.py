@@ -108,16 +108,22 @@ def daemon(hf: list[str], env: dict[str, str], home: Path) -> Iterator[None]:
 
 def measure(commands: dict[str, list[str]], before: Path, home: Path, runs: int) -> None:
     trees = {"before": before, "after": ROOT}
+    for tree, where in trees.items():  # each process must load its own tree's package
+        probe = [sys.executable, "-c", "import hearthfile; print(hearthfile.__file__)"]
+        env = {**os.environ, "PYTHONPATH": str(where)}
+        loaded = subprocess.run(probe, env=env, cwd=home.parent, capture_output=True, text=True)
+        if not loaded.stdout.startswith(str(where)):
+            raise SystemExit(f"the {tree} tree loads {loaded.stdout.strip()}, not {where}")
     times: dict[tuple[str, str], list[float]] = {}
     floor: list[float] = []
     for n in range(runs):
-        floor.append(timed([sys.executable, "-c", "pass"], dict(os.environ)))
+        floor.append(timed([sys.executable, "-c", "pass"], dict(os.environ), home.parent))
         for label, argv in commands.items():
             order = ["before", "after"] if n % 2 == 0 else ["after", "before"]
             for tree in order:
                 env = {**os.environ, "PYTHONPATH": str(trees[tree])}
                 cmd = [sys.executable, "-m", "hearthfile", "--home", str(home), *argv]
-                times.setdefault((label, tree), []).append(timed(cmd, env))
+                times.setdefault((label, tree), []).append(timed(cmd, env, home.parent))
     print(f"{'command':20} {'before (s)':>20} {'after (s)':>20} {'after/before':>13}")
     for label in commands:
         b, a = times[label, "before"], times[label, "after"]
@@ -127,9 +133,11 @@ def measure(commands: dict[str, list[str]], before: Path, home: Path, runs: int)
     print(f"medians (quartiles) of {runs} runs each, alternated; ratio: median of per-run ratios")
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Seconds of one process, run in ``cwd``: ``-m`` puts the working directory
+    first on ``sys.path``, ahead of ``PYTHONPATH``, so it must hold neither tree."""
     started = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[3:])} failed: {proc.stderr.decode().strip()}")
