@@ -102,7 +102,12 @@ def _interrupt(command: list[str], started: Callable[[], object]) -> tuple[int, 
     )
     assert proc.poll() is None, "the command ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # no stray process past the test
+        proc.communicate()
+        raise AssertionError(f"{command[-2:]} did not end within 30 s of Ctrl-C") from None
     return proc.returncode, err.decode()
 
 
