@@ -134,8 +134,8 @@ class AsyncStore:
     async def begin_blob(self, manifest: Manifest, *, origin: str = "fetched") -> None:
         await self.run(self.sync.begin_blob, manifest, origin=origin)
 
-    async def complete_blob(self, cid: Cid) -> bool:
-        return await self.run(self.sync.complete_blob, cid)
+    async def complete_blob(self, cid: Cid, *, hashed: bytes | None = None) -> bool:
+        return await self.run(self.sync.complete_blob, cid, hashed=hashed)
 
     async def pin(self, cid: Cid) -> None:
         await self.run(self.sync.pin, cid)

@@ -833,14 +833,17 @@ class BlobStore:
         except OSError as exc:
             raise io_error(f"writing {path}", exc) from None
 
-    def complete_blob(self, cid: Cid) -> bool:
+    def complete_blob(self, cid: Cid, *, hashed: bytes | None = None) -> bool:
         """Make a blob complete if every chunk is stored and its manifest holds;
         returns whether it is complete.
 
         Before the blob becomes visible, its ``content`` is checked against the
         BLAKE3 of the whole bytes (DESIGN.md section 5): the blob CID proves only
         the manifest's bytes, not that they describe these chunks. A manifest that
-        fails is ``manifest_invalid`` and nothing of it is kept.
+        fails is ``manifest_invalid`` and nothing of it is kept. ``hashed``: that
+        BLAKE3 as the caller computed it from the bytes it stored, each chunk
+        verified against its CID, in index order (a fetch,
+        transfer/contenthash.py), which spares reading the blob back.
         """
         if self.has_blob(cid):
             return True
@@ -850,7 +853,7 @@ class BlobStore:
         hexpart = hex_of(cid)
         small = manifest.size <= INLINE_MAX
         path = "" if small else self.layout.partial(hexpart)
-        if not self._content_matches(manifest, path):
+        if not self._content_matches(manifest, path, hashed):
             self._delete_blobs([cid])
             raise BlobError("manifest_invalid", f"{cid}: content is not the BLAKE3 of its bytes")
         if not small:
@@ -871,8 +874,18 @@ class BlobStore:
                 os.unlink(path + ".manifest")
         return True
 
-    def _content_matches(self, manifest: Manifest, path: str) -> bool:
-        """Whether the blob's bytes (its file, or its pack row) hash to ``content``."""
+    def _content_matches(
+        self, manifest: Manifest, path: str, hashed: bytes | None = None
+    ) -> bool:
+        """Whether the blob's bytes (its file, or its pack row) hash to ``content``;
+        ``hashed``, when given, is their hash (``complete_blob``)."""
+        if hashed is not None and manifest.size > INLINE_MAX:
+            try:
+                if os.path.getsize(path) != manifest.size:
+                    return False
+            except OSError as exc:
+                raise io_error(f"reading {path}", exc) from None
+            return cid_from_digest(hashed) == manifest.content
         if manifest.size <= INLINE_MAX:
             data = self.pack.get(manifest.cid) or b""
             return len(data) == manifest.size and cid_of(data) == manifest.content

@@ -5,7 +5,9 @@ pulls the missing chunks from its sources with ``file.read`` and stores each
 one after checking it against the manifest; it commits every few tens of MiB
 so a fetch interrupted at any point resumes where its last commit left off and
 never trusts anything it did not verify. Which chunk comes from which source,
-and when, is decided by the pure ``FetchSchedule`` (transfer/schedule.py).
+and when, is decided by the pure ``FetchSchedule`` (transfer/schedule.py). The
+writer also feeds each verified chunk to an ``InOrderHash`` (transfer/contenthash.py),
+so the manifest's ``content`` is checked at completion without reading the blob back.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Final
 import trio
 
 from hearthfile import events
-from hearthfile.blobs.chunker import Manifest
+from hearthfile.blobs.chunker import BlobError, Manifest
 from hearthfile.blobs.facade import AsyncStore, holding_blob
 from hearthfile.blobs.store import BlobStore, WriteBatch
 from hearthfile.cids import Cid, cid_of
 from hearthfile.errors import PeerUnavailable, ServiceError, collapse
 from hearthfile.events import Publish, TransferShares
 from hearthfile.identity import NodeId
+from hearthfile.transfer.contenthash import InOrderHash
 from hearthfile.transfer.fileproto import (
     bad,
     from_ranges,
@@ -37,12 +40,14 @@ from hearthfile.transfer.fileproto import (
 from hearthfile.transfer.manifests import manifest_from_any
 from hearthfile.transfer.peer import Peer, Progress, ProgressFn, bytes_of
 from hearthfile.transfer.schedule import (
+    ORDER_WINDOW,
     Cancel,
     FailReason,
     FetchFailed,
     FetchSchedule,
     SourceQuarantined,
     SourceStalled,
+    windowed_order,
 )
 from hearthfile.transfer.sink import CHUNKS_PER_HOP, COMMIT_BYTES
 
@@ -55,6 +60,9 @@ COMMIT_INTERVAL_S: Final = 1.0
 SOURCE_REFRESH_S: Final = 0.25
 #: How long the writer waits after a chunk for more to store in the same thread hop.
 GATHER_S: Final = 0.005
+#: Chunks read back per writer hop for the in-order content hash (chunks held before
+#: the fetch began, or not kept in memory): 16 MiB, a few tens of ms of reading.
+READ_BACK_PER_HOP: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +116,9 @@ async def fetch_blob(
     what it returns joins the fetch (other nodes that fetched the blob meanwhile,
     or are fetching it: a source lacking a chunk answers not_found, which costs
     that chunk no attempt). ``sequential`` takes chunks in order, for output that
-    streams while the fetch runs; otherwise in a random order, so that nodes
-    fetching the same blob at once hold different chunks and serve each other."""
+    streams while the fetch runs; otherwise in a random order within windows of
+    ``ORDER_WINDOW`` chunks, so that nodes fetching the same blob at once hold
+    different chunks and serve each other."""
     astore = AsyncStore(store)
     if await astore.has_blob(cid):
         return await astore.read_manifest(cid)
@@ -134,9 +143,12 @@ async def fetch_blob(
     )
     if progress is not None:
         progress(state)
+    # The content is hashed as the chunks pass (a whole fetch of something missing);
+    # otherwise complete_blob reads the blob back to check it.
+    content = InOrderHash(len(manifest.chunks), missing) if missing and span is None else None
     if missing:
         fetch = _ScheduledFetch(
-            astore, manifest, sources, missing, state, progress, publish, sequential
+            astore, manifest, sources, missing, state, progress, publish, sequential, content
         )
         try:
             await fetch.run(more_sources)
@@ -145,10 +157,34 @@ async def fetch_blob(
                 raise
             await astore.run(store.discard_partial, cid)  # nothing of it is kept
             raise ServiceError("bad_request", f"{cid}: {fetch.manifest_false}") from None
-    complete = await astore.complete_blob(cid)  # checks the manifest's content
+        content = fetch.content
+    hashed = None if content is None else await astore.run(_hash_rest, store, manifest, content)
+    complete = await astore.complete_blob(cid, hashed=hashed)  # checks the manifest's content
+    if content is not None:
+        log.info(
+            "content_checked cid=%s in_order=%s read_back=%d peak_kept_mib=%.1f",
+            cid,
+            hashed is not None,
+            content.read_back,
+            content.peak_kept_bytes / 2**20,
+        )
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
     return manifest
+
+
+def _hash_rest(store: BlobStore, manifest: Manifest, content: InOrderHash) -> bytes | None:
+    """Once the fetch has committed its last chunk: read back what the content hash
+    still lacks and return the blob's hash (None if a chunk cannot be read: the
+    completion then checks the content by reading the whole blob)."""
+    content.committed()
+    try:
+        while due := content.reads_due(READ_BACK_PER_HOP):
+            for index, data in zip(due, store.read_chunks(manifest, due), strict=True):
+                content.add(index, data)
+    except BlobError:
+        return None
+    return content.digest()
 
 
 async def _known_manifest(store: AsyncStore, cid: Cid) -> Manifest | None:
@@ -183,6 +219,7 @@ class _ScheduledFetch:
         progress: ProgressFn | None,
         publish: Publish,
         sequential: bool,
+        content: InOrderHash | None,
     ) -> None:
         self.store, self.manifest, self.state = store, manifest, state
         self.progress, self.publish = progress, publish
@@ -190,7 +227,7 @@ class _ScheduledFetch:
         self.peers = {p.peer: p for p in sources}
         self.complete_sources: set[NodeId] = set()
         rng = random.Random()
-        order = None if sequential else rng.sample(missing, len(missing))
+        order = None if sequential else windowed_order(missing, ORDER_WINDOW, rng)
         self.sched: FetchSchedule[NodeId] = FetchSchedule(
             len(manifest.chunks), manifest.chunk_length, missing, rng, order=order
         )
@@ -202,6 +239,8 @@ class _ScheduledFetch:
         self.to_write, self.writes = trio.open_memory_channel[_Arrival](math.inf)
         #: Why the manifest is false, once a chunk's bytes proved it (``_wrong_length``).
         self.manifest_false: str | None = None
+        #: Fed by the writer; None once a chunk could not be read back for it.
+        self.content = content
 
     async def run(self, more_sources: MoreSources | None) -> None:
         try:
@@ -438,6 +477,8 @@ class _ScheduledFetch:
                 due = trio.current_time() >= committed_at + COMMIT_INTERVAL_S
                 if batch.bytes_written >= COMMIT_BYTES or due:
                     await self.store.run(batch.commit)
+                    if self.content is not None:
+                        self.content.committed()
                     batch = self.store.sync.batch()
                     committed_at = trio.current_time()
         finally:
@@ -460,11 +501,29 @@ class _ScheduledFetch:
     def _write_group(self, batch: WriteBatch, group: list[_Arrival]) -> list[bool]:
         chunks = self.manifest.chunks
         good = [cid_of(data) == chunks[index] for _node, index, data in group]
-        batch.write_chunks(
-            self.manifest,
-            [(index, data) for (_n, index, data), ok in zip(group, good, strict=True) if ok],
-        )
+        stored = [(index, data) for (_n, index, data), ok in zip(group, good, strict=True) if ok]
+        batch.write_chunks(self.manifest, stored)
+        if self.content is not None:
+            self._hash_in_order(stored)
         return good
+
+    def _hash_in_order(self, stored: list[tuple[int, bytes]]) -> None:
+        """Feed the content hash the chunks just stored, and read back (up to
+        ``READ_BACK_PER_HOP``) the ones held before the fetch that it has reached."""
+        content = self.content
+        assert content is not None
+        for index, data in stored:
+            content.add(index, data)
+        due = content.reads_due(READ_BACK_PER_HOP)
+        if not due:
+            return
+        try:
+            back = self.store.sync.read_chunks(self.manifest, due)
+        except BlobError:  # gone or corrupt since: completion reads the whole blob
+            self.content = None
+            return
+        for index, data in zip(due, back, strict=True):
+            content.add(index, data)
 
 
 _Arrival = tuple[NodeId, int, bytes]

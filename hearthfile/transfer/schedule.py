@@ -26,8 +26,11 @@ so the shell can ask for the new chunks in one call rather than one call each.
 
 Piece selection. Chunks go out in index order, so output can stream from the start
 and a range fetch is just a smaller ``missing`` set (missing and in the range), or in
-a given ``order`` (a random one, so that nodes fetching the same blob at once hold
-different chunks and can serve each other). A chunk that comes back for a retry is asked for again
+a given ``order`` (``windowed_order``: random within consecutive windows of
+``ORDER_WINDOW`` chunks, so that nodes fetching the same blob at once hold different
+chunks and can serve each other, while the fetch as a whole still moves front to back
+and the fetcher can hash the content as the chunks arrive). A chunk that comes back for
+a retry is asked for again
 before any chunk not yet asked for, and a chunk passed over because the source at
 hand lacks it keeps its place in the order for the next source. Each free slot goes
 to the source expected to deliver soonest (its round trip plus the chunks queued
@@ -130,6 +133,26 @@ RARE_SCAN: Final = 128
 #: swarm most of the queue is chunks it lacks, and scanning all of it for every
 #: request would cost the square of the chunk count.
 HEAP_SCAN: Final = 256
+
+
+#: Chunks per window of ``windowed_order`` (16 MiB of 256 KiB chunks): wide enough that
+#: fetchers of one blob at once, moving through the same window, take different chunks
+#: of it (64! orders) and serve each other; narrow enough that the chunks a fetcher holds
+#: ahead of its in-order content hash stay few (transfer/contenthash.py).
+ORDER_WINDOW: Final = 64
+
+
+def windowed_order(missing: Iterable[int], window: int, rng: random.Random) -> list[int]:
+    """``missing`` window by window (chunks [0, window), [window, 2 window), ...), in a
+    random order within each window."""
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    order: list[int] = []
+    for _key, group in itertools.groupby(sorted(missing), key=lambda i: i // window):
+        chunk = list(group)
+        rng.shuffle(chunk)
+        order.extend(chunk)
+    return order
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,8 @@ def test_three_source_parallel_fetch(make_node: Callable[[str], Daemon], tmp_pat
     fetcher.ok("get", cid, "-o", str(tmp_path / "out.bin"))
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
     assert f"fetch wrote cid={cid}" in fetcher.log(), "the node wrote the file as it fetched"
+    # The content was checked from the chunks as they passed, none read back from disk.
+    assert f"content_checked cid={cid} in_order=True read_back=0 " in fetcher.log()
     assert not list(tmp_path.glob(".*hearthfile-tmp"))
     got = shares(fetcher, cid)
     assert set(got) == {h.node_id for h in holders}, f"chunks came from all three: {got}"
@@ -147,6 +149,8 @@ def test_kill_9_fetcher_at_half_then_resume(
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
     resumed = sum(shares(f, cid).values())
     assert 0 < resumed <= 128 - kept, f"the resumed fetch moved only what was missing: {resumed}"
+    # The content check read back the chunks kept from before the kill, not the blob.
+    assert f"content_checked cid={cid} in_order=True read_back={kept} " in f.log()
 
 
 def test_cat_streams_before_the_fetch_ends(

@@ -22,6 +22,7 @@ PURE = [
     "blobs/chunker.py",
     "transfer/fileproto.py",
     "transfer/schedule.py",
+    "transfer/contenthash.py",
     "bus/frames.py",
     "bus/noise.py",
     "bus/handshake.py",

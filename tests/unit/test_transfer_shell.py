@@ -222,3 +222,110 @@ async def test_a_new_connection_to_a_dropped_source_rejoins_the_fetch(tmp_path: 
         assert b"".join(bytes(v) for v in store.read_blob_stream(manifest.cid)) == b"".join(chunks)
     finally:
         store.close()
+
+
+# --- the content check at completion, from the chunks as they passed ------------------------
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts whole-blob re-reads (``hash_file``) and chunk reads of the store."""
+    from hearthfile.blobs import store as store_module
+
+    counts = {"whole": 0, "chunks": 0}
+    real_hash_file, real_read_chunks = store_module.hash_file, BlobStore.read_chunks
+
+    def hash_file(path: str, *, direct: bool) -> bytes:
+        counts["whole"] += 1
+        return real_hash_file(path, direct=direct)
+
+    def read_chunks(self: BlobStore, manifest: Manifest, indices: list[int]) -> list[bytes]:
+        counts["chunks"] += len(indices)
+        return real_read_chunks(self, manifest, indices)
+
+    monkeypatch.setattr(store_module, "hash_file", hash_file)
+    monkeypatch.setattr(BlobStore, "read_chunks", read_chunks)
+    return counts
+
+
+def whole_source(manifest: Manifest, chunks: list[bytes]) -> FakeSource:
+    ready = trio.Event()
+    ready.set()
+    return FakeSource(manifest, chunks, ready)
+
+
+async def test_a_fetch_checks_the_content_without_reading_the_blob_back(
+    tmp_path: Path, reads: dict[str, int]
+) -> None:
+    manifest, chunks = chunk_blob(payload(150 * CHUNK_SIZE + 99, 21))
+    store = BlobStore(tmp_path / "data")
+    try:
+        store.begin_blob(manifest)
+        with trio.fail_after(60):
+            await fetch_blob(store, manifest.cid, [whole_source(manifest, chunks)])
+        assert store.has_blob(manifest.cid)
+        assert reads == {"whole": 0, "chunks": 0}, "checked as the chunks passed"
+        assert b"".join(bytes(v) for v in store.export(manifest.cid)) == b"".join(chunks)
+    finally:
+        store.close()
+
+
+async def test_chunks_held_before_the_fetch_are_read_back_alone(
+    tmp_path: Path, reads: dict[str, int]
+) -> None:
+    """A resumed fetch: the chunks stored before it are read back for the content hash
+    as it reaches them, the rest hashed as they arrive; never the whole blob."""
+    manifest, chunks = chunk_blob(payload(90 * CHUNK_SIZE, 22))
+    store = BlobStore(tmp_path / "data")
+    held = [*range(0, 10), *range(40, 45), 89]
+    try:
+        store.begin_blob(manifest)
+        with store.batch() as batch:
+            batch.write_chunks(manifest, [(i, chunks[i]) for i in held])
+        with trio.fail_after(60):
+            await fetch_blob(store, manifest.cid, [whole_source(manifest, chunks)])
+        assert store.has_blob(manifest.cid)
+        assert reads == {"whole": 0, "chunks": len(held)}
+        assert b"".join(bytes(v) for v in store.export(manifest.cid)) == b"".join(chunks)
+    finally:
+        store.close()
+
+
+async def test_past_the_memory_bound_chunks_are_read_back_and_the_fetch_completes(
+    tmp_path: Path, reads: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hearthfile.transfer import contenthash
+
+    monkeypatch.setattr(contenthash, "MAX_AHEAD_BYTES", 0)  # nothing kept ahead
+    manifest, chunks = chunk_blob(payload(70 * CHUNK_SIZE, 23))
+    store = BlobStore(tmp_path / "data")
+    try:
+        store.begin_blob(manifest)
+        with trio.fail_after(60):
+            await fetch_blob(store, manifest.cid, [whole_source(manifest, chunks)])
+        assert store.has_blob(manifest.cid) and reads["whole"] == 0
+        assert 0 < reads["chunks"] < len(chunks), "what arrived ahead, not all of it"
+        assert b"".join(bytes(v) for v in store.export(manifest.cid)) == b"".join(chunks)
+    finally:
+        store.close()
+
+
+async def test_a_false_content_is_refused_by_the_in_order_hash(
+    tmp_path: Path, reads: dict[str, int]
+) -> None:
+    """Every chunk matches its CID, the manifest's content does not: the blob never
+    becomes complete and nothing of it is kept."""
+    from hearthfile.cids import cid_of
+
+    good, chunks = chunk_blob(payload(20 * CHUNK_SIZE, 24))
+    poison = Manifest(good.size, CHUNK_SIZE, good.chunks, cid_of(b"lie"))
+    store = BlobStore(tmp_path / "data")
+    try:
+        store.begin_blob(poison)
+        with trio.fail_after(60), pytest.raises(ServiceError) as err:
+            await fetch_blob(store, poison.cid, [whole_source(poison, chunks)])
+        assert err.value.code == "bad_request" and "content" in err.value.detail
+        assert reads == {"whole": 0, "chunks": 0}, "refused by the hash of what passed"
+        assert not store.has(poison.cid) and store.count() == 0
+    finally:
+        store.close()
