@@ -45,6 +45,7 @@ from hearthfile.transfer.schedule import (
     FailReason,
     FetchFailed,
     FetchSchedule,
+    ScheduleConfig,
     SourceQuarantined,
     SourceStalled,
     windowed_order,
@@ -117,8 +118,10 @@ async def fetch_blob(
     or are fetching it: a source lacking a chunk answers not_found, which costs
     that chunk no attempt). ``sequential`` takes chunks in order, for output that
     streams while the fetch runs; otherwise in a random order within windows of
-    ``ORDER_WINDOW`` chunks, so that nodes fetching the same blob at once hold
-    different chunks and serve each other."""
+    ``ORDER_WINDOW`` chunks (so the content is hashed as the chunks pass), spread
+    over the whole blob once another fetcher of it shows up as a source, so that
+    nodes fetching the same blob at once hold different chunks and serve each other
+    (their content check then reads back most of the blob)."""
     astore = AsyncStore(store)
     if await astore.has_blob(cid):
         return await astore.read_manifest(cid)
@@ -229,7 +232,12 @@ class _ScheduledFetch:
         rng = random.Random()
         order = None if sequential else windowed_order(missing, ORDER_WINDOW, rng)
         self.sched: FetchSchedule[NodeId] = FetchSchedule(
-            len(manifest.chunks), manifest.chunk_length, missing, rng, order=order
+            len(manifest.chunks),
+            manifest.chunk_length,
+            missing,
+            rng,
+            ScheduleConfig(spread_in_swarm=True),
+            order=order,
         )
         now = trio.current_time()
         for node in self.peers:

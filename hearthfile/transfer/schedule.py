@@ -193,6 +193,11 @@ class ScheduleConfig:
     late_floor_s: float = 0.05
     #: Rounds of timeouts, with no delivery between them, after which a source is dropped.
     stall_timeouts: int = 2
+    #: With an ``order``: once a partial holder shows up (``source_has``), take the
+    #: chunks not yet asked for in a random order over the whole blob. A windowed order
+    #: lets the fetcher hash the content as it goes; in a swarm, spreading out lets the
+    #: fetchers hold different chunks long enough for their have-maps to tell.
+    spread_in_swarm: bool = False
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.stall_timeouts < 1 or self.rate_samples < 1:
@@ -357,6 +362,8 @@ class FetchSchedule(Generic[S]):
         one blob over different chunks, so they can serve each other (swarming)."""
         self.config = config or ScheduleConfig()
         self._order = None if order is None else list(order)
+        #: Whether the order was spread over the whole blob (``spread_in_swarm``).
+        self._spread = False
         self._rng = rng
         self._state = bytearray(chunk_count)
         for index in missing:
@@ -472,6 +479,20 @@ class FetchSchedule(Generic[S]):
             held = set(indices)
             src.lacks.difference_update(held)
             src.have = None if len(held) >= len(self._state) else held
+            if src.have is not None and self.config.spread_in_swarm and not self._spread:
+                self._spread_out()  # another fetcher of this blob
+
+    def _spread_out(self) -> None:
+        """Take the chunks not yet asked for in a random order over the whole blob from
+        now on: a partial holder is another fetcher of this blob, and fetchers in step
+        through the same window (``windowed_order``) hold little the others lack by the
+        time their have-maps tell (a holder's map changes only when it commits)."""
+        self._spread = True
+        if self._order is None:  # index order: output streams, it stays
+            return
+        rest = [i for i in self._order[self._cursor :] if self._state[i] == _PENDING]
+        self._rng.shuffle(rest)
+        self._order, self._cursor = rest, 0
 
     def tick(self, now: float) -> None:
         """Time out every request whose deadline has passed (see ``next_deadline``)."""

@@ -678,3 +678,34 @@ def test_chunks_passed_over_keep_their_place_in_the_order() -> None:
     assert indices(s.next_requests(0.0)) == [17], "p1 holds only 17: 9, 4, 30, 2 are passed over"
     s.add_source("origin", 0.0)
     assert indices(s.next_requests(0.0), "origin")[:4] == [9, 4, 30, 2]
+
+
+def test_a_windowed_order_spreads_over_the_blob_once_another_fetcher_shows_up() -> None:
+    """spread_in_swarm: the chunks not yet asked for are taken in a random order over
+    the whole blob from the first partial have-map on; without it the order stays."""
+    from hearthfile.transfer.schedule import windowed_order
+
+    def fetch(spread: bool) -> tuple[list[int], list[int]]:
+        rng = random.Random(3)
+        order = windowed_order(range(400), 16, rng)
+        s = FetchSchedule(
+            400,
+            lambda i: SIZE,
+            range(400),
+            rng,
+            ScheduleConfig(initial_window=8, max_window=8, spread_in_swarm=spread),
+            order=order,
+        )
+        s.add_source("origin", 0.0)
+        first = indices(s.next_requests(0.0))
+        s.add_source("peer", 0.0)
+        s.source_has("peer", [])  # a fetcher that holds nothing yet
+        for index in first:
+            s.chunk_arrived("origin", index, SIZE, 0.01)
+        return first, indices(s.next_requests(0.02), "origin")
+
+    first, later = fetch(spread=True)
+    assert max(first) < 16, "alone: the first window"
+    assert max(later) >= 64, f"spread over the blob: {later}"
+    first, later = fetch(spread=False)
+    assert max(first + later) < 32, "the windows in turn"
