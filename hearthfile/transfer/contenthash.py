@@ -100,6 +100,17 @@ class InOrderHash:
             self._state[index] = _WRITTEN
             self._written.append(index)
 
+    def keep_none(self) -> None:
+        """Keep no chunk ahead of the frontier from now on, and let go of those kept
+        (each was written: it is read back after the next commit). For a fetch whose
+        chunks stopped coming roughly in order (spread over the blob in a swarm)."""
+        self._max_ahead = 0
+        for index in self._kept:
+            self._state[index] = _WRITTEN
+            self._written.append(index)
+        self._kept.clear()
+        self.kept_bytes = 0
+
     def committed(self) -> None:
         """Everything the shell has written so far is committed: chunks not kept can
         be read back from the store now."""

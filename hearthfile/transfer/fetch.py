@@ -520,6 +520,8 @@ class _ScheduledFetch:
         ``READ_BACK_PER_HOP``) the ones held before the fetch that it has reached."""
         content = self.content
         assert content is not None
+        if self.sched.spread:  # chunks come in no order now: holding them is no use
+            content.keep_none()
         for index, data in stored:
             content.add(index, data)
         due = content.reads_due(READ_BACK_PER_HOP)

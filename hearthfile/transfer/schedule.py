@@ -574,6 +574,11 @@ class FetchSchedule(Generic[S]):
         return self._outcome
 
     @property
+    def spread(self) -> bool:
+        """Whether the order was spread over the whole blob (``spread_in_swarm``)."""
+        return self._spread
+
+    @property
     def remaining(self) -> int:
         """Wanted chunks not yet arrived."""
         return self._wanted - self._done

@@ -144,3 +144,20 @@ def test_two_fetchers_take_different_chunks_of_each_window() -> None:
     first = windowed_order(range(128), 64, random.Random(1))
     second = windowed_order(range(128), 64, random.Random(2))
     assert len(set(first[:16]) & set(second[:16])) < 8, "their first quarter windows differ"
+
+
+def test_keep_none_lets_go_of_the_kept_chunks_for_a_read_back() -> None:
+    chunks = chunks_of(5)
+    content = InOrderHash(5, range(5))
+    for index in [3, 1]:
+        content.add(index, chunks[index])
+    content.keep_none()
+    content.add(2, chunks[2])
+    assert content.kept_bytes == 0
+    content.add(0, chunks[0])
+    assert content.frontier == 1 and content.reads_due(5) == [], "not before a commit"
+    content.committed()
+    assert content.reads_due(5) == [1, 2, 3]
+    for index in [1, 2, 3, 4]:
+        content.add(index, chunks[index])
+    assert content.digest() == whole(chunks)
