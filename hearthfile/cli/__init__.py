@@ -62,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:
-    """Run the command (under trio if it is async); a failure that arrives wrapped in
-    exception groups (from a nursery) is raised as itself, so it is reported like any
-    other."""
+    """Run the command (its quick path first, if it has one; under trio if it is
+    async); a failure that arrives wrapped in exception groups (from a nursery) is
+    raised as itself, so it is reported like any other."""
+    quick = args.func.load_quick()
+    if quick is not None:
+        code = quick(args, out)
+        if code is not None:
+            return int(code)
     func = args.func.load()
     if not inspect.iscoroutinefunction(func):
         return int(func(args, out))

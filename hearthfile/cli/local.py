@@ -1,4 +1,5 @@
-"""The quick commands, ``ls`` and ``stat``: they read the home's store index directly.
+"""The quick commands, ``ls``, ``stat`` and ``cat`` of a held blob: they read the
+home's store directly.
 
 With a daemon running they open its store read-only (the index is SQLite in WAL
 mode, so a reader sees what the daemon committed) instead of asking over the bus;
@@ -62,6 +63,20 @@ def cmd_stat(args: argparse.Namespace, out: Output) -> int:
     cid = cid_arg(args.cid)
     with reading(home_dir(args)) as store:
         out.fields(ops.stat(store, cid))
+    return EXIT_OK
+
+
+def cat_held(args: argparse.Namespace, out: Output) -> int | None:
+    """``cat`` of a blob the daemon's store holds, straight from it without trio (as
+    the node's client would read it); with no daemon, ``cat`` itself: there is
+    nobody to fetch from. None: the daemon must fetch the blob (``commands.cmd_cat``)."""
+    cid = cid_arg(args.cid)
+    with reading(home_dir(args)) as store:
+        if store.readonly and not store.has_blob(cid):
+            return None
+        for view in store.read_blob_stream(cid):
+            out.write_bytes(view)
+    out.flush()
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from hearthfile.cli.errors import EXIT_USAGE
 
@@ -21,19 +21,34 @@ if TYPE_CHECKING:
 
 #: A command: async (run under trio) or, for the quick local ones, plain.
 Command = Callable[["argparse.Namespace", "Output"], "Awaitable[int] | int"]
+#: A command's quick path: its exit code, or None to run the command itself.
+QuickCommand = Callable[["argparse.Namespace", "Output"], "int | None"]
 #: ``downloads ACTION`` choices.
 DOWNLOAD_ACTIONS: Final = ("list", "show", "pause", "resume", "remove")
 
 
 class Lazy:
-    """``module:function`` of hearthfile.cli, imported when the command runs."""
+    """``module:function`` of hearthfile.cli, imported when the command runs; with
+    ``quick``, another tried first: a plain function that needs no trio (``cat`` of a
+    blob held here), and answers None when the command needs the node after all."""
 
-    def __init__(self, ref: str) -> None:
-        self.module, _, self.name = ref.partition(":")
+    def __init__(self, ref: str, quick: str | None = None) -> None:
+        self.ref, self.quick = ref, quick
 
     def load(self) -> Command:
-        func: Command = getattr(importlib.import_module(f"hearthfile.cli.{self.module}"), self.name)
+        func: Command = _function(self.ref)
         return func
+
+    def load_quick(self) -> QuickCommand | None:
+        if self.quick is None:
+            return None
+        func: QuickCommand = _function(self.quick)
+        return func
+
+
+def _function(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"hearthfile.cli.{module}"), name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +110,8 @@ def _blob_commands(
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--no-pin", action="store_true", help="let GC evict what is added")
     p.add_argument("--pin", action="store_true", help=argparse.SUPPRESS)  # the default
-    with_cid("cat", "cmd_cat", "write a blob's bytes to stdout")
+    p = with_cid("cat", "cmd_cat", "write a blob's bytes to stdout")
+    p.set_defaults(func=Lazy("commands:cmd_cat", quick="local:cat_held"))
     p = command("get", "cmd_get", "fetch blobs (from peers if not local) and write them to files")
     p.add_argument("cids", nargs="+", metavar="CID")
     p.add_argument("-o", "--output", metavar="PATH", help="file (one CID) or directory (many)")
