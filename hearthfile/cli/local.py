@@ -22,9 +22,8 @@ from hearthfile.cids import Cid, CidError, parse_cid
 from hearthfile.cli.errors import EXIT_OK, EXIT_USAGE, CliError
 from hearthfile.cli.output import Output, human_bytes
 from hearthfile.identity import IdentityError, NodeKey
-from hearthfile.services import ops
 
-if TYPE_CHECKING:  # the store loads only in the commands that open it
+if TYPE_CHECKING:  # the store and the result types load only in the commands that use them
     from hearthfile.blobs.store import BlobInfo, BlobStore
     from hearthfile.services.results import BlobEntry
 
@@ -45,6 +44,8 @@ def cid_arg(text: str) -> Cid:
 
 
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    from hearthfile.services import ops
+
     with reading(home_dir(args)) as store:
         pages = ops.ls_pages(store, args.prefix or "", LS_PAGE)
         if out.json:
@@ -60,6 +61,8 @@ def ls_line(e: BlobEntry | BlobInfo) -> str:
 
 
 def cmd_stat(args: argparse.Namespace, out: Output) -> int:
+    from hearthfile.services import ops
+
     cid = cid_arg(args.cid)
     with reading(home_dir(args)) as store:
         out.fields(ops.stat(store, cid))
