@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1073,6 +1073,13 @@ class BlobStore:
         check_index(self, wal_lost=False)
 
 
+#: Chunk writes a mirror may have queued (``Mirror.write``): each goes to the caller's
+#: file in a thread of the mirror's own, so a chunk's two direct writes (the blob's file
+#: and the copy) wait for the device at the same time rather than one after the other;
+#: past this many (2 MiB), the store's writer waits for the copy.
+MIRROR_QUEUE: Final = 8
+
+
 class Mirror:
     """``BlobStore.mirror``: a file kept equal to a blob as it is stored."""
 
@@ -1084,6 +1091,9 @@ class Mirror:
             self._file = BlobFile(path, write=True, direct=store.direct_io)
         except OSError as exc:
             raise io_error(f"opening {path}", exc) from None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mirror")
+        self._queued: deque[Future[None]] = deque()
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Mirror:
         with self._store._mutex:
@@ -1096,9 +1106,20 @@ class Mirror:
             mirrors.remove(self)
             if not mirrors:
                 del self._store._mirrors[self._cid]
+        self._pool.shutdown(wait=True)  # the writes queued end before the file closes
         self._file.close()
 
     def write(self, index: int, data: Buffer) -> None:
+        """Queue a copy of a chunk just stored (``MIRROR_QUEUE``)."""
+        if self._failed is not None:
+            return
+        copy = data if isinstance(data, bytes) else bytes(data)  # the caller may reuse it
+        with self._lock:
+            while len(self._queued) >= MIRROR_QUEUE:
+                self._queued.popleft().result()
+            self._queued.append(self._pool.submit(self._write, index, copy))
+
+    def _write(self, index: int, data: bytes) -> None:
         if self._failed is not None:
             return
         try:
@@ -1108,9 +1129,16 @@ class Mirror:
             return
         self._written.add(index)
 
+    def drain(self) -> None:
+        """Wait until every copy queued so far is written (or has failed)."""
+        with self._lock:
+            while self._queued:
+                self._queued.popleft().result()
+
     def finish(self, manifest: Manifest) -> None:
         """Add the chunks stored before the mirror began (read and verified), and
         end the file at the blob's size."""
+        self.drain()
         if self._failed is not None:
             raise io_error(f"writing {self.path}", self._failed)
         store = self._store

@@ -293,6 +293,7 @@ def test_a_mirror_gets_each_chunk_as_it_is_stored_and_the_rest_at_the_end(
     with store.mirror(m.cid, str(out)) as mirror:
         with store.batch() as batch:
             batch.write_chunks(m, [(i, chunks[i]) for i in (0, 2, 3, 5, 6)])
+        mirror.drain()  # the copies are queued to the mirror's own thread
         assert out.read_bytes()[:CS] == chunks[0], "written as it was stored"
         assert store.complete_blob(m.cid)
         mirror.finish(m)
@@ -302,6 +303,60 @@ def test_a_mirror_gets_each_chunk_as_it_is_stored_and_the_rest_at_the_end(
     with store.mirror(m.cid, str(held)) as mirror:  # nothing stored meanwhile: all copied
         mirror.finish(m)
     assert held.read_bytes() == data
+
+
+def test_a_mirror_holds_at_most_its_queue_and_a_failed_copy_fails_finish(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies wait in the mirror's queue while its thread is held up (a slow device):
+    the store's writer waits past MIRROR_QUEUE; a copy that fails fails ``finish``,
+    never the store's write."""
+    import threading
+    import time
+
+    from hearthfile.blobs import store as store_module
+    from hearthfile.blobs.files import BlobFile, Buffer
+
+    data = payload(12 * CS, seed=15)
+    m, chunks = chunk_blob(data)
+    store.begin_blob(m)
+    gate, real_write_at = threading.Event(), BlobFile.write_at
+    out = tmp_path / "out"
+    stored: list[int] = []  # the store's own writes, by offset
+
+    def held_write_at(self: BlobFile, offset: int, view: Buffer) -> None:
+        if self.path == str(out):
+            gate.wait(30)
+            if offset == 11 * CS:
+                raise OSError(28, "No space left on device")
+        else:
+            stored.append(offset)
+        real_write_at(self, offset, view)
+
+    monkeypatch.setattr(BlobFile, "write_at", held_write_at)
+    with store.mirror(m.cid, str(out)) as mirror:
+        def write_all() -> None:
+            with store.batch() as batch:
+                batch.write_chunks(m, list(enumerate(chunks)))
+
+        writer = threading.Thread(target=write_all)
+        writer.start()
+        # The store writes a chunk, then queues its copy: with the copies held up, it
+        # stops after MIRROR_QUEUE + 1 chunks (one copy taken by the thread, the rest
+        # queued, the next waiting for room).
+        bound = store_module.MIRROR_QUEUE + 1
+        deadline = time.monotonic() + 30
+        while len(stored) < bound and time.monotonic() < deadline:
+            writer.join(0.01)
+        writer.join(0.5)  # time to overrun the bound, were it not kept
+        assert len(stored) == bound and writer.is_alive()
+        assert len(mirror._queued) <= store_module.MIRROR_QUEUE
+        gate.set()
+        writer.join(30)
+        assert not writer.is_alive()
+        with pytest.raises(BlobError) as err:
+            mirror.finish(m)
+    assert err.value.code == "disk_full"
 
 
 def test_chunks_uploaded_ahead_are_taken_by_their_blob_and_kept_once(store: BlobStore) -> None:
