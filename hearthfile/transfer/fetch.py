@@ -131,19 +131,7 @@ async def fetch_blob(
     if manifest is None:
         manifest = await manifest_from_any(cid, sources)
         await astore.begin_blob(manifest)
-    missing = await astore.missing_chunks(cid)
-    if span is not None:
-        covering = set(manifest.chunk_range(*span))
-        missing = [i for i in missing if i in covering]
-    wanted = len(manifest.chunks) if span is None else len(manifest.chunk_range(*span))
-    state = Progress(
-        cid,
-        manifest.size,
-        manifest.size - bytes_of(manifest, missing),
-        wanted,
-        wanted - len(missing),
-        len(sources),
-    )
+    missing, state = await _plan(astore, manifest, span, len(sources))
     if progress is not None:
         progress(state)
     # The content is hashed as the chunks pass (a whole fetch of something missing);
@@ -161,19 +149,45 @@ async def fetch_blob(
             await astore.run(store.discard_partial, cid)  # nothing of it is kept
             raise ServiceError("bad_request", f"{cid}: {fetch.manifest_false}") from None
         content = fetch.content
-    hashed = None if content is None else await astore.run(_hash_rest, store, manifest, content)
-    complete = await astore.complete_blob(cid, hashed=hashed)  # checks the manifest's content
-    if content is not None:
-        log.info(
-            "content_checked cid=%s in_order=%s read_back=%d peak_kept_mib=%.1f",
-            cid,
-            hashed is not None,
-            content.read_back,
-            content.peak_kept_bytes / 2**20,
-        )
+    complete = await _complete(astore, manifest, content)
     if span is None and not complete:
         raise ServiceError("partition", f"{cid}: chunks still missing after the fetch")
     return manifest
+
+
+async def _plan(
+    astore: AsyncStore, manifest: Manifest, span: tuple[int, int] | None, sources: int
+) -> tuple[list[int], Progress]:
+    """The chunks this fetch must get (those missing, within ``span``), and its
+    progress before the first arrives."""
+    missing = await astore.missing_chunks(manifest.cid)
+    wanted = len(manifest.chunks)
+    if span is not None:
+        covering = manifest.chunk_range(*span)
+        missing = [i for i in missing if i in covering]  # a range: O(1)
+        wanted = len(covering)
+    done_bytes = manifest.size - bytes_of(manifest, missing)
+    state = Progress(
+        manifest.cid, manifest.size, done_bytes, wanted, wanted - len(missing), sources
+    )
+    return missing, state
+
+
+async def _complete(astore: AsyncStore, manifest: Manifest, content: InOrderHash | None) -> bool:
+    """Make the blob complete if every chunk is stored, its content checked against the
+    in-order hash when there is one (else by reading the blob back); whether it is."""
+    if content is None:
+        return await astore.complete_blob(manifest.cid)
+    hashed = await astore.run(_hash_rest, astore.sync, manifest, content)
+    complete = await astore.complete_blob(manifest.cid, hashed=hashed)
+    log.info(
+        "content_checked cid=%s in_order=%s read_back=%d peak_kept_mib=%.1f",
+        manifest.cid,
+        hashed is not None,
+        content.read_back,
+        content.peak_kept_bytes / 2**20,
+    )
+    return complete
 
 
 def _hash_rest(store: BlobStore, manifest: Manifest, content: InOrderHash) -> bytes | None:
