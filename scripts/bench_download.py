@@ -106,12 +106,12 @@ def timed_cpu(argv: list[str], *daemons: Node) -> Sample:
 
 def forget(node: Node, url: str) -> None:
     """Remove the node's download of ``url`` and its blob, so the next one starts cold."""
-    for rec in json.loads(hf(node.home, "--json", "downloads")):
+    for rec in json.loads(hf(node.home, "--json", "downloads", python=node.python)):
         if rec["url"] == url:
-            hf(node.home, "downloads", "remove", rec["id"])
+            hf(node.home, "downloads", "remove", rec["id"], python=node.python)
             if rec["cid"]:
-                hf(node.home, "unpin", rec["cid"])
-                hf(node.home, "rm", rec["cid"])
+                hf(node.home, "unpin", rec["cid"], python=node.python)
+                hf(node.home, "rm", rec["cid"], python=node.python)
 
 
 def measure(

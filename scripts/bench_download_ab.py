@@ -19,76 +19,26 @@ curl and aria2c.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_download import cpu_of
-from bench_http import start_nginx, timed
+from bench_download import cpu_of, forget
+from bench_http import Node, start_nginx, timed
 from benchbase import load_average, scratch, write_random
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = (10, 8, 9, 9, 13)
 
 
-class TreeNode:
-    """A daemon run by one tree's Python, in its own home."""
-
-    def __init__(self, tree: Path, home: Path) -> None:
-        self.python = str(tree / ".venv" / "bin" / "python")
-        self.home = home
-        self.hf("init")
-        log = open(home / "daemon.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [
-                self.python,
-                "-m",
-                "hearthfile",
-                "--home",
-                str(home),
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        deadline = time.monotonic() + 60
-        while self.hf("status", check=False) is None:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"the daemon of {tree} did not start")
-            time.sleep(0.1)
-
-    def hf(self, *args: str, check: bool = True) -> str | None:
-        argv = [self.python, "-m", "hearthfile", "--home", str(self.home), *args]
-        proc = subprocess.run(argv, capture_output=True, check=False)
-        if proc.returncode != 0:
-            if check:
-                raise SystemExit(f"hearthfile {' '.join(args)}: {proc.stderr.decode().strip()}")
-            return None
-        return proc.stdout.decode()
-
-    def forget(self) -> None:
-        for rec in json.loads(self.hf("--json", "downloads") or "[]"):
-            if rec["cid"]:
-                self.hf("unpin", rec["cid"], check=False)
-                self.hf("rm", rec["cid"], check=False)
-
-    def daemon_seconds(self) -> float:
-        """From the last download's start to its Completed, as the daemon logged them."""
-        lines = (self.home / "daemon.log").read_text().splitlines()
-        start = [line for line in lines if "download_start" in line][-1]
-        end = [line for line in lines if "download_Completed" in line][-1]
-        return (_stamp(end) - _stamp(start)).total_seconds()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+def daemon_seconds(node: Node) -> float:
+    """From the last download's start to its Completed, as the daemon logged them."""
+    lines = (node.home / "daemon.log").read_text().splitlines()
+    start = [line for line in lines if "download_start" in line][-1]
+    end = [line for line in lines if "download_Completed" in line][-1]
+    return (_stamp(end) - _stamp(start)).total_seconds()
 
 
 def _stamp(line: str) -> datetime:
@@ -109,10 +59,11 @@ def main() -> None:
         write_random(www / "file.bin", args.size_mib * 1024 * 1024)
         nginx, origin = start_nginx(root, www)
         trees = {"this tree": ROOT, "other tree": args.other.resolve()}
-        nodes: dict[str, TreeNode] = {}
+        nodes: dict[str, Node] = {}
         try:
             for i, (name, tree) in enumerate(trees.items()):
-                nodes[name] = TreeNode(tree, root / f"n{i}")
+                nodes[name] = Node(root / f"n{i}", python=str(tree / ".venv" / "bin" / "python"))
+                nodes[name].start([])
             run(root, nodes, f"{origin}/file.bin", args)
         finally:
             for node in nodes.values():
@@ -121,7 +72,7 @@ def main() -> None:
             nginx.wait(10)
 
 
-def run(root: Path, nodes: dict[str, TreeNode], url: str, args: argparse.Namespace) -> None:
+def run(root: Path, nodes: dict[str, Node], url: str, args: argparse.Namespace) -> None:
     wall: dict[str, list[float]] = {name: [] for name in ["curl", *nodes]}
     daemon: dict[str, list[float]] = {name: [] for name in nodes}
     cpu: dict[str, list[float]] = {name: [] for name in nodes}
@@ -134,7 +85,8 @@ def run(root: Path, nodes: dict[str, TreeNode], url: str, args: argparse.Namespa
                 out.unlink()
                 continue
             node = nodes[name]
-            node.forget()
+            forget(node, url)
+            assert node.proc is not None
             before = cpu_of(node.proc.pid)
             wall[name].append(
                 timed(
@@ -151,7 +103,7 @@ def run(root: Path, nodes: dict[str, TreeNode], url: str, args: argparse.Namespa
                 )
             )
             cpu[name].append(cpu_of(node.proc.pid) - before)
-            daemon[name].append(node.daemon_seconds())
+            daemon[name].append(daemon_seconds(node))
         print(f"round {round_ + 1}: load {load_average()}", file=sys.stderr)
     med = statistics.median
     curl = med(wall["curl"])

@@ -47,9 +47,11 @@ from benchbase import load_average, scratch, write_random
 Step = Callable[[], float]
 
 
-def hf(home: Path, *args: str, timeout: float = 600) -> str:
+def hf(home: Path, *args: str, timeout: float = 600, python: str = sys.executable) -> str:
+    """``hearthfile --home HOME ARGS`` run by ``python`` (another tree's, for a
+    comparison): its output, or the script stops with its error."""
     proc = subprocess.run(
-        [sys.executable, "-m", "hearthfile", "--home", str(home), *args],
+        [python, "-m", "hearthfile", "--home", str(home), *args],
         capture_output=True,
         timeout=timeout,
         check=False,
@@ -69,10 +71,11 @@ def timed(argv: list[str], timeout: float = 600) -> float:
 
 
 class Node:
-    def __init__(self, home: Path, *peers: Node) -> None:
+    def __init__(self, home: Path, *peers: Node, python: str = sys.executable) -> None:
         self.home = home
-        hf(home, "init")
-        self.node_id = hf(home, "id").strip()
+        self.python = python
+        hf(home, "init", python=python)
+        self.node_id = hf(home, "id", python=python).strip()
         self.peers = peers
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -84,7 +87,7 @@ class Node:
             args += ["--peer", f"127.0.0.1:{peer.port}"]
         log = open(self.home / "daemon.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hearthfile", "--home", str(self.home), *args],
+            [self.python, "-m", "hearthfile", "--home", str(self.home), *args],
             stdout=log,
             stderr=log,
         )
@@ -101,7 +104,7 @@ class Node:
         if not (self.home / "daemon.json").exists():
             return {}
         proc = subprocess.run(
-            [sys.executable, "-m", "hearthfile", "--home", str(self.home), "--json", "status"],
+            [self.python, "-m", "hearthfile", "--home", str(self.home), "--json", "status"],
             capture_output=True,
             check=False,
         )
