@@ -294,12 +294,12 @@ class Groups:
         """The whole chunks filled, as a group; a free buffer (waiting for the writer
         to give one back) takes the short rest and becomes the current one."""
         whole = self.filled - self.filled % CHUNK_SIZE
-        group = Group(self._buffer, self.current[:whole])
+        filled = self.current
+        group = Group(self._buffer, filled[:whole])
         self._buffer = await self._free.receive()
-        rest = self.filled - whole
         self.current = memoryview(self._buffer)
-        self.current[:rest] = group.buffer[whole : self.filled]
-        self.filled = rest
+        self.current[: self.filled - whole] = filled[whole : self.filled]
+        self.filled -= whole
         return group
 
     def clear(self) -> None:
